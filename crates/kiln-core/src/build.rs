@@ -1,0 +1,1 @@
+//! Preparing a template into builds and running them.

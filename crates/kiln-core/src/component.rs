@@ -1,0 +1,122 @@
+//! The component traits (builder, provisioner, post-processor) and the
+//! registry that maps a template's `type` to a factory.
+use crate::artifact::Artifact;
+use crate::communicator::Communicator;
+use crate::context::BuildCtx;
+use crate::error::BuildError;
+use async_trait::async_trait;
+use kiln_template::Decoder;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Flags that affect preparation.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOpts {
+    /// `-force`: builders may overwrite existing output.
+    pub force: bool,
+}
+
+/// Called by a builder when the machine is ready: runs the provisioners.
+#[async_trait]
+pub trait Hook: Send + Sync {
+    async fn provision(
+        &self,
+        ctx: &BuildCtx,
+        comm: Option<Arc<dyn Communicator>>,
+    ) -> Result<(), BuildError>;
+}
+
+/// A hook that runs nothing (for tests of builders).
+pub struct NoHook;
+#[async_trait]
+impl Hook for NoHook {
+    async fn provision(
+        &self,
+        _: &BuildCtx,
+        _: Option<Arc<dyn Communicator>>,
+    ) -> Result<(), BuildError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+pub trait Builder: Send + Sync {
+    /// Build; call `hook.provision` once the machine can be provisioned.
+    /// `Ok(None)` means the build produced nothing (like Packer's nil
+    /// artifact).
+    async fn run(
+        &self,
+        ctx: &BuildCtx,
+        hook: &dyn Hook,
+    ) -> Result<Option<Arc<dyn Artifact>>, BuildError>;
+}
+
+/// Context of a provisioner run: the build plus the interpolation context
+/// for run-time templates (`execute_command` with `.Path`, ...).
+pub struct ProvisionCtx<'a> {
+    pub build: &'a BuildCtx,
+    pub interp: kiln_template::Context,
+}
+
+#[async_trait]
+pub trait Provisioner: Send + Sync {
+    async fn provision(
+        &self,
+        ctx: &ProvisionCtx<'_>,
+        comm: Option<&Arc<dyn Communicator>>,
+    ) -> Result<(), BuildError>;
+}
+
+/// What a post-processor returns.
+pub struct PostProcessed {
+    pub artifact: Option<Arc<dyn Artifact>>,
+    /// Keep the input artifact by default (Packer's `keep`).
+    pub keep: bool,
+    /// Keep it even if the user says `keep_input_artifact: false`.
+    pub force_keep: bool,
+}
+
+pub struct PostProcessCtx<'a> {
+    pub build: &'a BuildCtx,
+    pub interp: kiln_template::Context,
+}
+
+#[async_trait]
+pub trait PostProcessor: Send + Sync {
+    async fn post_process(
+        &self,
+        ctx: &PostProcessCtx<'_>,
+        input: Arc<dyn Artifact>,
+    ) -> Result<PostProcessed, BuildError>;
+}
+
+/// Builds a component from its configuration. Problems go into the
+/// decoder's diagnostics (all of them, not just the first); `None` when the
+/// component cannot be made.
+pub type BuilderFactory = fn(&mut Decoder<'_>, &PrepareOpts) -> Option<Box<dyn Builder>>;
+pub type ProvisionerFactory = fn(&mut Decoder<'_>, &PrepareOpts) -> Option<Box<dyn Provisioner>>;
+pub type PostProcessorFactory =
+    fn(&mut Decoder<'_>, &PrepareOpts) -> Option<Box<dyn PostProcessor>>;
+
+/// `type` -> factory, for each kind of component.
+#[derive(Default, Clone)]
+pub struct Registry {
+    pub builders: BTreeMap<&'static str, BuilderFactory>,
+    pub provisioners: BTreeMap<&'static str, ProvisionerFactory>,
+    pub post_processors: BTreeMap<&'static str, PostProcessorFactory>,
+}
+
+impl Registry {
+    pub fn builder(&mut self, name: &'static str, f: BuilderFactory) -> &mut Self {
+        self.builders.insert(name, f);
+        self
+    }
+    pub fn provisioner(&mut self, name: &'static str, f: ProvisionerFactory) -> &mut Self {
+        self.provisioners.insert(name, f);
+        self
+    }
+    pub fn post_processor(&mut self, name: &'static str, f: PostProcessorFactory) -> &mut Self {
+        self.post_processors.insert(name, f);
+        self
+    }
+}

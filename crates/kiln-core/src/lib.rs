@@ -1,0 +1,32 @@
+//! kiln's build engine.
+//!
+//! - [`component`]: the `Builder`, `Provisioner`, `PostProcessor` traits and
+//!   the [`Registry`] mapping a template's `type` to a factory.
+//! - [`step`]: the step runner that guarantees reverse-order cleanup.
+//! - [`communicator`]: how provisioners reach a machine.
+//! - [`artifact`]: what builds produce.
+//! - [`build`]: preparing a template into builds and running them (in
+//!   parallel), with provisioner wrapping and post-processor chains.
+//! - [`ui`]: Packer-style output with secrets scrubbed by construction.
+//! - [`context`]: per-build context: cancellation, `-on-error`, ledger.
+
+pub mod artifact;
+pub mod build;
+pub mod communicator;
+pub mod component;
+pub mod context;
+pub mod error;
+pub mod step;
+pub mod ui;
+
+pub use artifact::{Artifact, FileArtifact};
+pub use communicator::{Communicator, ExitStatus, OutputSink};
+pub use component::{
+    Builder, Hook, PostProcessCtx, PostProcessed, PostProcessor, PrepareOpts, ProvisionCtx,
+    Provisioner, Registry,
+};
+pub use context::{BuildCtx, Ledger, OnError};
+pub use error::BuildError;
+pub use step::{run_steps, Step};
+pub use ui::{Output, Ui};
+pub use async_trait::async_trait;

@@ -1,0 +1,132 @@
+//! Steps and the step runner: every step that started gets its cleanup, in
+//! reverse order, whether the build succeeds, fails or is cancelled.
+use crate::context::{AskAnswer, BuildCtx, OnError};
+use crate::error::BuildError;
+use async_trait::async_trait;
+
+/// One unit of a builder's work. `S` is the builder's own typed state,
+/// where steps leave what later steps (and cleanups) need.
+#[async_trait]
+pub trait Step<S: Send>: Send {
+    /// A short name for messages ("create server").
+    fn name(&self) -> &'static str;
+    /// Do the work. Record anything that needs undoing in `state` (and the
+    /// ledger) as soon as it exists, so a cancel mid-way can still clean it.
+    async fn run(&mut self, state: &mut S, ctx: &BuildCtx) -> Result<(), BuildError>;
+    /// Undo what `run` did, as far as it got. Called for every step whose
+    /// `run` started, including the one that failed or was interrupted.
+    async fn cleanup(&mut self, _state: &mut S, _ctx: &BuildCtx) -> Result<(), BuildError> {
+        Ok(())
+    }
+}
+
+/// Run `steps` in order, then clean up in reverse (always, unless
+/// `-on-error=abort` after a failure, or abandoned by a second Ctrl-C).
+/// Returns the first error (or `Cancelled`).
+pub async fn run_steps<S: Send>(
+    steps: &mut [Box<dyn Step<S> + '_>],
+    state: &mut S,
+    ctx: &BuildCtx,
+) -> Result<(), BuildError> {
+    let mut started = 0;
+    let mut result = Ok(());
+    let mut i = 0;
+    while i < steps.len() {
+        if ctx.cancel.is_cancelled() {
+            result = Err(BuildError::Cancelled);
+            break;
+        }
+        let step = &mut steps[i];
+        started = started.max(i + 1);
+        let r = tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => Err(BuildError::Cancelled),
+            r = step.run(state, ctx) => r,
+        };
+        match r {
+            Ok(()) => i += 1,
+            Err(e) => {
+                if !e.is_cancelled() && ctx.on_error != OnError::Cleanup {
+                    let answer = match (ctx.on_error, &ctx.asker) {
+                        (OnError::Ask, Some(a)) => a.ask(&ctx.build_name, step.name(), &e.to_string()),
+                        (OnError::Ask, None) => AskAnswer::Cleanup,
+                        _ => AskAnswer::Abort,
+                    };
+                    match answer {
+                        AskAnswer::Retry => {
+                            ctx.ui.say(&format!("Retrying step \"{}\"...", step.name()));
+                            continue;
+                        }
+                        AskAnswer::Abort => {
+                            ctx.ui.error(&format!(
+                                "Step \"{}\" failed: aborting without cleanup (-on-error=abort)",
+                                step.name()
+                            ));
+                            let left = ctx.ledger.live();
+                            if !left.is_empty() {
+                                ctx.ui.error(&format!("Left in place: {}", left.join(", ")));
+                            }
+                            return Err(e);
+                        }
+                        AskAnswer::Cleanup => {}
+                    }
+                }
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    cleanup(&mut steps[..started], state, ctx, result.is_err()).await;
+    result
+}
+
+async fn cleanup<S: Send>(
+    steps: &mut [Box<dyn Step<S> + '_>],
+    state: &mut S,
+    ctx: &BuildCtx,
+    failed: bool,
+) {
+    let before = ctx.ledger.released().len();
+    for step in steps.iter_mut().rev() {
+        if ctx.abandon.is_cancelled() {
+            break;
+        }
+        let r = tokio::select! {
+            biased;
+            _ = ctx.abandon.cancelled() => Err(BuildError::Cancelled),
+            r = step.cleanup(state, ctx) => r,
+        };
+        match r {
+            Ok(()) => {}
+            Err(BuildError::Cancelled) => break,
+            Err(e) => ctx
+                .ui
+                .error(&format!("Cleanup of step \"{}\" failed: {e}", step.name())),
+        }
+    }
+    if ctx.abandon.is_cancelled() {
+        let left = ctx.ledger.live();
+        if left.is_empty() {
+            ctx.ui.error("Cleanup abandoned. Nothing kiln created is known to be left.");
+        } else {
+            ctx.ui.error(&format!(
+                "Cleanup abandoned. These may be left behind and need removing by hand:\n  - {}",
+                left.join("\n  - ")
+            ));
+        }
+        return;
+    }
+    if failed {
+        let released = ctx.ledger.released();
+        if released.len() > before {
+            ctx.ui.say(&format!(
+                "Cleaned up: {}",
+                released[before..].join(", ")
+            ));
+        }
+        let left = ctx.ledger.live();
+        if !left.is_empty() {
+            ctx.ui.error(&format!("Could not clean up: {}", left.join(", ")));
+        }
+    }
+}
