@@ -1,1 +1,819 @@
-//! Preparing a template into builds and running them.
+//! Preparing a template into builds, and running them.
+//!
+//! [`prepare`] is pure: it decodes every component's configuration through
+//! the registry and reports every problem of the template at once.
+//! [`run_builds`] runs the prepared builds (in parallel up to a limit),
+//! wraps provisioners with `pause_before` / `max_retries` / `timeout`, and
+//! applies post-processor chains with Packer's rules for which artifacts
+//! are kept.
+use crate::artifact::Artifact;
+use crate::communicator::Communicator;
+use crate::component::{
+    Builder, Hook, PostProcessCtx, PostProcessorFactory, PrepareOpts, ProvisionCtx,
+    ProvisionerFactory, Registry,
+};
+use crate::context::{Asker, BuildCtx, Ledger, OnError};
+use crate::error::BuildError;
+use crate::ui::{Output, Ui};
+use async_trait::async_trait;
+use kiln_template::diag::suggest;
+use kiln_template::template::{
+    PostProcessorDef, ProvisionerDef, Spanned, BUILDER_CORE_KEYS, POST_PROCESSOR_CORE_KEYS,
+    PROVISIONER_CORE_KEYS,
+};
+use kiln_template::{Context, Decoder, Diagnostic, Diagnostics, Node, Template, Variables};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Keys Packer injects into every component's configuration; accepted and
+/// ignored so templates that set them by hand still work.
+const INJECTED_KEYS: &[&str] = &[
+    "packer_build_name",
+    "packer_builder_type",
+    "packer_debug",
+    "packer_force",
+    "packer_on_error",
+    "packer_user_variables",
+    "packer_sensitive_variables",
+    "packer_template_path",
+];
+
+/// Command-line choices that shape preparation.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOptions {
+    /// `-only`: build names (or `*` globs) to run; post-processors are
+    /// filtered by name or type too.
+    pub only: Vec<String>,
+    /// `-except`: build names to skip; post-processors by name or type.
+    pub except: Vec<String>,
+    pub force: bool,
+}
+
+struct PlannedProvisioner {
+    def: ProvisionerDef,
+    config: Node,
+    factory: ProvisionerFactory,
+}
+
+struct PlannedPostProcessor {
+    def: PostProcessorDef,
+    factory: PostProcessorFactory,
+}
+
+/// A build ready to run: its builder is prepared and its provisioners and
+/// post-processors validated.
+pub struct PlannedBuild {
+    pub name: String,
+    pub type_name: String,
+    builder: Box<dyn Builder>,
+    provisioners: Vec<PlannedProvisioner>,
+    post_processors: Vec<Vec<PlannedPostProcessor>>,
+    interp: Context,
+    opts: PrepareOpts,
+}
+
+impl PlannedBuild {
+    /// Provisioner types, in order (for `inspect` and tests).
+    pub fn provisioner_types(&self) -> Vec<String> {
+        self.provisioners
+            .iter()
+            .map(|p| p.def.type_name.value.clone())
+            .collect()
+    }
+    /// Post-processor chains, as type names.
+    pub fn post_processor_types(&self) -> Vec<Vec<String>> {
+        self.post_processors
+            .iter()
+            .map(|c| c.iter().map(|p| p.def.type_name.value.clone()).collect())
+            .collect()
+    }
+}
+
+/// Simple glob: `*` matches any run of characters.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+fn selected(name: &str, opts: &PrepareOptions) -> bool {
+    if !opts.only.is_empty() && !opts.only.iter().any(|p| glob_match(p, name)) {
+        return false;
+    }
+    !opts.except.iter().any(|p| glob_match(p, name))
+}
+
+/// A context for rendering a component's configuration in a build.
+pub fn build_context(
+    template: &Template,
+    vars: &Variables,
+    name: &str,
+    type_name: &str,
+) -> Context {
+    let mut ctx = Context::new(template.dir.clone());
+    ctx.user_vars = Arc::new(vars.values.clone());
+    ctx.build_name = Some(name.to_string());
+    ctx.build_type = Some(type_name.to_string());
+    ctx
+}
+
+fn unknown_type(
+    kind: &str,
+    t: &Spanned<String>,
+    node: &Node,
+    known: impl IntoIterator<Item = &'static str> + Clone,
+) -> Diagnostic {
+    let mut d = Diagnostic::at(
+        &node.source,
+        t.pos,
+        format!("unknown {kind} type `{}`", t.value),
+    );
+    if let Some(s) = suggest(&t.value, known.clone()) {
+        d = d.with_help(format!("did you mean `{s}`?"));
+    } else {
+        let all: Vec<&str> = known.into_iter().collect();
+        d = d.with_help(format!("known {kind} types: {}", all.join(", ")));
+    }
+    d
+}
+
+/// Decode every component of the template for every selected build.
+/// Returns all problems at once.
+pub fn prepare(
+    template: &Template,
+    vars: &Variables,
+    registry: &Registry,
+    opts: &PrepareOptions,
+) -> Result<Vec<PlannedBuild>, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let popts = PrepareOpts { force: opts.force };
+    let mut builds = Vec::new();
+    let mut names = BTreeMap::new();
+    for b in &template.builders {
+        // The name is itself a template (user variables only).
+        let mut base = Context::new(template.dir.clone());
+        base.user_vars = Arc::new(vars.values.clone());
+        let name = match kiln_template::interp::render(&b.name.value, &base) {
+            Ok(n) => n,
+            Err(e) => {
+                diags.push(Diagnostic::at(
+                    &b.config.source,
+                    b.name.pos,
+                    format!("in builder name: {e}"),
+                ));
+                continue;
+            }
+        };
+        if let Some(prev) = names.insert(name.clone(), b.name.pos) {
+            diags.push(Diagnostic::at(
+                &b.config.source,
+                b.name.pos,
+                format!(
+                    "duplicate build name `{name}` (first at {}:{})",
+                    prev.line, prev.col
+                ),
+            ));
+            continue;
+        }
+        if !selected(&name, opts) {
+            continue;
+        }
+        let type_name = b.type_name.value.clone();
+        let Some(factory) = registry.builders.get(type_name.as_str()) else {
+            diags.push(unknown_type(
+                "builder",
+                &b.type_name,
+                &b.config,
+                registry.builders.keys().copied(),
+            ));
+            continue;
+        };
+        let interp = build_context(template, vars, &name, &type_name);
+        let builder = {
+            let mut d = Decoder::new(&b.config, &interp, &mut diags);
+            d.ignore(BUILDER_CORE_KEYS);
+            d.ignore(INJECTED_KEYS);
+            let built = factory(&mut d, &popts);
+            d.finish();
+            built
+        };
+
+        let mut provisioners = Vec::new();
+        for p in &template.provisioners {
+            if !p.applies_to(&name) {
+                continue;
+            }
+            let Some(pf) = registry.provisioners.get(p.type_name.value.as_str()) else {
+                diags.push(unknown_type(
+                    "provisioner",
+                    &p.type_name,
+                    &p.config,
+                    registry.provisioners.keys().copied(),
+                ));
+                continue;
+            };
+            let config = p.config_for(&name);
+            {
+                let mut d = Decoder::new(&config, &interp, &mut diags);
+                d.ignore(PROVISIONER_CORE_KEYS);
+                d.ignore(INJECTED_KEYS);
+                let _ = pf(&mut d, &popts);
+                d.finish();
+            }
+            provisioners.push(PlannedProvisioner {
+                def: p.clone(),
+                config,
+                factory: *pf,
+            });
+        }
+
+        let mut chains = Vec::new();
+        for chain in &template.post_processors {
+            let mut planned = Vec::new();
+            for pp in chain {
+                if !pp.applies_to(&name) {
+                    continue;
+                }
+                // -only/-except also name post-processors, by name or type.
+                let pp_name = pp
+                    .name
+                    .as_ref()
+                    .map(|n| n.value.clone())
+                    .unwrap_or_else(|| pp.type_name.value.clone());
+                if opts
+                    .except
+                    .iter()
+                    .any(|e| glob_match(e, &pp_name) || glob_match(e, &pp.type_name.value))
+                {
+                    continue;
+                }
+                let Some(pf) = registry.post_processors.get(pp.type_name.value.as_str()) else {
+                    diags.push(unknown_type(
+                        "post-processor",
+                        &pp.type_name,
+                        &pp.config,
+                        registry.post_processors.keys().copied(),
+                    ));
+                    continue;
+                };
+                {
+                    let mut d = Decoder::new(&pp.config, &interp, &mut diags);
+                    d.ignore(POST_PROCESSOR_CORE_KEYS);
+                    d.ignore(INJECTED_KEYS);
+                    let _ = pf(&mut d, &popts);
+                    d.finish();
+                }
+                planned.push(PlannedPostProcessor {
+                    def: pp.clone(),
+                    factory: *pf,
+                });
+            }
+            if !planned.is_empty() {
+                chains.push(planned);
+            }
+        }
+
+        if let Some(builder) = builder {
+            builds.push(PlannedBuild {
+                name,
+                type_name,
+                builder,
+                provisioners,
+                post_processors: chains,
+                interp,
+                opts: popts.clone(),
+            });
+        }
+    }
+    for (what, list) in [("-only", &opts.only), ("-except", &opts.except)] {
+        for pat in list.iter() {
+            let matches_build = names.keys().any(|n| glob_match(pat, n));
+            let matches_pp = template.post_processors.iter().flatten().any(|p| {
+                glob_match(pat, &p.type_name.value)
+                    || p.name.as_ref().is_some_and(|n| glob_match(pat, &n.value))
+            });
+            if !matches_build && !matches_pp {
+                let mut d = Diagnostic::new(format!("{what} `{pat}` matches no build"));
+                if let Some(s) = suggest(pat, names.keys().map(|s| s.as_str())) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                diags.push(d);
+            }
+        }
+    }
+    diags.into_result()?;
+    if builds.is_empty() {
+        let mut d = Diagnostics::default();
+        d.push(Diagnostic::new(
+            "no builds to run: -only/-except excluded every build",
+        ));
+        return Err(d);
+    }
+    Ok(builds)
+}
+
+/// Command-line choices that shape a run.
+#[derive(Clone)]
+pub struct RunOptions {
+    pub output: Output,
+    /// `-parallel-builds`: at most this many at once (0 = no limit).
+    pub parallel: usize,
+    pub on_error: OnError,
+    pub asker: Option<Arc<dyn Asker>>,
+    /// First Ctrl-C / SIGTERM.
+    pub cancel: CancellationToken,
+    /// Second Ctrl-C: abandon cleanup.
+    pub abandon: CancellationToken,
+}
+
+/// The outcome of one build.
+pub struct BuildOutcome {
+    pub name: String,
+    pub result: Result<Vec<Arc<dyn Artifact>>, BuildError>,
+    pub duration: Duration,
+    /// Resources kiln created and could not (or was told not to) remove.
+    pub leftovers: Vec<String>,
+}
+
+/// Run every build; never panics on a build's failure.
+pub async fn run_builds(builds: Vec<PlannedBuild>, opts: &RunOptions) -> Vec<BuildOutcome> {
+    let limit = if opts.parallel == 0 {
+        builds.len().max(1)
+    } else {
+        opts.parallel
+    };
+    let sem = Arc::new(tokio::sync::Semaphore::new(limit));
+    let mut handles = Vec::new();
+    for b in builds {
+        let sem = sem.clone();
+        let opts = opts.clone();
+        handles.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            run_one(b, &opts).await
+        }));
+    }
+    let mut out = Vec::new();
+    for h in handles {
+        match h.await {
+            Ok(o) => out.push(o),
+            Err(e) => out.push(BuildOutcome {
+                name: "?".into(),
+                result: Err(BuildError::msg(format!("build task panicked: {e}"))),
+                duration: Duration::ZERO,
+                leftovers: vec![],
+            }),
+        }
+    }
+    out
+}
+
+/// Human durations as Packer prints them ("1 minute 2 seconds").
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms} milliseconds");
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let mut parts = Vec::new();
+    let unit = |n: u64, u: &str| format!("{n} {u}{}", if n == 1 { "" } else { "s" });
+    if h > 0 {
+        parts.push(unit(h, "hour"));
+    }
+    if m > 0 {
+        parts.push(unit(m, "minute"));
+    }
+    if s > 0 || parts.is_empty() {
+        if h == 0 && m == 0 {
+            return format!("{:.3} seconds", d.as_secs_f64());
+        }
+        parts.push(unit(s, "second"));
+    }
+    parts.join(" ")
+}
+
+async fn run_one(b: PlannedBuild, opts: &RunOptions) -> BuildOutcome {
+    let started = Instant::now();
+    let ui = opts.output.build_ui(&b.name);
+    let work_dir = match tempfile::Builder::new()
+        .prefix(&format!("kiln-{}-", sanitize(&b.name)))
+        .tempdir()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            return BuildOutcome {
+                name: b.name.clone(),
+                result: Err(BuildError::msg(format!(
+                    "creating a working directory in {}: {e}",
+                    std::env::temp_dir().display()
+                ))),
+                duration: started.elapsed(),
+                leftovers: vec![],
+            }
+        }
+    };
+    let ctx = BuildCtx {
+        ui: ui.clone(),
+        cancel: opts.cancel.child_token(),
+        abandon: opts.abandon.clone(),
+        on_error: opts.on_error,
+        asker: opts.asker.clone(),
+        build_name: b.name.clone(),
+        build_type: b.type_name.clone(),
+        ledger: Ledger::default(),
+        generated: Default::default(),
+        work_dir: work_dir.path().to_path_buf(),
+    };
+    ui.machine(
+        "ui",
+        &["say", &format!("{} output will be in this color.", b.name)],
+    );
+    let hook = ProvisionHook {
+        provisioners: &b.provisioners,
+        interp: &b.interp,
+        opts: &b.opts,
+    };
+    let result = match b.builder.run(&ctx, &hook).await {
+        Ok(artifact) => run_post_processors(&b, &ctx, artifact).await,
+        Err(e) => Err(e),
+    };
+    let duration = started.elapsed();
+    match &result {
+        Ok(_) => ui.say(&format!(
+            "Build '{}' finished after {}.",
+            b.name,
+            human_duration(duration)
+        )),
+        Err(BuildError::Cancelled) => ui.error(&format!(
+            "Build '{}' cancelled after {}.",
+            b.name,
+            human_duration(duration)
+        )),
+        Err(e) => ui.error(&format!(
+            "Build '{}' errored after {}: {e}",
+            b.name,
+            human_duration(duration)
+        )),
+    }
+    let leftovers = ctx.ledger.live();
+    if result.is_err() && opts.on_error == OnError::Abort {
+        // Keep the working directory for debugging, as asked.
+        let kept = work_dir.keep();
+        ui.error(&format!("Working directory kept: {}", kept.display()));
+    }
+    BuildOutcome {
+        name: b.name,
+        result,
+        duration,
+        leftovers,
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Runs the provisioners of a build when its builder calls the hook.
+struct ProvisionHook<'a> {
+    provisioners: &'a [PlannedProvisioner],
+    interp: &'a Context,
+    opts: &'a PrepareOpts,
+}
+
+/// Re-decode a component with the builder's generated data, now known.
+fn runtime_context(base: &Context, ctx: &BuildCtx) -> Context {
+    let mut c = base.clone();
+    c.generated = Some(Arc::new(ctx.generated()));
+    c
+}
+
+#[async_trait]
+impl Hook for ProvisionHook<'_> {
+    async fn provision(
+        &self,
+        ctx: &BuildCtx,
+        comm: Option<Arc<dyn Communicator>>,
+    ) -> Result<(), BuildError> {
+        for p in self.provisioners {
+            if ctx.cancel.is_cancelled() {
+                return Err(BuildError::Cancelled);
+            }
+            let interp = runtime_context(self.interp, ctx);
+            let mut diags = Diagnostics::default();
+            let prov = {
+                let mut d = Decoder::new(&p.config, &interp, &mut diags);
+                d.ignore(PROVISIONER_CORE_KEYS);
+                d.ignore(INJECTED_KEYS);
+                let prov = (p.factory)(&mut d, self.opts);
+                d.finish();
+                prov
+            };
+            let prov = match (prov, diags.is_empty()) {
+                (Some(p), true) => p,
+                _ => return Err(BuildError::msg(diags.to_string())),
+            };
+            if let Some(pause) = p.def.pause_before {
+                ctx.ui.say(&format!(
+                    "Pausing {} before the next provisioner...",
+                    go_duration(pause)
+                ));
+                ctx.sleep(pause).await?;
+            }
+            let tries = p.def.max_retries + 1;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let pctx_build = BuildCtx {
+                    cancel: ctx.cancel.child_token(),
+                    ..ctx.clone()
+                };
+                let pctx = ProvisionCtx {
+                    build: &pctx_build,
+                    interp: interp.clone(),
+                };
+                let fut = prov.provision(&pctx, comm.as_ref());
+                let r = match p.def.timeout {
+                    Some(t) => {
+                        ctx.ui.say(&format!(
+                            "Setting a {} timeout for the next provisioner...",
+                            go_duration(t)
+                        ));
+                        tokio::select! {
+                            r = fut => r,
+                            _ = tokio::time::sleep(t) => {
+                                pctx_build.cancel.cancel();
+                                ctx.ui.error("Cancelling provisioner after a timeout...");
+                                Err(BuildError::msg(format!(
+                                    "{} provisioner timed out after {}",
+                                    p.def.type_name.value,
+                                    go_duration(t)
+                                )))
+                            }
+                        }
+                    }
+                    None => fut.await,
+                };
+                match r {
+                    Ok(()) => break,
+                    Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
+                    Err(e) if attempt < tries && !ctx.cancel.is_cancelled() => {
+                        ctx.ui.error(&format!(
+                            "Provisioner {} failed (attempt {attempt} of {tries}): {e}. Retrying...",
+                            p.def.type_name.value
+                        ));
+                        ctx.sleep(Duration::from_secs(1)).await?;
+                    }
+                    Err(e) => {
+                        return Err(e.context(format!(
+                            "Error running {} provisioner",
+                            p.def.type_name.value
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Go-style duration text ("10s", "1m30s").
+pub fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 || ms == 0 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&format!("{s}s"));
+    out
+}
+
+/// Packer's post-processor rules (core/build.go in 1.6.6): each chain
+/// starts from the builder's artifact; a post-processor's `keep` decides
+/// whether its input survives (the user's `keep_input_artifact` overrides
+/// unless the post-processor forces keeping); the builder's artifact is
+/// kept if any chain's first post-processor keeps it, or if there are no
+/// post-processors at all; an error ends that chain only.
+async fn run_post_processors(
+    b: &PlannedBuild,
+    ctx: &BuildCtx,
+    artifact: Option<Arc<dyn Artifact>>,
+) -> Result<Vec<Arc<dyn Artifact>>, BuildError> {
+    let Some(builder_artifact) = artifact else {
+        if !b.post_processors.is_empty() {
+            ctx.ui
+                .say("The builder produced no artifact: skipping post-processors.");
+        }
+        return Ok(vec![]);
+    };
+    let mut artifacts: Vec<Arc<dyn Artifact>> = Vec::new();
+    let mut keep_original = b.post_processors.is_empty();
+    let mut errors = Vec::new();
+    'chains: for chain in &b.post_processors {
+        let mut prior = builder_artifact.clone();
+        for (i, pp) in chain.iter().enumerate() {
+            if ctx.cancel.is_cancelled() {
+                return Err(BuildError::Cancelled);
+            }
+            let interp = runtime_context(&b.interp, ctx);
+            let mut diags = Diagnostics::default();
+            let proc_ = {
+                let mut d = Decoder::new(&pp.def.config, &interp, &mut diags);
+                d.ignore(POST_PROCESSOR_CORE_KEYS);
+                d.ignore(INJECTED_KEYS);
+                let p = (pp.factory)(&mut d, &b.opts);
+                d.finish();
+                p
+            };
+            let proc_ = match (proc_, diags.is_empty()) {
+                (Some(p), true) => p,
+                _ => {
+                    errors.push(diags.to_string());
+                    continue 'chains;
+                }
+            };
+            let label = pp
+                .def
+                .name
+                .as_ref()
+                .map(|n| format!("{} ({})", pp.def.type_name.value, n.value))
+                .unwrap_or_else(|| pp.def.type_name.value.clone());
+            ctx.ui.say(&format!("Running post-processor: {label}"));
+            let pctx = PostProcessCtx { build: ctx, interp };
+            let out = match proc_.post_process(&pctx, prior.clone()).await {
+                Ok(o) => o,
+                Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
+                Err(e) => {
+                    errors.push(format!("Post-processor failed: {e}"));
+                    continue 'chains;
+                }
+            };
+            let mut keep = out.keep;
+            if let Some(user) = pp.def.keep_input_artifact {
+                if out.keep && !user && out.force_keep {
+                    ctx.ui.say(&format!(
+                        "The {} post-processor keeps its input artifact to preserve the chain; keep_input_artifact=false is ignored.",
+                        pp.def.type_name.value
+                    ));
+                } else {
+                    keep = user;
+                }
+            }
+            if i == 0 {
+                keep_original |= keep;
+            } else if keep {
+                artifacts.push(prior.clone());
+            } else if let Err(e) = prior.destroy().await {
+                errors.push(format!("Failed cleaning up prior artifact: {e}"));
+            }
+            match out.artifact {
+                Some(a) => prior = a,
+                None => continue 'chains,
+            }
+        }
+        artifacts.push(prior);
+    }
+    if keep_original {
+        artifacts.insert(0, builder_artifact);
+    } else if let Err(e) = builder_artifact.destroy().await {
+        errors.push(format!("Failed cleaning up the builder's artifact: {e}"));
+    }
+    if errors.is_empty() {
+        Ok(artifacts)
+    } else {
+        Err(BuildError::msg(errors.join("\n")))
+    }
+}
+
+/// Build names of a template after interpolating them (for `inspect`).
+pub fn build_names(template: &Template, vars: &Variables) -> Vec<String> {
+    let mut base = Context::new(template.dir.clone());
+    base.user_vars = Arc::new(vars.values.clone());
+    let mut seen = BTreeSet::new();
+    template
+        .builders
+        .iter()
+        .filter_map(|b| kiln_template::interp::render(&b.name.value, &base).ok())
+        .filter(|n| seen.insert(n.clone()))
+        .collect()
+}
+
+/// Print the final summary (`==> Builds finished...`) and machine-readable
+/// artifact records.
+pub fn print_summary(output: &Output, outcomes: &[BuildOutcome]) {
+    let ok: Vec<&BuildOutcome> = outcomes.iter().filter(|o| o.result.is_ok()).collect();
+    let failed: Vec<&BuildOutcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    if !failed.is_empty() {
+        output.raw("");
+        output.error("==> Some builds didn't complete successfully and had errors:");
+        for o in &failed {
+            if let Err(e) = &o.result {
+                output.error(&format!("--> {}: {e}", o.name));
+            }
+        }
+    }
+    let any_artifacts = ok
+        .iter()
+        .any(|o| o.result.as_ref().is_ok_and(|a| !a.is_empty()));
+    if !ok.is_empty() {
+        output.raw("");
+        if any_artifacts {
+            output.say("Builds finished. The artifacts of successful builds are:");
+        } else {
+            output.say("Builds finished but no artifacts were created.");
+        }
+    }
+    for o in ok {
+        let Ok(arts) = &o.result else { continue };
+        output.machine(&o.name, "artifact-count", &[&arts.len().to_string()]);
+        for (i, a) in arts.iter().enumerate() {
+            let i = i.to_string();
+            output.machine(&o.name, "artifact", &[&i, "builder-id", a.builder_id()]);
+            output.machine(&o.name, "artifact", &[&i, "id", &a.id()]);
+            output.machine(&o.name, "artifact", &[&i, "string", &a.description()]);
+            let files = a.files();
+            output.machine(
+                &o.name,
+                "artifact",
+                &[&i, "files-count", &files.len().to_string()],
+            );
+            for (j, f) in files.iter().enumerate() {
+                output.machine(
+                    &o.name,
+                    "artifact",
+                    &[&i, "file", &j.to_string(), &f.display().to_string()],
+                );
+            }
+            output.machine(&o.name, "artifact", &[&i, "end"]);
+            output.raw(&format!("--> {}: {}", o.name, a.description()));
+        }
+    }
+    let leftovers: Vec<String> = outcomes
+        .iter()
+        .flat_map(|o| o.leftovers.iter().map(move |l| format!("{}: {l}", o.name)))
+        .collect();
+    if !leftovers.is_empty() {
+        output.error(&format!(
+            "==> These resources may have been left behind:\n  - {}",
+            leftovers.join("\n  - ")
+        ));
+    }
+}
+
+/// A UI for tests.
+pub fn test_ui(name: &str) -> (Output, Arc<dyn Ui>) {
+    let out = Output::capturing(crate::ui::OutputConfig {
+        mode: crate::ui::Mode::Human,
+        color: false,
+        timestamp: false,
+    });
+    let ui = out.build_ui(name);
+    (out, ui)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", "x"));
+        assert!(glob_match("qemu-*", "qemu-a"));
+        assert!(!glob_match("qemu-*", "null"));
+        assert!(glob_match("a*c", "abbbc"));
+        assert!(!glob_match("a*c", "abbb"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(go_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(
+            human_duration(Duration::from_secs(62)),
+            "1 minute 2 seconds"
+        );
+    }
+}

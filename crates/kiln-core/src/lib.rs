@@ -20,6 +20,7 @@ pub mod step;
 pub mod ui;
 
 pub use artifact::{Artifact, FileArtifact};
+pub use async_trait::async_trait;
 pub use communicator::{Communicator, ExitStatus, OutputSink};
 pub use component::{
     Builder, Hook, PostProcessCtx, PostProcessed, PostProcessor, PrepareOpts, ProvisionCtx,
@@ -29,4 +30,3 @@ pub use context::{BuildCtx, Ledger, OnError};
 pub use error::BuildError;
 pub use step::{run_steps, Step};
 pub use ui::{Output, Ui};
-pub use async_trait::async_trait;

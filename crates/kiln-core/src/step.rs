@@ -38,6 +38,7 @@ pub async fn run_steps<S: Send>(
         }
         let step = &mut steps[i];
         started = started.max(i + 1);
+        ctx.ui.machine("step-start", &[step.name()]);
         let r = tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => Err(BuildError::Cancelled),
@@ -48,7 +49,9 @@ pub async fn run_steps<S: Send>(
             Err(e) => {
                 if !e.is_cancelled() && ctx.on_error != OnError::Cleanup {
                     let answer = match (ctx.on_error, &ctx.asker) {
-                        (OnError::Ask, Some(a)) => a.ask(&ctx.build_name, step.name(), &e.to_string()),
+                        (OnError::Ask, Some(a)) => {
+                            a.ask(&ctx.build_name, step.name(), &e.to_string())
+                        }
                         (OnError::Ask, None) => AskAnswer::Cleanup,
                         _ => AskAnswer::Abort,
                     };
@@ -91,6 +94,7 @@ async fn cleanup<S: Send>(
         if ctx.abandon.is_cancelled() {
             break;
         }
+        ctx.ui.machine("step-cleanup", &[step.name()]);
         let r = tokio::select! {
             biased;
             _ = ctx.abandon.cancelled() => Err(BuildError::Cancelled),
@@ -107,7 +111,8 @@ async fn cleanup<S: Send>(
     if ctx.abandon.is_cancelled() {
         let left = ctx.ledger.live();
         if left.is_empty() {
-            ctx.ui.error("Cleanup abandoned. Nothing kiln created is known to be left.");
+            ctx.ui
+                .error("Cleanup abandoned. Nothing kiln created is known to be left.");
         } else {
             ctx.ui.error(&format!(
                 "Cleanup abandoned. These may be left behind and need removing by hand:\n  - {}",
@@ -119,14 +124,13 @@ async fn cleanup<S: Send>(
     if failed {
         let released = ctx.ledger.released();
         if released.len() > before {
-            ctx.ui.say(&format!(
-                "Cleaned up: {}",
-                released[before..].join(", ")
-            ));
+            ctx.ui
+                .say(&format!("Cleaned up: {}", released[before..].join(", ")));
         }
         let left = ctx.ledger.live();
         if !left.is_empty() {
-            ctx.ui.error(&format!("Could not clean up: {}", left.join(", ")));
+            ctx.ui
+                .error(&format!("Could not clean up: {}", left.join(", ")));
         }
     }
 }

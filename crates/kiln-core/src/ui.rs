@@ -51,7 +51,13 @@ impl OutputConfig {
     }
 }
 
-const COLORS: &[&str] = &["\x1b[1;32m", "\x1b[1;36m", "\x1b[1;35m", "\x1b[1;33m", "\x1b[1;34m"];
+const COLORS: &[&str] = &[
+    "\x1b[1;32m",
+    "\x1b[1;36m",
+    "\x1b[1;35m",
+    "\x1b[1;33m",
+    "\x1b[1;34m",
+];
 const RED: &str = "\x1b[1;31m";
 const RESET: &str = "\x1b[0m";
 
@@ -118,7 +124,9 @@ impl Output {
     /// What a capturing output has captured so far.
     pub fn captured(&self) -> String {
         match &self.inner.capture {
-            Some(c) => String::from_utf8_lossy(&c.lock().unwrap_or_else(|e| e.into_inner())).into_owned(),
+            Some(c) => {
+                String::from_utf8_lossy(&c.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+            }
             None => String::new(),
         }
     }
@@ -131,7 +139,11 @@ impl Output {
         if secret.is_empty() {
             return;
         }
-        let mut s = self.inner.secrets.write().unwrap_or_else(|e| e.into_inner());
+        let mut s = self
+            .inner
+            .secrets
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         if !s.iter().any(|x| x == secret) {
             s.push(secret.to_string());
             s.sort_by_key(|x| std::cmp::Reverse(x.len()));
@@ -162,7 +174,8 @@ impl Output {
     fn stamp(&self) -> String {
         if self.inner.config.timestamp {
             let now = time::OffsetDateTime::now_utc();
-            let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+            let f =
+                time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
             format!("{}: ", now.format(&f).unwrap_or_default())
         } else {
             String::new()
@@ -199,7 +212,11 @@ impl Output {
             self.machine_line("", "ui", &["error", msg]);
             return;
         }
-        let (c, r) = if self.inner.config.color { (RED, RESET) } else { ("", "") };
+        let (c, r) = if self.inner.config.color {
+            (RED, RESET)
+        } else {
+            ("", "")
+        };
         self.write(Stream::Err, &format!("{}{c}{msg}{r}\n", self.stamp()));
     }
 
@@ -225,7 +242,11 @@ impl Output {
 
     /// A [`Ui`] for one build, with the next colour.
     pub fn build_ui(&self, name: &str) -> Arc<dyn Ui> {
-        let mut n = self.inner.next_color.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = self
+            .inner
+            .next_color
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let color = COLORS[*n % COLORS.len()];
         *n += 1;
         Arc::new(BuildUi {
@@ -258,34 +279,64 @@ struct BuildUi {
 impl Ui for BuildUi {
     fn say(&self, msg: &str) {
         if self.out.config().mode == Mode::MachineReadable {
-            self.out.machine_line(&self.name, "ui", &["say", &format!("==> {}: {msg}", self.name)]);
+            self.out.machine_line(
+                &self.name,
+                "ui",
+                &["say", &format!("==> {}: {msg}", self.name)],
+            );
             return;
         }
-        self.out
-            .line(Some(self.color), &format!("==> {}: ", self.name), msg, false, Stream::Out);
+        self.out.line(
+            Some(self.color),
+            &format!("==> {}: ", self.name),
+            msg,
+            false,
+            Stream::Out,
+        );
     }
     fn message(&self, msg: &str) {
         if self.out.config().mode == Mode::MachineReadable {
-            self.out
-                .machine_line(&self.name, "ui", &["message", &format!("    {}: {msg}", self.name)]);
+            self.out.machine_line(
+                &self.name,
+                "ui",
+                &["message", &format!("    {}: {msg}", self.name)],
+            );
             return;
         }
-        self.out
-            .line(Some(self.color), &format!("    {}: ", self.name), msg, false, Stream::Out);
+        self.out.line(
+            Some(self.color),
+            &format!("    {}: ", self.name),
+            msg,
+            false,
+            Stream::Out,
+        );
     }
     fn error(&self, msg: &str) {
         if self.out.config().mode == Mode::MachineReadable {
-            self.out.machine_line(&self.name, "ui", &["error", &format!("==> {}: {msg}", self.name)]);
+            self.out.machine_line(
+                &self.name,
+                "ui",
+                &["error", &format!("==> {}: {msg}", self.name)],
+            );
             return;
         }
-        self.out
-            .line(None, &format!("==> {}: ", self.name), msg, true, Stream::Err);
+        self.out.line(
+            None,
+            &format!("==> {}: ", self.name),
+            msg,
+            true,
+            Stream::Err,
+        );
     }
     fn machine(&self, kind: &str, data: &[&str]) {
         self.out.machine(&self.name, kind, data);
     }
     fn progress(&self, label: &str) -> Box<dyn TransferProgress> {
-        Box::new(Progress::new(self.out.clone(), self.name.clone(), label.to_string()))
+        Box::new(Progress::new(
+            self.out.clone(),
+            self.name.clone(),
+            label.to_string(),
+        ))
     }
     fn add_secret(&self, secret: &str) {
         self.out.add_secret(secret);
@@ -344,7 +395,11 @@ impl Progress {
             _ => format!("    {}: {} {done}", self.name, self.label),
         };
         let line = self.out.scrub(&line);
-        let _ = write!(std::io::stderr(), "\r\x1b[2K{line}{}", if final_ { "\n" } else { "" });
+        let _ = write!(
+            std::io::stderr(),
+            "\r\x1b[2K{line}{}",
+            if final_ { "\n" } else { "" }
+        );
     }
 }
 
@@ -377,7 +432,10 @@ impl TransferProgress for Progress {
             return;
         }
         let now = std::time::Instant::now();
-        if st.last_draw.is_none_or(|t| now.duration_since(t).as_millis() >= 100) {
+        if st
+            .last_draw
+            .is_none_or(|t| now.duration_since(t).as_millis() >= 100)
+        {
             st.last_draw = Some(now);
             self.draw(&st, false);
         }

@@ -1,0 +1,377 @@
+//! Command-line flags, as Packer 1.6.6 spells them.
+//!
+//! Packer uses Go's `flag` package: long flags take one dash (`-var`,
+//! `-only=a,b`), and two dashes work too. clap wants two, so [`normalize`]
+//! rewrites known single-dash long flags before clap sees them.
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use kiln_template::VarSource;
+use std::path::PathBuf;
+
+/// Long flags accepted with a single dash.
+const LONG_FLAGS: &[&str] = &[
+    "var",
+    "var-file",
+    "only",
+    "except",
+    "force",
+    "on-error",
+    "parallel-builds",
+    "parallel",
+    "color",
+    "timestamp-ui",
+    "syntax-only",
+    "machine-readable",
+    "help",
+    "version",
+];
+
+/// Rewrite `-flag` to `--flag` for known long flags, and pull out the
+/// global `-machine-readable` wherever it is (Packer accepts it anywhere).
+pub fn normalize(argv: Vec<String>) -> (Vec<String>, bool) {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut machine = false;
+    let mut after_dashdash = false;
+    for (i, a) in argv.into_iter().enumerate() {
+        if i == 0 || after_dashdash {
+            out.push(a);
+            continue;
+        }
+        if a == "--" {
+            after_dashdash = true;
+            out.push(a);
+            continue;
+        }
+        let name = a.trim_start_matches('-');
+        let bare = name.split('=').next().unwrap_or("");
+        if (a.starts_with('-')) && bare == "machine-readable" {
+            machine = true;
+            continue;
+        }
+        if a.starts_with('-') && !a.starts_with("--") && LONG_FLAGS.contains(&bare) {
+            out.push(format!("-{a}"));
+        } else {
+            out.push(a);
+        }
+    }
+    (out, machine)
+}
+
+#[derive(Debug, Clone)]
+pub enum Cli {
+    Build(BuildArgs),
+    Validate { common: Common, syntax_only: bool },
+    Inspect { template: PathBuf },
+    Console { common: Common },
+    Version,
+}
+
+/// Flags shared by build, validate and console.
+#[derive(Debug, Clone, Default)]
+pub struct Common {
+    pub template: Option<PathBuf>,
+    /// `-var` and `-var-file`, in command-line order.
+    pub vars: Vec<VarSource>,
+    pub only: Vec<String>,
+    pub except: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildArgs {
+    pub common: Common,
+    pub force: bool,
+    pub on_error: String,
+    pub parallel_builds: usize,
+    pub color: bool,
+    pub timestamp_ui: bool,
+}
+
+fn bool_flag(name: &'static str, help: &'static str) -> Arg {
+    Arg::new(name)
+        .long(name)
+        .help(help)
+        .num_args(0..=1)
+        .require_equals(true)
+        .default_missing_value("true")
+        .value_parser(clap::builder::BoolishValueParser::new())
+}
+
+fn var_args(cmd: Command) -> Command {
+    cmd.arg(
+        Arg::new("var")
+            .long("var")
+            .value_name("KEY=VALUE")
+            .action(ArgAction::Append)
+            .help("Set a template variable (repeatable; applied in command-line order with -var-file, later wins)"),
+    )
+    .arg(
+        Arg::new("var-file")
+            .long("var-file")
+            .value_name("FILE")
+            .action(ArgAction::Append)
+            .help("JSON file of variable values (repeatable; applied in command-line order with -var)"),
+    )
+}
+
+fn select_args(cmd: Command) -> Command {
+    cmd.arg(
+        Arg::new("only")
+            .long("only")
+            .value_name("NAMES")
+            .value_delimiter(',')
+            .action(ArgAction::Append)
+            .help("Run only the named builds (comma-separated; `*` globs)"),
+    )
+    .arg(
+        Arg::new("except")
+            .long("except")
+            .value_name("NAMES")
+            .value_delimiter(',')
+            .action(ArgAction::Append)
+            .help("Skip the named builds and post-processors (comma-separated; `*` globs)"),
+    )
+}
+
+fn template_arg(required: bool) -> Arg {
+    Arg::new("template")
+        .value_name("TEMPLATE")
+        .required(required)
+        .value_parser(clap::value_parser!(PathBuf))
+        .help("Path to a Packer JSON template")
+}
+
+pub fn command() -> Command {
+    Command::new("kiln")
+        .about("Build identical machine images from Packer JSON templates")
+        .long_about(
+            "kiln builds machine images from Packer 1.6.6 legacy JSON templates, unchanged.\n\
+             Flags are Packer's: single or double dash, `-flag=value` or `-flag value`.\n\
+             `-machine-readable` may appear anywhere.",
+        )
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .disable_version_flag(true)
+        .subcommand(
+            select_args(var_args(Command::new("build")))
+                .about("Build images from a template")
+                .long_about(
+                    "Build images from a template.\n\n\
+                     Every resource a build creates is cleaned up in reverse order when the build \
+                     ends, fails, or is interrupted (Ctrl-C or SIGTERM). Press Ctrl-C a second time \
+                     to abandon cleanup; kiln then lists what may be left behind.\n\n\
+                     Exit status: 0 when every build succeeded, 1 otherwise.",
+                )
+                .arg(bool_flag("force", "Overwrite existing output (e.g. output_directory)"))
+                .arg(
+                    Arg::new("on-error")
+                        .long("on-error")
+                        .value_name("cleanup|abort|ask")
+                        .default_value("cleanup")
+                        .value_parser(["cleanup", "abort", "ask"])
+                        .help("What to do when a build step fails: clean up (default), abort leaving everything in place, or ask"),
+                )
+                .arg(
+                    Arg::new("parallel-builds")
+                        .long("parallel-builds")
+                        .value_name("N")
+                        .default_value("0")
+                        .value_parser(clap::value_parser!(usize))
+                        .help("Run at most N builds at once (0 = no limit)"),
+                )
+                .arg(
+                    bool_flag("parallel", "Deprecated: -parallel=false is -parallel-builds=1")
+                        .hide(true),
+                )
+                .arg(bool_flag("color", "Colour the output (default: when stdout is a terminal and NO_COLOR is unset)"))
+                .arg(bool_flag("timestamp-ui", "Prefix every line with a UTC timestamp"))
+                .arg(template_arg(true)),
+        )
+        .subcommand(
+            select_args(var_args(Command::new("validate")))
+                .about("Check that a template is valid")
+                .long_about(
+                    "Check that a template is valid: syntax, keys, types, variables, and every \
+                     component's configuration. Every problem is reported at once, each with \
+                     file:line:col. Exit status 0 when valid, 1 otherwise.",
+                )
+                .arg(bool_flag("syntax-only", "Only check the JSON and interpolation syntax"))
+                .arg(template_arg(true)),
+        )
+        .subcommand(
+            Command::new("inspect")
+                .about("Show the variables, builds, provisioners and post-processors of a template")
+                .arg(template_arg(true)),
+        )
+        .subcommand(
+            var_args(Command::new("console"))
+                .about("Evaluate interpolation expressions, e.g. {{user `name`}}")
+                .long_about(
+                    "Evaluate interpolation expressions against a template's variables. Reads one \
+                     expression per line from standard input (e.g. `{{user \"name\"}}` or \
+                     `{{timestamp}}`) and prints each result.",
+                )
+                .arg(template_arg(false)),
+        )
+        .subcommand(Command::new("version").about("Print kiln's version"))
+}
+
+/// `-var` and `-var-file` merged in command-line order.
+fn var_sources(m: &ArgMatches) -> Result<Vec<VarSource>, clap::Error> {
+    let mut indexed: Vec<(usize, VarSource)> = Vec::new();
+    if let (Some(vals), Some(idx)) = (m.get_many::<String>("var"), m.indices_of("var")) {
+        for (v, i) in vals.zip(idx) {
+            let src = kiln_template::vars::parse_var_flag(v).map_err(|e| {
+                clap::Error::raw(
+                    clap::error::ErrorKind::InvalidValue,
+                    format!("-var {v}: {e}\n"),
+                )
+            })?;
+            indexed.push((i, src));
+        }
+    }
+    if let (Some(vals), Some(idx)) = (m.get_many::<String>("var-file"), m.indices_of("var-file")) {
+        for (v, i) in vals.zip(idx) {
+            indexed.push((i, VarSource::File(PathBuf::from(v))));
+        }
+    }
+    indexed.sort_by_key(|(i, _)| *i);
+    Ok(indexed.into_iter().map(|(_, s)| s).collect())
+}
+
+fn strings(m: &ArgMatches, id: &str) -> Vec<String> {
+    m.get_many::<String>(id)
+        .map(|v| v.filter(|s| !s.is_empty()).cloned().collect())
+        .unwrap_or_default()
+}
+
+fn flag(m: &ArgMatches, id: &str) -> Option<bool> {
+    m.get_one::<bool>(id).copied()
+}
+
+fn common(m: &ArgMatches, with_select: bool) -> Result<Common, clap::Error> {
+    Ok(Common {
+        template: m.get_one::<PathBuf>("template").cloned(),
+        vars: var_sources(m)?,
+        only: if with_select {
+            strings(m, "only")
+        } else {
+            vec![]
+        },
+        except: if with_select {
+            strings(m, "except")
+        } else {
+            vec![]
+        },
+    })
+}
+
+pub fn parse(argv: Vec<String>) -> Result<Cli, clap::Error> {
+    let m = command().try_get_matches_from(argv)?;
+    Ok(match m.subcommand() {
+        Some(("build", m)) => {
+            let mut parallel_builds = *m.get_one::<usize>("parallel-builds").unwrap_or(&0);
+            if flag(m, "parallel") == Some(false) {
+                parallel_builds = 1;
+            }
+            let color = flag(m, "color").unwrap_or(true);
+            Cli::Build(BuildArgs {
+                common: common(m, true)?,
+                force: flag(m, "force").unwrap_or(false),
+                on_error: m
+                    .get_one::<String>("on-error")
+                    .cloned()
+                    .unwrap_or_else(|| "cleanup".into()),
+                parallel_builds,
+                color,
+                timestamp_ui: flag(m, "timestamp-ui").unwrap_or(false),
+            })
+        }
+        Some(("validate", m)) => Cli::Validate {
+            common: common(m, true)?,
+            syntax_only: flag(m, "syntax-only").unwrap_or(false),
+        },
+        Some(("inspect", m)) => Cli::Inspect {
+            template: m
+                .get_one::<PathBuf>("template")
+                .cloned()
+                .unwrap_or_default(),
+        },
+        Some(("console", m)) => Cli::Console {
+            common: common(m, false)?,
+        },
+        _ => Cli::Version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn single_dash_long_flags() {
+        let (a, m) = normalize(argv(
+            "kiln build -var a=1 -only=x,y -machine-readable t.json",
+        ));
+        assert!(m);
+        assert_eq!(a, argv("kiln build --var a=1 --only=x,y t.json"));
+    }
+
+    #[test]
+    fn vars_in_command_line_order() {
+        let (a, _) = normalize(argv(
+            "kiln build -var-file f1.json -var a=1 -var-file f2.json -var b=2=3 t.json",
+        ));
+        let Cli::Build(b) = parse(a).unwrap() else {
+            panic!("not build")
+        };
+        assert_eq!(
+            b.common.vars,
+            vec![
+                VarSource::File("f1.json".into()),
+                VarSource::Pair {
+                    name: "a".into(),
+                    value: "1".into()
+                },
+                VarSource::File("f2.json".into()),
+                VarSource::Pair {
+                    name: "b".into(),
+                    value: "2=3".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn build_flags() {
+        let (a, _) = normalize(argv(
+            "kiln build -force -on-error=abort -parallel-builds 2 -color=false -only a,b t.json",
+        ));
+        let Cli::Build(b) = parse(a).unwrap() else {
+            panic!("not build")
+        };
+        assert!(b.force);
+        assert_eq!(b.on_error, "abort");
+        assert_eq!(b.parallel_builds, 2);
+        assert!(!b.color);
+        assert_eq!(b.common.only, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn bad_on_error_is_rejected() {
+        let (a, _) = normalize(argv("kiln build -on-error=explode t.json"));
+        assert!(parse(a).is_err());
+    }
+
+    #[test]
+    fn deprecated_parallel_false() {
+        let (a, _) = normalize(argv("kiln build -parallel=false t.json"));
+        let Cli::Build(b) = parse(a).unwrap() else {
+            panic!("not build")
+        };
+        assert_eq!(b.parallel_builds, 1);
+    }
+}

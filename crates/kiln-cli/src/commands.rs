@@ -1,0 +1,322 @@
+//! The subcommands.
+use crate::args::{BuildArgs, Cli, Common};
+use crate::registry::registry;
+use kiln_core::build::{self, PrepareOptions, RunOptions};
+use kiln_core::context::{AskAnswer, Asker};
+use kiln_core::ui::{Mode, OutputConfig};
+use kiln_core::{OnError, Output};
+use kiln_template::{Diagnostics, Template, Variables};
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(cli: Cli, machine_readable: bool) -> u8 {
+    let mut config = OutputConfig::detect();
+    if machine_readable {
+        config.mode = Mode::MachineReadable;
+        config.color = false;
+    }
+    if let Cli::Build(b) = &cli {
+        config.color &= b.color;
+        config.timestamp = b.timestamp_ui;
+    }
+    let output = Output::new(config);
+    match cli {
+        Cli::Version => {
+            output.machine("", "version", &[env!("CARGO_PKG_VERSION")]);
+            if !machine_readable {
+                output.raw(&format!(
+                    "kiln {} (Packer {} template compatible)",
+                    env!("CARGO_PKG_VERSION"),
+                    kiln_template::interp::PACKER_COMPAT_VERSION
+                ));
+            }
+            0
+        }
+        Cli::Validate {
+            common,
+            syntax_only,
+        } => validate(&output, &common, syntax_only),
+        Cli::Inspect { template } => inspect(&output, &template),
+        Cli::Console { common } => console(&output, &common),
+        Cli::Build(b) => build_cmd(&output, b).await,
+    }
+}
+
+fn print_diags(output: &Output, diags: &Diagnostics) {
+    for d in &diags.0 {
+        output.error(&d.to_string());
+        output.error("");
+    }
+    let n = diags.0.len();
+    output.error(&format!(
+        "{n} error{} found.",
+        if n == 1 { "" } else { "s" }
+    ));
+}
+
+/// Parse the template and resolve its variables; print problems.
+fn load(output: &Output, common: &Common) -> Option<(Template, Variables)> {
+    let Some(path) = &common.template else {
+        output.error("A template path is required.");
+        return None;
+    };
+    let template = match kiln_template::template::parse_file(path) {
+        Ok(t) => t,
+        Err(d) => {
+            print_diags(output, &d);
+            return None;
+        }
+    };
+    let vars = match kiln_template::vars::resolve(&template, &common.vars) {
+        Ok(v) => v,
+        Err(d) => {
+            print_diags(output, &d);
+            return None;
+        }
+    };
+    for s in vars.secrets() {
+        output.add_secret(&s);
+    }
+    Some((template, vars))
+}
+
+fn prepare_opts(common: &Common, force: bool) -> PrepareOptions {
+    PrepareOptions {
+        only: common.only.clone(),
+        except: common.except.clone(),
+        force,
+    }
+}
+
+fn validate(output: &Output, common: &Common, syntax_only: bool) -> u8 {
+    if syntax_only {
+        let Some(path) = &common.template else {
+            output.error("A template path is required.");
+            return 1;
+        };
+        return match kiln_template::template::parse_file(path) {
+            Ok(_) => {
+                output.raw("Syntax-only check passed. Everything looks okay.");
+                0
+            }
+            Err(d) => {
+                output.error("Template validation failed. Errors are shown below.\n");
+                print_diags(output, &d);
+                1
+            }
+        };
+    }
+    let Some((template, vars)) = load(output, common) else {
+        return 1;
+    };
+    match build::prepare(&template, &vars, &registry(), &prepare_opts(common, false)) {
+        Ok(_) => {
+            output.raw("Template validated successfully.");
+            0
+        }
+        Err(d) => {
+            output.error("Template validation failed. Errors are shown below.\n");
+            print_diags(output, &d);
+            1
+        }
+    }
+}
+
+fn inspect(output: &Output, path: &Path) -> u8 {
+    let template = match kiln_template::template::parse_file(path) {
+        Ok(t) => t,
+        Err(d) => {
+            print_diags(output, &d);
+            return 1;
+        }
+    };
+    let sensitive: std::collections::BTreeSet<&str> = template
+        .sensitive_variables
+        .iter()
+        .map(|s| s.value.as_str())
+        .collect();
+    output.raw("kiln inspect: JSON template");
+    if let Some(d) = &template.description {
+        output.raw("Description:\n");
+        output.raw(d);
+        output.raw("");
+    }
+    let required: Vec<_> = template
+        .variables
+        .iter()
+        .filter(|v| v.default.is_none())
+        .collect();
+    let optional: Vec<_> = template
+        .variables
+        .iter()
+        .filter(|v| v.default.is_some())
+        .collect();
+    if !required.is_empty() {
+        output.raw("Required variables:\n");
+        for v in &required {
+            output.raw(&format!("  {}", v.name.value));
+            output.machine("", "template-variable", &[&v.name.value, "", "1"]);
+        }
+        output.raw("");
+    }
+    output.raw("Optional variables and their defaults:\n");
+    if optional.is_empty() {
+        output.raw("  <No optional variables>");
+    }
+    let width = optional
+        .iter()
+        .map(|v| v.name.value.len())
+        .max()
+        .unwrap_or(0);
+    for v in &optional {
+        let val = if sensitive.contains(v.name.value.as_str()) {
+            "<sensitive>".to_string()
+        } else {
+            v.default.clone().unwrap_or_default()
+        };
+        output.raw(&format!("  {:width$} = {val}", v.name.value));
+        output.machine("", "template-variable", &[&v.name.value, &val, "0"]);
+    }
+    output.raw("\nBuilders:\n");
+    for b in &template.builders {
+        if b.name.value == b.type_name.value {
+            output.raw(&format!("  {}", b.name.value));
+        } else {
+            output.raw(&format!("  {:<20} ({})", b.name.value, b.type_name.value));
+        }
+        output.machine("", "template-builder", &[&b.name.value, &b.type_name.value]);
+    }
+    output.raw("\nProvisioners:\n");
+    if template.provisioners.is_empty() {
+        output.raw("  <No provisioners>");
+    }
+    for p in &template.provisioners {
+        output.raw(&format!("  {}", p.type_name.value));
+        output.machine("", "template-provisioner", &[&p.type_name.value]);
+    }
+    output.raw("\nPost-processors:\n");
+    if template.post_processors.is_empty() {
+        output.raw("  <No post-processors>");
+    }
+    for (i, chain) in template.post_processors.iter().enumerate() {
+        let names: Vec<String> = chain
+            .iter()
+            .map(|p| match &p.name {
+                Some(n) => format!("{} ({})", p.type_name.value, n.value),
+                None => p.type_name.value.clone(),
+            })
+            .collect();
+        output.raw(&format!("  {i}: {}", names.join(" -> ")));
+    }
+    output.raw(
+        "\nNote: build names that use user variables or functions such as `timestamp` are\n\
+         shown raw here; they are rendered when the build runs.",
+    );
+    0
+}
+
+fn console(output: &Output, common: &Common) -> u8 {
+    let (dir, vars) = match &common.template {
+        Some(_) => match load(output, common) {
+            Some((t, v)) => (t.dir.clone(), v),
+            None => return 1,
+        },
+        None => (
+            std::env::current_dir().unwrap_or_default(),
+            Variables::default(),
+        ),
+    };
+    let mut ctx = kiln_template::Context::new(dir);
+    ctx.user_vars = Arc::new(vars.values.clone());
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line == "exit" {
+            break;
+        }
+        match kiln_template::interp::render(line, &ctx) {
+            Ok(s) => output.raw(&s),
+            Err(e) => output.error(&format!("error: {e}")),
+        }
+    }
+    0
+}
+
+/// `-on-error=ask`: ask on the terminal.
+struct TerminalAsker {
+    output: Output,
+}
+
+impl Asker for TerminalAsker {
+    fn ask(&self, build: &str, step: &str, error: &str) -> AskAnswer {
+        tokio::task::block_in_place(|| loop {
+            self.output.error(&format!(
+                "==> {build}: Step \"{step}\" failed: {error}\n==> {build}: [c] Clean up and exit, [a] abort without cleanup, or [r] retry step (build may fail even if retry succeeds)?"
+            ));
+            let mut line = String::new();
+            match std::io::stdin().lock().read_line(&mut line) {
+                Ok(0) | Err(_) => return AskAnswer::Cleanup,
+                Ok(_) => {}
+            }
+            match line.trim() {
+                "c" | "C" => return AskAnswer::Cleanup,
+                "a" | "A" => return AskAnswer::Abort,
+                "r" | "R" => return AskAnswer::Retry,
+                _ => continue,
+            }
+        })
+    }
+}
+
+async fn build_cmd(output: &Output, b: BuildArgs) -> u8 {
+    let Some((template, vars)) = load(output, &b.common) else {
+        return 1;
+    };
+    let builds = match build::prepare(
+        &template,
+        &vars,
+        &registry(),
+        &prepare_opts(&b.common, b.force),
+    ) {
+        Ok(bs) => bs,
+        Err(d) => {
+            print_diags(output, &d);
+            return 1;
+        }
+    };
+    let on_error = match b.on_error.as_str() {
+        "abort" => OnError::Abort,
+        "ask" => OnError::Ask,
+        _ => OnError::Cleanup,
+    };
+    let cancel = CancellationToken::new();
+    let abandon = CancellationToken::new();
+    crate::signals::install(output.clone(), cancel.clone(), abandon.clone());
+    let opts = RunOptions {
+        output: output.clone(),
+        parallel: b.parallel_builds,
+        on_error,
+        asker: Some(Arc::new(TerminalAsker {
+            output: output.clone(),
+        })),
+        cancel: cancel.clone(),
+        abandon,
+    };
+    let outcomes = build::run_builds(builds, &opts).await;
+    build::print_summary(output, &outcomes);
+    if cancel.is_cancelled() {
+        output.error("Cleanly cancelled builds after being interrupted.");
+        return 1;
+    }
+    if outcomes.iter().any(|o| o.result.is_err()) {
+        1
+    } else {
+        0
+    }
+}
