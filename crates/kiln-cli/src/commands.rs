@@ -308,8 +308,9 @@ async fn build_cmd(output: &Output, b: BuildArgs) -> u8 {
         cancel: cancel.clone(),
         abandon,
     };
+    let started = std::time::Instant::now();
     let outcomes = build::run_builds(builds, &opts).await;
-    build::print_summary(output, &outcomes);
+    build::print_summary(output, &outcomes, started.elapsed());
     if cancel.is_cancelled() {
         output.error("Cleanly cancelled builds after being interrupted.");
         return 1;

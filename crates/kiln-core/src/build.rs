@@ -722,7 +722,9 @@ pub fn build_names(template: &Template, vars: &Variables) -> Vec<String> {
 
 /// Print the final summary (`==> Builds finished...`) and machine-readable
 /// artifact records.
-pub fn print_summary(output: &Output, outcomes: &[BuildOutcome]) {
+pub fn print_summary(output: &Output, outcomes: &[BuildOutcome], wall: Duration) {
+    output.raw("");
+    output.say(&format!("Wait completed after {}", human_duration(wall)));
     let ok: Vec<&BuildOutcome> = outcomes.iter().filter(|o| o.result.is_ok()).collect();
     let failed: Vec<&BuildOutcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     if !failed.is_empty() {
@@ -737,13 +739,11 @@ pub fn print_summary(output: &Output, outcomes: &[BuildOutcome]) {
     let any_artifacts = ok
         .iter()
         .any(|o| o.result.as_ref().is_ok_and(|a| !a.is_empty()));
-    if !ok.is_empty() {
-        output.raw("");
-        if any_artifacts {
-            output.say("Builds finished. The artifacts of successful builds are:");
-        } else {
-            output.say("Builds finished but no artifacts were created.");
-        }
+    output.raw("");
+    if any_artifacts {
+        output.say("Builds finished. The artifacts of successful builds are:");
+    } else {
+        output.say("Builds finished but no artifacts were created.");
     }
     for o in ok {
         let Ok(arts) = &o.result else { continue };

@@ -23,6 +23,9 @@ pub trait Ui: Send + Sync {
     fn add_secret(&self, secret: &str);
     /// The build's name (the prefix).
     fn name(&self) -> &str;
+    /// A UI for a part of the build, prefixed `name (label)` in the same
+    /// colour (Packer's post-processor output: `==> f (compress): ...`).
+    fn child(&self, label: &str) -> Arc<dyn Ui>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,6 +346,13 @@ impl Ui for BuildUi {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn child(&self, label: &str) -> Arc<dyn Ui> {
+        Arc::new(BuildUi {
+            out: self.out.clone(),
+            name: format!("{} ({label})", self.name),
+            color: self.color,
+        })
     }
 }
 

@@ -1,0 +1,263 @@
+//! The same templates through kiln and through Debian's Packer 1.6.6 (the
+//! oracle, installed by scripts/setup.sh): what the provisioners printed,
+//! the exit status, and which files exist afterwards must agree.
+//!
+//! Only machine-free components are used here (null with `communicator:
+//! none`, file, shell-local, post-processors); SSH and QEMU have their own
+//! comparisons in their crates.
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+fn packer() -> String {
+    let p = std::env::var("KILN_PACKER").unwrap_or_else(|_| "packer".into());
+    let ok = Command::new(&p)
+        .arg("version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("1.6.6"))
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "Packer 1.6.6 is the oracle of this test: install it with `apt-get install packer` \
+         (scripts/setup.sh does) or point KILN_PACKER at it"
+    );
+    p
+}
+
+struct Run {
+    code: Option<i32>,
+    /// Lines the provisioners printed that carry the marker `OUT:`, from
+    /// the marker on, in order.
+    printed: Vec<String>,
+    /// Files in the working directory afterwards (path -> content, or the
+    /// size for big or binary files).
+    files: BTreeMap<String, String>,
+    raw: String,
+}
+
+fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            if rel == "t.json" || rel.starts_with("packer_cache") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let bytes = std::fs::read(&p).unwrap();
+            let content = match String::from_utf8(bytes.clone()) {
+                Ok(s) if !rel.ends_with("manifest.json") => s,
+                _ => format!("<{} bytes>", bytes.len()),
+            };
+            out.insert(rel, content);
+        }
+    }
+    out
+}
+
+fn run(tool: &str, template: &str, args: &[&str]) -> Run {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("t.json"), template).unwrap();
+    std::fs::write(d.path().join("input.txt"), "input data\n").unwrap();
+    let mut c = if tool == "kiln" {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+    } else {
+        Command::new(packer())
+    };
+    c.current_dir(d.path())
+        .env("CHECKPOINT_DISABLE", "1")
+        .env("PACKER_CONFIG_DIR", d.path().join(".packer.d"))
+        .env("NO_COLOR", "1")
+        .env("HOME", d.path())
+        .arg("build")
+        .arg("-color=false")
+        .args(args)
+        .arg("t.json");
+    let o = c.output().unwrap();
+    let raw = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let printed = raw
+        .lines()
+        .filter_map(|l| l.find("OUT:").map(|i| l[i..].trim_end().to_string()))
+        .collect();
+    let _ = std::fs::remove_dir_all(d.path().join(".packer.d"));
+    let mut files = snapshot(d.path());
+    files.remove("input.txt");
+    Run {
+        code: o.status.code(),
+        printed,
+        files,
+        raw,
+    }
+}
+
+fn compare(template: &str, args: &[&str]) -> Run {
+    let p = run("packer", template, args);
+    let k = run("kiln", template, args);
+    assert_eq!(
+        k.code, p.code,
+        "exit status differs\n--- packer:\n{}\n--- kiln:\n{}",
+        p.raw, k.raw
+    );
+    assert_eq!(
+        k.printed, p.printed,
+        "provisioner output differs\n--- packer:\n{}\n--- kiln:\n{}",
+        p.raw, k.raw
+    );
+    assert_eq!(
+        k.files.keys().collect::<Vec<_>>(),
+        p.files.keys().collect::<Vec<_>>(),
+        "artifacts differ\n--- packer:\n{}\n--- kiln:\n{}",
+        p.raw,
+        k.raw
+    );
+    for (name, content) in &p.files {
+        assert_eq!(&k.files[name], content, "content of {name} differs");
+    }
+    k
+}
+
+#[test]
+fn interpolation_functions_and_variables() {
+    let k = compare(
+        r#"{
+  "variables": {
+    "a": "alpha",
+    "b": "{{user `a`}}-beta",
+    "num": "22"
+  },
+  "builders": [{"type": "null", "name": "one", "communicator": "none"}],
+  "provisioners": [{
+    "type": "shell-local",
+    "inline": [
+      "echo 'OUT: {{user `a`}} {{user `b`}} {{build_name}} {{build_type}}'",
+      "echo 'OUT: {{upper `x`}} {{lower `Y`}} {{split `a-b-c` `-` 1}} {{replace_all `-` `+` `a-b-c`}} {{replace `-` `+` 1 `a-b-c`}}'",
+      "echo 'OUT: {{if eq (user `num`) `22`}}yes{{else}}no{{end}} {{ `piped` | upper }}'",
+      "echo \"OUT: $PACKER_BUILD_NAME $PACKER_BUILDER_TYPE\"",
+      "echo 'OUT: {{packer_version}}'"
+    ]
+  }]
+}"#,
+        &["-var", "a=cli"],
+    );
+    assert!(k.printed.len() == 5, "{:?}", k.printed);
+}
+
+#[test]
+fn environment_vars_quoting() {
+    compare(
+        r#"{
+  "builders": [{"type": "null", "communicator": "none"}],
+  "provisioners": [{
+    "type": "shell-local",
+    "environment_vars": ["PLAIN=value", "QUOTED=it's \"here\" $HOME", "EMPTY=", "EQ=a=b"],
+    "inline": ["echo \"OUT: [$PLAIN] [$QUOTED] [$EMPTY] [$EQ]\""]
+  }]
+}"#,
+        &[],
+    );
+}
+
+#[test]
+fn only_except_and_override_per_build() {
+    compare(
+        r#"{
+  "builders": [
+    {"type": "null", "name": "a", "communicator": "none"},
+    {"type": "null", "name": "b", "communicator": "none"}
+  ],
+  "provisioners": [
+    {"type": "shell-local", "only": ["a"], "inline": ["echo OUT: only-a"]},
+    {"type": "shell-local", "except": ["a"], "inline": ["echo OUT: except-a"]},
+    {"type": "shell-local", "inline": ["echo OUT: default"],
+     "override": {"b": {"inline": ["echo OUT: overridden-for-b"]}}}
+  ]
+}"#,
+        &["-parallel-builds=1", "-only=b"],
+    );
+}
+
+#[test]
+fn failing_provisioner_fails_the_build() {
+    compare(
+        r#"{
+  "builders": [{"type": "null", "communicator": "none"}],
+  "provisioners": [
+    {"type": "shell-local", "inline": ["echo OUT: before", "exit 3"]},
+    {"type": "shell-local", "inline": ["echo OUT: never"]}
+  ]
+}"#,
+        &[],
+    );
+}
+
+#[test]
+fn valid_exit_codes_and_weak_types() {
+    compare(
+        r#"{
+  "builders": [{"type": "null", "communicator": "none"}],
+  "provisioners": [
+    {"type": "shell-local", "valid_exit_codes": ["0", "3"], "max_retries": "0",
+     "inline": ["echo OUT: three", "exit 3"]},
+    {"type": "shell-local", "inline": ["echo OUT: after"]}
+  ]
+}"#,
+        &[],
+    );
+}
+
+#[test]
+fn post_processor_chains_and_kept_artifacts() {
+    compare(
+        r#"{
+  "builders": [{"type": "file", "name": "f", "content": "hello\n", "target": "out.txt"}],
+  "post-processors": [
+    [
+      {"type": "checksum", "checksum_types": ["sha256", "md5"], "output": "sums/{{.ChecksumType}}.txt"}
+    ],
+    [
+      {"type": "compress", "output": "out.tar.gz", "keep_input_artifact": true},
+      {"type": "shell-local", "inline": ["echo OUT: chained"]}
+    ],
+    {"type": "shell-local", "inline": ["echo OUT: second chain"]}
+  ]
+}"#,
+        &[],
+    );
+}
+
+#[test]
+fn builder_artifact_destroyed_when_no_chain_keeps_it() {
+    compare(
+        r#"{
+  "builders": [{"type": "file", "content": "data\n", "target": "out.txt"}],
+  "post-processors": [
+    {"type": "compress", "output": "out.gz"}
+  ]
+}"#,
+        &[],
+    );
+}
+
+#[test]
+fn artifice_replaces_the_artifact() {
+    compare(
+        r#"{
+  "builders": [{"type": "file", "content": "data\n", "target": "out.txt"}],
+  "post-processors": [[
+    {"type": "artifice", "files": ["input.txt"]},
+    {"type": "checksum", "checksum_types": ["sha1"], "output": "art.sha1"}
+  ]]
+}"#,
+        &[],
+    );
+}
