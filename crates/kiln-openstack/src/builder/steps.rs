@@ -1,0 +1,1214 @@
+//! The builder's steps, in Packer 1.6.6's order, each with its cleanup.
+//! Resources are recorded in the state and in the build's ledger the moment
+//! they exist, so a failure or a Ctrl-C at any point cleans them up.
+use super::config::{Config, SourceImage};
+use super::{Connector, TempKey};
+use crate::client::api::{FloatingIp, Server, ServerCreate};
+use crate::client::{Cloud, OsError};
+use kiln_core::communicator::Communicator;
+use kiln_core::context::LedgerId;
+use kiln_core::{async_trait, BuildCtx, BuildError, Hook, Step};
+use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the steps share.
+pub struct State {
+    pub cloud: Cloud,
+    pub connector: Arc<dyn Connector>,
+    pub flavor_id: String,
+    pub flavor_disk: Option<u64>,
+    pub temp_key: Option<TempKey>,
+    /// The Nova key pair the server gets.
+    pub key_name: Option<String>,
+    pub source_image: String,
+    pub networks: Vec<String>,
+    pub volume_id: Option<String>,
+    pub server: Option<Server>,
+    pub floating_ip: Option<FloatingIp>,
+    pub host: Option<String>,
+    pub comm: Option<Arc<dyn Communicator>>,
+    pub image_id: Option<String>,
+    /// Every step succeeded: the image is the build's artifact.
+    pub committed: bool,
+}
+
+impl State {
+    pub fn new(cloud: Cloud, connector: Arc<dyn Connector>) -> Self {
+        State {
+            cloud,
+            connector,
+            flavor_id: String::new(),
+            flavor_disk: None,
+            temp_key: None,
+            key_name: None,
+            source_image: String::new(),
+            networks: Vec::new(),
+            volume_id: None,
+            server: None,
+            floating_ip: None,
+            host: None,
+            comm: None,
+            image_id: None,
+            committed: false,
+        }
+    }
+}
+
+/// The steps for `config`.
+pub fn steps<'a>(config: &'a Config, hook: &'a dyn Hook) -> Vec<Box<dyn Step<State> + 'a>> {
+    let mut v: Vec<Box<dyn Step<State> + 'a>> = vec![
+        Box::new(LoadFlavor { c: config }),
+        Box::new(KeyPair {
+            c: config,
+            ledger: None,
+            name: None,
+        }),
+        Box::new(SourceImageInfo { c: config }),
+        Box::new(DiscoverNetwork { c: config }),
+    ];
+    if config.use_blockstorage_volume {
+        v.push(Box::new(CreateVolume {
+            c: config,
+            ledger: None,
+        }));
+    }
+    v.push(Box::new(RunServer {
+        c: config,
+        ledger: None,
+        unknown: None,
+    }));
+    v.push(Box::new(AllocateIp {
+        c: config,
+        ledger: None,
+        temporary: false,
+        unknown: None,
+    }));
+    v.push(Box::new(Connect { c: config }));
+    v.push(Box::new(Provision { hook }));
+    v.push(Box::new(StopServer));
+    if config.use_blockstorage_volume {
+        v.push(Box::new(DetachVolume));
+    }
+    v.push(Box::new(CreateImage {
+        c: config,
+        ledger: None,
+        unknown: None,
+    }));
+    v.push(Box::new(ImageProperties { c: config }));
+    v
+}
+
+/// The outcome of one look at something we wait for.
+pub enum Poll<T> {
+    Ready(T),
+    Pending,
+    Failed(String),
+}
+
+/// Poll `probe` until ready, starting at 100 ms and backing off to 2 s, so
+/// kiln notices a state change about as soon as the cloud makes it. Up to
+/// three errors in a row are tolerated (a flaky API), more end the wait.
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut probe: F,
+) -> Result<T, BuildError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Poll<T>, OsError>>,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    let mut errors = 0;
+    loop {
+        match probe().await {
+            Ok(Poll::Ready(t)) => return Ok(t),
+            Ok(Poll::Failed(m)) => return Err(BuildError::msg(format!("{what}: {m}"))),
+            Ok(Poll::Pending) => errors = 0,
+            Err(OsError::Cancelled) => return Err(BuildError::Cancelled),
+            Err(e) => {
+                errors += 1;
+                if errors > 3 {
+                    return Err(BuildError::msg(format!("{what}: {e}")));
+                }
+            }
+        }
+        if start.elapsed() > timeout {
+            return Err(BuildError::msg(format!(
+                "{what}: still not done after {}s",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 3 / 2).min(Duration::from_secs(2));
+    }
+}
+
+const LONG: Duration = Duration::from_secs(3600);
+
+struct LoadFlavor<'a> {
+    c: &'a Config,
+}
+
+#[async_trait]
+impl Step<State> for LoadFlavor<'_> {
+    fn name(&self) -> &'static str {
+        "load flavor"
+    }
+    async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        ctx.ui.say(&format!("Loading flavor: {}", self.c.flavor));
+        let f = s
+            .cloud
+            .find_flavor(&self.c.flavor)
+            .await
+            .map_err(|e| BuildError::from(e).context("Error loading flavor"))?;
+        ctx.ui.message(&format!("Verified flavor. ID: {}", f.id));
+        s.flavor_id = f.id;
+        Ok(())
+    }
+}
+
+struct KeyPair<'a> {
+    c: &'a Config,
+    ledger: Option<LedgerId>,
+    name: Option<String>,
+}
+
+#[async_trait]
+impl Step<State> for KeyPair<'_> {
+    fn name(&self) -> &'static str {
+        "key pair"
+    }
+    async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let comm = &self.c.comm;
+        if let Some(k) = &comm.keypair_name {
+            if comm.has_private_key_file {
+                ctx.ui.say("Using existing SSH private key");
+            } else {
+                ctx.ui
+                    .say(&format!("Using SSH Agent for existing key pair {k}"));
+            }
+            s.key_name = Some(k.clone());
+            return Ok(());
+        }
+        if !comm.wants_temporary_keypair() {
+            ctx.ui.say("Not using temporary keypair");
+            return Ok(());
+        }
+        let name = comm
+            .temporary_key_pair_name
+            .clone()
+            .unwrap_or_else(|| format!("packer_{}", uuid::Uuid::new_v4()));
+        ctx.ui
+            .say(&format!("Creating temporary keypair: {name} ..."));
+        let key = s.connector.generate_key()?;
+        // Recorded before the request: a timeout may still have created it.
+        self.name = Some(name.clone());
+        self.ledger = Some(
+            ctx.ledger
+                .track(format!("temporary key pair {name} (openstack)")),
+        );
+        s.cloud
+            .create_keypair(&name, key.public_authorized.trim())
+            .await
+            .map_err(|e| BuildError::from(e).context("Error creating temporary keypair"))?;
+        ctx.ui.say(&format!("Created temporary keypair: {name}"));
+        s.temp_key = Some(key);
+        s.key_name = Some(name);
+        Ok(())
+    }
+    async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let Some(name) = self.name.take() else {
+            return Ok(());
+        };
+        ctx.ui
+            .say(&format!("Deleting temporary keypair: {name} ..."));
+        match retry_cleanup(|| s.cloud.delete_keypair(&name)).await {
+            Ok(()) => {
+                if let Some(l) = self.ledger.take() {
+                    ctx.ledger.release(l);
+                }
+                Ok(())
+            }
+            Err(e) => Err(BuildError::msg(format!(
+                "Error cleaning up keypair. Please delete the key manually: {name}: {e}"
+            ))),
+        }
+    }
+}
+
+/// A cleanup call, tried a few times (a cleanup that gives up leaks), and
+/// "not found" counts as done.
+async fn retry_cleanup<F, Fut>(mut f: F) -> Result<(), OsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), OsError>>,
+{
+    let mut delay = Duration::from_millis(250);
+    for attempt in 1.. {
+        match f().await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if attempt >= 5 || matches!(e.status(), Some(400..=403)) => return Err(e),
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    unreachable!()
+}
+
+struct SourceImageInfo<'a> {
+    c: &'a Config,
+}
+
+#[async_trait]
+impl Step<State> for SourceImageInfo<'_> {
+    fn name(&self) -> &'static str {
+        "source image"
+    }
+    async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let (query, most_recent, what) = match &self.c.source {
+            Some(SourceImage::Id(id)) => {
+                s.source_image = id.clone();
+                return Ok(());
+            }
+            Some(SourceImage::Name(n)) => (
+                vec![("name".to_string(), n.clone())],
+                false,
+                format!("name {n:?}"),
+            ),
+            Some(SourceImage::Filter(f)) => (f.query(), f.most_recent, format!("{f:?}")),
+            None => return Err(BuildError::msg("no source image")),
+        };
+        let mut images = s
+            .cloud
+            .list_images(&query)
+            .await
+            .map_err(|e| BuildError::from(e).context("Error querying image"))?;
+        if most_recent {
+            images.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            images.truncate(1);
+        }
+        match images.len() {
+            0 => Err(BuildError::msg(format!(
+                "No image was found matching filters: {what}"
+            ))),
+            1 => {
+                ctx.ui
+                    .message(&format!("Found Image ID: {}", images[0].id));
+                s.source_image = images[0].id.clone();
+                Ok(())
+            }
+            n => Err(BuildError::msg(format!(
+                "Your query returned {n} images, not one: use a more specific filter or set most_recent ({what})"
+            ))),
+        }
+    }
+}
+
+struct DiscoverNetwork<'a> {
+    c: &'a Config,
+}
+
+#[async_trait]
+impl Step<State> for DiscoverNetwork<'_> {
+    fn name(&self) -> &'static str {
+        "discover network"
+    }
+    async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        s.networks = self.c.networks.clone();
+        if !s.networks.is_empty() || !self.c.ports.is_empty() {
+            return Ok(());
+        }
+        if self.c.network_discovery_cidrs.is_empty() {
+            return Ok(());
+        }
+        ctx.ui.say("Discovering provisioning network...");
+        let v = s
+            .cloud
+            .session
+            .json(
+                crate::client::Service::Network,
+                reqwest::Method::GET,
+                "/subnets?fields=network_id&fields=cidr",
+                None,
+            )
+            .await?;
+        for sub in v
+            .get("subnets")
+            .and_then(|x| x.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let cidr = sub.get("cidr").and_then(|c| c.as_str()).unwrap_or("");
+            if self
+                .c
+                .network_discovery_cidrs
+                .iter()
+                .any(|want| cidr_within(cidr, want))
+            {
+                let n = sub
+                    .get("network_id")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or("")
+                    .to_string();
+                ctx.ui.message(&format!("Found network ID: {n}"));
+                s.networks.push(n);
+                return Ok(());
+            }
+        }
+        Err(BuildError::msg(format!(
+            "failed to find any network in {:?}",
+            self.c.network_discovery_cidrs
+        )))
+    }
+}
+
+/// Is IPv4 subnet `inner` within `outer` (both `a.b.c.d/n`)?
+pub fn cidr_within(inner: &str, outer: &str) -> bool {
+    fn parse(c: &str) -> Option<(u32, u32)> {
+        let (a, n) = c.split_once('/')?;
+        let ip: std::net::Ipv4Addr = a.parse().ok()?;
+        let n: u32 = n.parse().ok()?;
+        (n <= 32).then_some((u32::from(ip), n))
+    }
+    match (parse(inner), parse(outer)) {
+        (Some((i, ni)), Some((o, no))) => {
+            let mask = if no == 0 { 0 } else { u32::MAX << (32 - no) };
+            ni >= no && (i & mask) == (o & mask)
+        }
+        _ => inner == outer,
+    }
+}
+
+struct CreateVolume<'a> {
+    c: &'a Config,
+    ledger: Option<LedgerId>,
+}
+
+#[async_trait]
+impl Step<State> for CreateVolume<'_> {
+    fn name(&self) -> &'static str {
+        "create volume"
+    }
+    async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let size = match self.c.volume_size {
+            Some(sz) => sz,
+            None => {
+                let img = s.cloud.get_image(&s.source_image).await?;
+                let from_image = img
+                    .min_disk
+                    .filter(|m| *m > 0)
+                    .or_else(|| img.size.map(|b| b.div_ceil(1 << 30)));
+                from_image.or(s.flavor_disk).unwrap_or(1).max(1)
+            }
+        };
+        let name = self
+            .c
+            .volume_name
+            .clone()
+            .unwrap_or_else(|| format!("packer_{}", uuid::Uuid::new_v4()));
+        ctx.ui.say("Creating volume...");
+        let az = self
+            .c
+            .volume_availability_zone
+            .as_deref()
+            .or(self.c.availability_zone.as_deref());
+        let id = s
+            .cloud
+            .create_volume(
+                &name,
+                size,
+                &s.source_image,
+                self.c.volume_type.as_deref(),
+                az,
+            )
+            .await
+            .map_err(|e| BuildError::from(e).context("Error creating volume"))?;
+        self.ledger = Some(ctx.ledger.track(format!("volume {id} (openstack)")));
+        s.volume_id = Some(id.clone());
+        ctx.ui.message(&format!(
+            "Waiting for volume {name} (volume id: {id}) to become available..."
+        ));
+        let cloud = s.cloud.clone();
+        wait_for("Error waiting for volume", LONG, || {
+            let (cloud, id) = (cloud.clone(), id.clone());
+            async move {
+                Ok(match cloud.volume_status(&id).await?.as_str() {
+                    "available" => Poll::Ready(()),
+                    "error" => Poll::Failed("volume is in error".into()),
+                    _ => Poll::Pending,
+                })
+            }
+        })
+        .await?;
+        ctx.ui.message(&format!("Volume ID: {id}"));
+        Ok(())
+    }
+    async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let Some(id) = s.volume_id.take() else {
+            return Ok(());
+        };
+        ctx.ui.say(&format!("Deleting volume: {id} ..."));
+        // Deleting needs it detached: wait until it is not in use.
+        let cloud = s.cloud.clone();
+        let _ = wait_for("volume", Duration::from_secs(300), || {
+            let (cloud, id) = (cloud.clone(), id.clone());
+            async move {
+                Ok(match cloud.volume_status(&id).await {
+                    Ok(st) if st == "in-use" || st.ends_with("ing") => Poll::Pending,
+                    _ => Poll::Ready(()),
+                })
+            }
+        })
+        .await;
+        retry_cleanup(|| s.cloud.delete_volume(&id))
+            .await
+            .map_err(|e| {
+                BuildError::msg(format!(
+                    "Error deleting volume {id}, please delete it manually: {e}"
+                ))
+            })?;
+        if let Some(l) = self.ledger.take() {
+            ctx.ledger.release(l);
+        }
+        Ok(())
+    }
+}
+
+struct RunServer<'a> {
+    c: &'a Config,
+    ledger: Option<LedgerId>,
+    /// The create request got no clear answer: a server may exist.
+    unknown: Option<LedgerId>,
+}
+
+#[async_trait]
+impl Step<State> for RunServer<'_> {
+    fn name(&self) -> &'static str {
+        "run source server"
+    }
+    async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let user_data = match (&self.c.user_data, &self.c.user_data_file) {
+            (Some(u), _) => Some(u.clone().into_bytes()),
+            (None, Some(f)) => Some(tokio::fs::read(f).await.map_err(|e| {
+                BuildError::msg(format!("Error reading user data file {}: {e}", f.display()))
+            })?),
+            (None, None) => None,
+        };
+        let opts = ServerCreate {
+            name: self.c.instance_name.clone(),
+            image_ref: Some(s.source_image.clone()),
+            flavor_ref: s.flavor_id.clone(),
+            networks: s.networks.clone(),
+            ports: self.c.ports.clone(),
+            security_groups: self.c.security_groups.clone(),
+            availability_zone: self.c.availability_zone.clone(),
+            user_data,
+            config_drive: self.c.config_drive,
+            metadata: self.c.instance_metadata.clone(),
+            key_name: s.key_name.clone(),
+            boot_volume: s.volume_id.clone(),
+        };
+        ctx.ui.say("Launching server...");
+        let id = match s.cloud.create_server(&opts).await {
+            Ok(id) => id,
+            Err(e) => {
+                if e.outcome_unknown() && s.temp_key.is_some() {
+                    self.unknown = Some(ctx.ledger.track(format!(
+                        "server {:?} that may have been created (openstack)",
+                        self.c.instance_name
+                    )));
+                }
+                return Err(BuildError::from(e).context("Error launching source server"));
+            }
+        };
+        self.ledger = Some(ctx.ledger.track(format!("server {id} (openstack)")));
+        s.server = Some(Server {
+            id: id.clone(),
+            status: "BUILD".into(),
+            task_state: None,
+            fault: None,
+            access_ipv4: None,
+            name: self.c.instance_name.clone(),
+            key_name: s.key_name.clone(),
+            addresses: Default::default(),
+        });
+        ctx.ui.message(&format!("Server ID: {id}"));
+        ctx.set_generated("ID", id.clone());
+        ctx.ui.say("Waiting for server to become ready...");
+        let cloud = s.cloud.clone();
+        let server = wait_for(
+            &format!("Error waiting for server ({id}) to become ready"),
+            LONG,
+            || {
+                let (cloud, id) = (cloud.clone(), id.clone());
+                async move {
+                    let sv = cloud.get_server(&id).await?;
+                    Ok(match sv.status.as_str() {
+                        "ACTIVE" => Poll::Ready(sv),
+                        "ERROR" => Poll::Failed(format!(
+                            "server is in ERROR{}",
+                            sv.fault.map(|f| format!(": {f}")).unwrap_or_default()
+                        )),
+                        _ => Poll::Pending,
+                    })
+                }
+            },
+        )
+        .await?;
+        s.server = Some(server);
+        Ok(())
+    }
+    async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        if let Some(l) = self.unknown.take() {
+            // Find it by its name and its (unique) temporary key pair.
+            let key = s.key_name.clone();
+            let found = s.cloud.list_servers().await.unwrap_or_default();
+            for sv in found
+                .into_iter()
+                .filter(|sv| sv.name == self.c.instance_name && sv.key_name == key)
+            {
+                ctx.ui
+                    .say(&format!("Terminating the source server: {} ...", sv.id));
+                let _ = retry_cleanup(|| s.cloud.delete_server(&sv.id, self.c.force_delete)).await;
+                wait_gone(&s.cloud, &sv.id).await?;
+            }
+            ctx.ledger.release(l);
+        }
+        let Some(server) = s.server.take() else {
+            return Ok(());
+        };
+        let id = server.id;
+        ctx.ui
+            .say(&format!("Terminating the source server: {id} ..."));
+        let force = self.c.force_delete;
+        retry_cleanup(|| s.cloud.delete_server(&id, force))
+            .await
+            .map_err(|e| {
+                BuildError::msg(format!(
+                    "Error terminating server, may still be around: {e}"
+                ))
+            })?;
+        wait_gone(&s.cloud, &id).await?;
+        if let Some(l) = self.ledger.take() {
+            ctx.ledger.release(l);
+        }
+        Ok(())
+    }
+}
+
+async fn wait_gone(cloud: &Cloud, id: &str) -> Result<(), BuildError> {
+    let (cloud, id) = (cloud.clone(), id.to_string());
+    let since = Instant::now();
+    wait_for(
+        "Error waiting for the server to terminate",
+        Duration::from_secs(600),
+        || {
+            let (cloud, id) = (cloud.clone(), id.clone());
+            async move {
+                match cloud.get_server(&id).await {
+                    Err(e) if e.is_not_found() => Ok(Poll::Ready(())),
+                    Err(e) => Err(e),
+                    // DELETED: on its way out; wait (briefly) until it is gone.
+                    Ok(sv) if sv.status == "DELETED" || sv.status == "SOFT_DELETED" => {
+                        Ok(if since.elapsed() > Duration::from_secs(15) {
+                            Poll::Ready(())
+                        } else {
+                            Poll::Pending
+                        })
+                    }
+                    Ok(sv) if sv.status == "ERROR" && sv.task_state.is_none() => {
+                        // A failed delete: ask again.
+                        let _ = cloud.delete_server(&id, true).await;
+                        Ok(Poll::Pending)
+                    }
+                    Ok(_) => Ok(Poll::Pending),
+                }
+            }
+        },
+    )
+    .await
+}
+
+struct AllocateIp<'a> {
+    c: &'a Config,
+    ledger: Option<LedgerId>,
+    temporary: bool,
+    /// The port a floating IP was being created on (its create request
+    /// got no clear answer).
+    unknown: Option<(String, LedgerId)>,
+}
+
+#[async_trait]
+impl Step<State> for AllocateIp<'_> {
+    fn name(&self) -> &'static str {
+        "allocate floating IP"
+    }
+    async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let c = self.c;
+        if c.floating_ip.is_none() && !c.reuse_ips && c.floating_ip_network.is_none() {
+            ctx.ui.message("Floating IP not required");
+            return Ok(());
+        }
+        let server_id = s.server.as_ref().map(|x| x.id.clone()).unwrap_or_default();
+        let fip_net = match &c.instance_floating_ip_net {
+            Some(n) => Some(s.cloud.network_id(n).await?),
+            None => None,
+        };
+        let fip = if let Some(want) = &c.floating_ip {
+            let f = s.cloud.get_floating_ip(want).await.map_err(|e| {
+                BuildError::from(e).context(format!("Error using provided floating IP '{want}'"))
+            })?;
+            if f.port_id.is_some() {
+                return Err(BuildError::msg(format!(
+                    "Error using provided floating IP '{want}': it is already associated"
+                )));
+            }
+            ctx.ui
+                .message(&format!("Selected floating IP: '{}' ({})", f.id, f.address));
+            f
+        } else if c.reuse_ips {
+            ctx.ui.say("Searching for unassociated floating IP");
+            let all = s.cloud.list_floating_ips().await?;
+            let f = all
+                .into_iter()
+                .find(|f| f.port_id.is_none())
+                .ok_or_else(|| {
+                    BuildError::msg("Error searching for floating IP: no free floating IP found")
+                })?;
+            ctx.ui
+                .message(&format!("Selected floating IP: '{}' ({})", f.id, f.address));
+            f
+        } else {
+            let net_ref = c.floating_ip_network.as_deref().unwrap_or_default();
+            let net = s.cloud.network_id(net_ref).await.map_err(|e| {
+                BuildError::from(e).context("Error using the provided floating_ip_network")
+            })?;
+            let port = instance_port(&s.cloud, &server_id, fip_net.as_deref()).await?;
+            ctx.ui
+                .say(&format!("Creating floating IP using network {net} ..."));
+            // Created already bound to the server's port: one call instead
+            // of Packer's create + associate.
+            self.temporary = true;
+            let f = match s.cloud.create_floating_ip(&net, Some(&port)).await {
+                Ok(f) => f,
+                Err(e) => {
+                    if e.outcome_unknown() {
+                        let l = ctx.ledger.track(format!(
+                            "floating IP on port {port} that may have been created (openstack)"
+                        ));
+                        self.unknown = Some((port.clone(), l));
+                    }
+                    return Err(BuildError::from(e).context(format!(
+                        "Error creating floating IP from floating network '{net}'"
+                    )));
+                }
+            };
+            self.ledger = Some(
+                ctx.ledger
+                    .track(format!("floating IP {} {} (openstack)", f.id, f.address)),
+            );
+            ctx.ui
+                .message(&format!("Created floating IP: '{}' ({})", f.id, f.address));
+            ctx.ui.say(&format!(
+                "Associating floating IP '{}' ({}) with instance port...",
+                f.id, f.address
+            ));
+            ctx.ui.message(&format!(
+                "Added floating IP '{}' ({}) to instance!",
+                f.id, f.address
+            ));
+            s.floating_ip = Some(f);
+            return Ok(());
+        };
+        let port = instance_port(&s.cloud, &server_id, fip_net.as_deref()).await?;
+        ctx.ui.say(&format!(
+            "Associating floating IP '{}' ({}) with instance port...",
+            fip.id, fip.address
+        ));
+        let f = s
+            .cloud
+            .update_floating_ip_port(&fip.id, Some(&port))
+            .await
+            .map_err(|e| {
+                BuildError::from(e).context(format!(
+                    "Error associating floating IP '{}' ({}) with instance port '{port}'",
+                    fip.id, fip.address
+                ))
+            })?;
+        ctx.ui.message(&format!(
+            "Added floating IP '{}' ({}) to instance!",
+            f.id, f.address
+        ));
+        s.floating_ip = Some(f);
+        Ok(())
+    }
+    async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        if !self.temporary {
+            return Ok(());
+        }
+        if let Some((port, l)) = self.unknown.take() {
+            for f in s.cloud.list_floating_ips().await.unwrap_or_default() {
+                if f.port_id.as_deref() == Some(port.as_str()) {
+                    retry_cleanup(|| s.cloud.delete_floating_ip(&f.id))
+                        .await
+                        .map_err(|e| {
+                            BuildError::msg(format!(
+                                "Error deleting temporary floating IP '{}' ({}): {e}",
+                                f.id, f.address
+                            ))
+                        })?;
+                    ctx.ui.say(&format!(
+                        "Deleted temporary floating IP '{}' ({})",
+                        f.id, f.address
+                    ));
+                }
+            }
+            ctx.ledger.release(l);
+        }
+        let Some(f) = s.floating_ip.take() else {
+            // The create request may have been cut off; nothing known to delete.
+            return Ok(());
+        };
+        retry_cleanup(|| s.cloud.delete_floating_ip(&f.id))
+            .await
+            .map_err(|e| {
+                BuildError::msg(format!(
+                    "Error deleting temporary floating IP '{}' ({}): {e}",
+                    f.id, f.address
+                ))
+            })?;
+        ctx.ui.say(&format!(
+            "Deleted temporary floating IP '{}' ({})",
+            f.id, f.address
+        ));
+        if let Some(l) = self.ledger.take() {
+            ctx.ledger.release(l);
+        }
+        Ok(())
+    }
+}
+
+async fn instance_port(
+    cloud: &Cloud,
+    server_id: &str,
+    net: Option<&str>,
+) -> Result<String, BuildError> {
+    let ports = cloud.server_ports(server_id, net).await.map_err(|e| {
+        BuildError::from(e).context(format!(
+            "Error getting interfaces of the instance '{server_id}'"
+        ))
+    })?;
+    ports.into_iter().next().ok_or_else(|| {
+        BuildError::msg(format!(
+            "The instance '{server_id}' has no port to attach a floating IP to"
+        ))
+    })
+}
+
+/// The address to connect to (Packer's CommHost): `ssh_host`; else an
+/// address on `ssh_interface`; else the floating IP; else accessIPv4; else
+/// any address of the server (of `ssh_ip_version`).
+pub fn comm_host(c: &Config, s: &State) -> Option<String> {
+    if let Some(h) = &c.comm.host {
+        return Some(h.clone());
+    }
+    let server = s.server.as_ref()?;
+    let from_pool = |desired: Option<&str>| -> Option<String> {
+        for (pool, addrs) in &server.addresses {
+            if desired.is_some_and(|d| d != pool) {
+                continue;
+            }
+            for a in addrs {
+                let v = c.ssh_ip_version.as_deref();
+                if a.floating
+                    || v.is_none()
+                    || (v == Some("4") && a.version == 4)
+                    || (v == Some("6") && a.version == 6)
+                {
+                    return Some(if a.version == 6 && !a.floating {
+                        format!("[{}]", a.addr)
+                    } else {
+                        a.addr.clone()
+                    });
+                }
+            }
+        }
+        None
+    };
+    if let Some(i) = &c.ssh_interface {
+        if let Some(a) = from_pool(Some(i)) {
+            return Some(a);
+        }
+    }
+    if let Some(f) = &s.floating_ip {
+        return Some(f.address.clone());
+    }
+    if let Some(a) = &server.access_ipv4 {
+        return Some(a.clone());
+    }
+    from_pool(c.ssh_interface.as_deref())
+}
+
+struct Connect<'a> {
+    c: &'a Config,
+}
+
+#[async_trait]
+impl Step<State> for Connect<'_> {
+    fn name(&self) -> &'static str {
+        "connect"
+    }
+    async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        if self.c.comm.none {
+            return Ok(());
+        }
+        let mut host = comm_host(self.c, s);
+        if host.is_none() {
+            // Addresses appear a moment after ACTIVE on some clouds.
+            let id = s.server.as_ref().map(|x| x.id.clone()).unwrap_or_default();
+            let cloud = s.cloud.clone();
+            let sv = wait_for(
+                "couldn't determine IP address for server",
+                Duration::from_secs(120),
+                || {
+                    let (cloud, id) = (cloud.clone(), id.clone());
+                    async move {
+                        let sv = cloud.get_server(&id).await?;
+                        Ok(if sv.addresses.values().any(|a| !a.is_empty()) {
+                            Poll::Ready(sv)
+                        } else {
+                            Poll::Pending
+                        })
+                    }
+                },
+            )
+            .await?;
+            s.server = Some(sv);
+            host = comm_host(self.c, s);
+        }
+        let host =
+            host.ok_or_else(|| BuildError::msg("couldn't determine IP address for server"))?;
+        ctx.ui
+            .say(&format!("Using ssh communicator to connect: {host}"));
+        ctx.set_generated("Host", host.clone());
+        ctx.set_generated("Port", self.c.comm.port.to_string());
+        ctx.set_generated("User", self.c.comm.username.clone());
+        if let Some(k) = &s.temp_key {
+            ctx.set_generated("SSHPublicKey", k.public_authorized.trim().to_string());
+            ctx.set_generated("SSHPrivateKey", k.private_openssh.clone());
+        }
+        s.host = Some(host.clone());
+        let comm = s.connector.connect(ctx, &host, s.temp_key.as_ref()).await?;
+        s.comm = Some(comm);
+        Ok(())
+    }
+}
+
+struct Provision<'a> {
+    hook: &'a dyn Hook,
+}
+
+#[async_trait]
+impl Step<State> for Provision<'_> {
+    fn name(&self) -> &'static str {
+        "provision"
+    }
+    async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        self.hook.provision(ctx, s.comm.clone()).await
+    }
+}
+
+struct StopServer;
+
+#[async_trait]
+impl Step<State> for StopServer {
+    fn name(&self) -> &'static str {
+        "stop server"
+    }
+    async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        // The SSH session is not needed any more.
+        s.comm = None;
+        let id = s.server.as_ref().map(|x| x.id.clone()).unwrap_or_default();
+        ctx.ui.say(&format!("Stopping server: {id} ..."));
+        match s.cloud.server_action(&id, json!({"os-stop": null})).await {
+            Ok(_) => {}
+            // 409: already stopped.
+            Err(e) if e.status() == Some(409) => {}
+            Err(e) => return Err(BuildError::from(e).context("Error stopping server")),
+        }
+        ctx.ui
+            .message(&format!("Waiting for server to stop: {id} ..."));
+        let cloud = s.cloud.clone();
+        wait_for(
+            &format!("Error waiting for server ({id}) to stop"),
+            LONG,
+            || {
+                let (cloud, id) = (cloud.clone(), id.clone());
+                async move {
+                    let sv = cloud.get_server(&id).await?;
+                    Ok(match sv.status.as_str() {
+                        "SHUTOFF" | "STOPPED" => Poll::Ready(()),
+                        "ERROR" => Poll::Failed(format!(
+                            "server is in ERROR{}",
+                            sv.fault.map(|f| format!(": {f}")).unwrap_or_default()
+                        )),
+                        _ => Poll::Pending,
+                    })
+                }
+            },
+        )
+        .await
+    }
+}
+
+struct DetachVolume;
+
+#[async_trait]
+impl Step<State> for DetachVolume {
+    fn name(&self) -> &'static str {
+        "detach volume"
+    }
+    async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let (Some(server), Some(vol)) = (s.server.as_ref(), s.volume_id.clone()) else {
+            return Ok(());
+        };
+        ctx.ui
+            .say(&format!("Detaching volume {vol} (server {})", server.id));
+        match s.cloud.detach_volume(&server.id, &vol).await {
+            Ok(()) => {}
+            // A boot volume cannot be detached from a stopped server on
+            // some clouds; Cinder uploads it attached (force).
+            Err(e) if e.status() == Some(400) || e.status() == Some(403) => return Ok(()),
+            Err(e) => return Err(BuildError::from(e).context("Error detaching volume")),
+        }
+        let cloud = s.cloud.clone();
+        wait_for("Error waiting for volume to detach", LONG, || {
+            let (cloud, vol) = (cloud.clone(), vol.clone());
+            async move {
+                Ok(match cloud.volume_status(&vol).await?.as_str() {
+                    "available" => Poll::Ready(()),
+                    "error" => Poll::Failed("volume is in error".into()),
+                    _ => Poll::Pending,
+                })
+            }
+        })
+        .await
+    }
+}
+
+struct CreateImage<'a> {
+    c: &'a Config,
+    ledger: Option<LedgerId>,
+    /// createImage got no clear answer: find the image by the server it
+    /// was made from.
+    unknown: Option<(String, LedgerId)>,
+}
+
+#[async_trait]
+impl Step<State> for CreateImage<'_> {
+    fn name(&self) -> &'static str {
+        "create image"
+    }
+    async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let c = self.c;
+        ctx.ui.say(&format!("Creating the image: {}", c.image_name));
+        let id = if let Some(vol) = s.volume_id.clone() {
+            if !c.image_metadata.is_empty() {
+                if let Err(e) = s
+                    .cloud
+                    .set_volume_image_metadata(&vol, &c.image_metadata)
+                    .await
+                {
+                    ctx.ui.error(&format!("Error setting image metadata: {e}"));
+                }
+            }
+            s.cloud
+                .volume_to_image(&vol, &c.image_name, c.image_disk_format.as_deref())
+                .await
+        } else {
+            let server = s.server.as_ref().map(|x| x.id.clone()).unwrap_or_default();
+            let r = s
+                .cloud
+                .create_server_image(&server, &c.image_name, &c.image_metadata)
+                .await;
+            if let Err(e) = &r {
+                if e.outcome_unknown() {
+                    let l = ctx.ledger.track(format!(
+                        "image of server {server} that may have been created (openstack)"
+                    ));
+                    self.unknown = Some((server, l));
+                }
+            }
+            r
+        }
+        .map_err(|e| BuildError::from(e).context("Error creating image"))?;
+        self.ledger = Some(
+            ctx.ledger
+                .track(format!("image {id} (openstack, not finished)")),
+        );
+        s.image_id = Some(id.clone());
+        ctx.ui.message(&format!("Image: {id}"));
+        ctx.ui.say(&format!(
+            "Waiting for image {} (image id: {id}) to become ready...",
+            c.image_name
+        ));
+        let cloud = s.cloud.clone();
+        wait_for("Error waiting for image", LONG, || {
+            let (cloud, id) = (cloud.clone(), id.clone());
+            async move {
+                let img = match cloud.get_image(&id).await {
+                    // Glance may not know it for a moment.
+                    Err(e) if e.is_not_found() => return Ok(Poll::Pending),
+                    r => r?,
+                };
+                Ok(match img.status.as_str() {
+                    "active" => Poll::Ready(()),
+                    "killed" | "deleted" | "pending_delete" => {
+                        Poll::Failed(format!("image {id} is {}", img.status))
+                    }
+                    _ => Poll::Pending,
+                })
+            }
+        })
+        .await
+    }
+    async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        if let Some((server, l)) = self.unknown.take() {
+            // Nova's snapshots carry the server's id.
+            let q = [("instance_uuid".to_string(), server)];
+            for img in s.cloud.list_images(&q).await.unwrap_or_default() {
+                ctx.ui
+                    .say(&format!("Deleting the unfinished image: {} ...", img.id));
+                retry_cleanup(|| s.cloud.delete_image(&img.id))
+                    .await
+                    .map_err(|e| {
+                        BuildError::msg(format!(
+                            "Error deleting image {}, please delete it manually: {e}",
+                            img.id
+                        ))
+                    })?;
+            }
+            ctx.ledger.release(l);
+        }
+        let Some(l) = self.ledger.take() else {
+            return Ok(());
+        };
+        if s.committed {
+            // It is the artifact now: the artifact owns it.
+            ctx.ledger.release(l);
+            return Ok(());
+        }
+        let Some(id) = s.image_id.clone() else {
+            return Ok(());
+        };
+        ctx.ui
+            .say(&format!("Deleting the unfinished image: {id} ..."));
+        retry_cleanup(|| s.cloud.delete_image(&id))
+            .await
+            .map_err(|e| {
+                BuildError::msg(format!(
+                    "Error deleting image {id}, please delete it manually: {e}"
+                ))
+            })?;
+        s.image_id = None;
+        ctx.ledger.release(l);
+        Ok(())
+    }
+}
+
+/// Packer's four steps after the image is active (tags, visibility,
+/// members, min disk), in one PATCH plus the member calls.
+struct ImageProperties<'a> {
+    c: &'a Config,
+}
+
+#[async_trait]
+impl Step<State> for ImageProperties<'_> {
+    fn name(&self) -> &'static str {
+        "image properties"
+    }
+    async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let c = self.c;
+        let id = s.image_id.clone().unwrap_or_default();
+        let mut ops = Vec::new();
+        if !c.image_tags.is_empty() {
+            ctx.ui.say(&format!(
+                "Updating image tags to {}",
+                c.image_tags.join(", ")
+            ));
+            ops.push(json!({"op": "replace", "path": "/tags", "value": c.image_tags}));
+        }
+        if let Some(v) = &c.image_visibility {
+            ctx.ui.say(&format!("Updating image visibility to {v}"));
+            ops.push(json!({"op": "replace", "path": "/visibility", "value": v}));
+        }
+        if let Some(m) = c.image_min_disk {
+            ctx.ui.say(&format!("Updating image min disk to {m}"));
+            ops.push(json!({"op": "replace", "path": "/min_disk", "value": m}));
+        }
+        if !ops.is_empty() {
+            s.cloud
+                .patch_image(&id, serde_json::Value::Array(ops))
+                .await
+                .map_err(|e| BuildError::from(e).context("Error updating image"))?;
+        }
+        for m in &c.image_members {
+            ctx.ui.say(&format!("Adding member '{m}' to image {id}"));
+            s.cloud.add_image_member(&id, m).await.map_err(|e| {
+                BuildError::from(e).context(format!("Error adding member '{m}' to image"))
+            })?;
+            if c.image_auto_accept_members {
+                ctx.ui
+                    .say(&format!("Accepting image {id} for member '{m}'"));
+                s.cloud.accept_image_member(&id, m).await.map_err(|e| {
+                    BuildError::from(e).context(format!("Error accepting image for member '{m}'"))
+                })?;
+            }
+        }
+        s.committed = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        assert!(cidr_within("10.0.0.0/24", "10.0.0.0/16"));
+        assert!(cidr_within("10.0.0.0/24", "10.0.0.0/24"));
+        assert!(!cidr_within("10.0.0.0/16", "10.0.0.0/24"));
+        assert!(!cidr_within("10.1.0.0/24", "10.0.0.0/16"));
+        assert!(cidr_within("192.168.1.0/24", "0.0.0.0/0"));
+    }
+
+    #[tokio::test]
+    async fn wait_tolerates_three_errors_then_gives_up() {
+        let mut n = 0;
+        let r: Result<(), _> = wait_for("w", Duration::from_secs(30), || {
+            n += 1;
+            let k = n;
+            async move {
+                if k <= 3 {
+                    Err(OsError::Protocol("flaky".into()))
+                } else {
+                    Ok(Poll::Ready(()))
+                }
+            }
+        })
+        .await;
+        assert!(r.is_ok());
+        let r: Result<(), _> = wait_for("w", Duration::from_secs(30), || async {
+            Err::<Poll<()>, _>(OsError::Protocol("down".into()))
+        })
+        .await;
+        assert_eq!(r.unwrap_err().to_string(), "w: down");
+    }
+}
