@@ -12,3 +12,26 @@ pub use client::{Cloud, OsError, Session};
 pub mod builder;
 pub mod create_box;
 pub mod qcow2;
+
+use kiln_core::{Builder, PostProcessor, PrepareOpts, Registry};
+use kiln_template::Decoder;
+
+/// Register the `openstack` builder and the `create_box` post-processor.
+pub fn register(reg: &mut Registry) {
+    reg.builder("openstack", builder_factory);
+    reg.post_processor("create_box", create_box_factory);
+}
+
+fn create_box_factory(d: &mut Decoder<'_>, _: &PrepareOpts) -> Option<Box<dyn PostProcessor>> {
+    let config = create_box::decode(d);
+    Some(Box::new(create_box::CreateBox { config }))
+}
+
+fn builder_factory(d: &mut Decoder<'_>, _: &PrepareOpts) -> Option<Box<dyn Builder>> {
+    let (comm, connector) = comm::decode(d);
+    let config = builder::config::decode(d, comm);
+    Some(Box::new(builder::OpenStackBuilder { config, connector }))
+}
+
+mod comm;
+pub use comm::set_connector_factory;

@@ -630,3 +630,52 @@ async fn serve(
     let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
     Ok(())
 }
+
+// ---------------------------------------------------------------- timing
+
+/// A UI that records when each line was said (for the benchmark's
+/// breakdown).
+pub struct TimedUi {
+    pub inner: Arc<dyn kiln_core::Ui>,
+    pub start: Instant,
+    pub lines: Arc<Mutex<Vec<(f64, String)>>>,
+}
+
+impl TimedUi {
+    fn rec(&self, m: &str) {
+        self.lines
+            .lock()
+            .unwrap()
+            .push((self.start.elapsed().as_secs_f64(), m.to_string()));
+    }
+}
+
+impl kiln_core::Ui for TimedUi {
+    fn say(&self, msg: &str) {
+        self.rec(msg);
+        self.inner.say(msg)
+    }
+    fn message(&self, msg: &str) {
+        self.rec(msg);
+        self.inner.message(msg)
+    }
+    fn error(&self, msg: &str) {
+        self.rec(msg);
+        self.inner.error(msg)
+    }
+    fn machine(&self, kind: &str, data: &[&str]) {
+        self.inner.machine(kind, data)
+    }
+    fn progress(&self, label: &str) -> Box<dyn TransferProgress> {
+        self.inner.progress(label)
+    }
+    fn add_secret(&self, secret: &str) {
+        self.inner.add_secret(secret)
+    }
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn child(&self, label: &str) -> Arc<dyn kiln_core::Ui> {
+        self.inner.child(label)
+    }
+}
