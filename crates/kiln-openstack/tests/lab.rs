@@ -235,9 +235,11 @@ async fn provisioner_failure_cleans_up() {
     let cloud = seed_cloud(&root).await;
     sweep(&cloud).await;
     let hook = CommandsHook::new(&["echo about to fail", "exit 1"]);
+    let mut c = seed_config("prov");
+    c.source = Some(SourceImage::Name("Ubuntu precise".into()));
     let (err, text) = fails_clean(
         &cloud,
-        seed_config("prov"),
+        c,
         &hook,
         Duration::from_secs(60),
         "provisioner exit 1",
@@ -459,4 +461,116 @@ async fn create_box_failures_leave_nothing() {
     }
     cloud.delete_image(&src.id).await.unwrap();
     assert_clean(&cloud, "create_box failures").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_and_image_options() {
+    let Some(root) = lab() else { return };
+    let _g = SERIAL.lock().await;
+    export_seedrc(&root);
+    let cloud = seed_cloud(&root).await;
+    sweep(&cloud).await;
+    let private = cloud.network_id("private").await.unwrap();
+    let nova = cloud.network_id("nova").await.unwrap();
+    // reuse_ips: a free floating IP of the project's is used, and kept.
+    let free = cloud.create_floating_ip(&nova, None).await.unwrap();
+    let mut c = seed_config("options");
+    c.source = Some(SourceImage::Filter(kiln_openstack::builder::ImageFilter {
+        name: Some("Ubuntu precise".into()),
+        visibility: Some("public".into()),
+        most_recent: true,
+        ..Default::default()
+    }));
+    c.instance_name = "kiln-options-instance".into();
+    c.networks = vec![private.clone()];
+    c.floating_ip_network = None;
+    c.reuse_ips = true;
+    c.user_data = Some("#cloud-config\n".into());
+    c.config_drive = true;
+    c.instance_metadata = [("purpose".to_string(), "test".to_string())].into();
+    c.image_tags = vec!["kiln".into(), "seed".into()];
+    c.image_visibility = Some("shared".into());
+    c.image_members = vec!["5f1a2b3c4d5e6f708192a3b4c5d6e7f8".into()];
+    c.image_min_disk = Some(3);
+    c.image_metadata = [("os_distro".to_string(), "ubuntu".to_string())].into();
+    c.ssh_interface = Some("private".into());
+    c.comm.none = true;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, ctx) = support::ctx(dir.path());
+    let b = builder(c, dir.path(), Duration::from_secs(5));
+    let art = run_build(&b, &ctx, &kiln_core::component::NoHook)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", out.captured()))
+        .unwrap();
+    let text = out.captured();
+    assert!(
+        text.contains("Found Image ID: 82b55c8c-cce1-4301-92c4-b005180531de"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Searching for unassociated floating IP"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Selected floating IP: '{}'", free.id)),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Creating temporary keypair"),
+        "no SSH, no key pair: {text}"
+    );
+    let img = cloud.get_image(&art.id()).await.unwrap();
+    let mut tags = img.tags.clone();
+    tags.sort();
+    assert_eq!(tags, vec!["kiln", "seed"]);
+    assert_eq!(img.visibility.as_deref(), Some("shared"));
+    assert_eq!(img.min_disk, Some(3));
+    assert_eq!(img.raw["os_distro"], "ubuntu");
+    let members = cloud
+        .session
+        .json(
+            kiln_openstack::client::Service::Image,
+            reqwest::Method::GET,
+            &format!("/images/{}/members", img.id),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        members["members"][0]["member_id"],
+        "5f1a2b3c4d5e6f708192a3b4c5d6e7f8"
+    );
+    // The floating IP was not ours to delete: still there, free again.
+    let f = cloud.get_floating_ip(&free.id).await.unwrap();
+    assert_eq!(f.port_id, None);
+    cloud.delete_floating_ip(&free.id).await.unwrap();
+    art.destroy().await.unwrap();
+    assert_clean(&cloud, "the options build").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clouds_yaml_and_os_cloud() {
+    let Some(root) = lab() else { return };
+    let _g = SERIAL.lock().await;
+    let file = root.join("config/clouds.yaml").display().to_string();
+    let env = [
+        ("OS_CLOUD", "lab"),
+        ("OS_CLIENT_CONFIG_FILE", file.as_str()),
+    ];
+    let o = kiln_openstack::client::auth::resolve(
+        &AccessKeys::default(),
+        &|k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        },
+        &|p| std::fs::read_to_string(p).ok(),
+    )
+    .unwrap();
+    let s = kiln_openstack::Session::connect(o).await.unwrap();
+    let f = kiln_openstack::Cloud::new(s)
+        .find_flavor("m1.small")
+        .await
+        .unwrap();
+    assert_eq!(f.id, "2");
 }
