@@ -459,8 +459,127 @@ async fn create_box_failures_leave_nothing() {
         let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(files.is_empty(), "{expect}: local files left: {files:?}");
     }
+    // Ctrl-C while uploading (the upload hangs).
+    let proxy = FaultProxy::start(vec![Rule::new("PUT", "/file", Fault::Hang)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, ctx) = support::ctx(dir.path());
+    let pp = CreateBox {
+        config: create_box::Config {
+            access: AccessKeys {
+                identity_endpoint: Some(proxy.keystone_url.clone()),
+                ..Default::default()
+            },
+            disk_format: "qcow2".into(),
+            container_format: "bare".into(),
+            compression_level: 6,
+            ..Default::default()
+        },
+    };
+    let pctx = PostProcessCtx {
+        build: &ctx,
+        interp: Default::default(),
+    };
+    let cancel = ctx.cancel.clone();
+    let (r, _) = tokio::join!(pp.post_process(&pctx, art.clone()), async {
+        while proxy.faulted() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cancel.cancel();
+    });
+    assert!(
+        matches!(r, Err(BuildError::Cancelled)),
+        "{}",
+        out.captured()
+    );
+    let imgs = holdings(&cloud).await.images;
+    assert_eq!(imgs.len(), 1, "after Ctrl-C: {imgs:?}\n{}", out.captured());
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(
+        files.is_empty(),
+        "after Ctrl-C: local files left: {files:?}"
+    );
+
     cloud.delete_image(&src.id).await.unwrap();
     assert_clean(&cloud, "create_box failures").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_box_publishes_local_images() {
+    let Some(root) = lab() else { return };
+    let _g = SERIAL.lock().await;
+    export_seedrc(&root);
+    let cloud = seed_cloud(&root).await;
+    sweep(&cloud).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A raw disk as a local build would leave it: converted on the way.
+    let raw = dir.path().join("disk.raw");
+    let mut data = vec![0u8; 8 << 20];
+    data[3 << 20..(3 << 20) + 100_000].fill(7);
+    std::fs::write(&raw, &data).unwrap();
+    // A qcow2 (the qemu builder's output): uploaded as it is.
+    let q = dir.path().join("out-seed.qcow2");
+    let st = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&q)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for (file, expect_size) in [
+        (raw.clone(), None),
+        (q.clone(), Some(std::fs::metadata(&q).unwrap().len())),
+    ] {
+        let (out, ctx) = support::ctx(dir.path());
+        let art: Arc<dyn Artifact> = Arc::new(kiln_core::FileArtifact::new(
+            "kiln.qemu",
+            vec![file.clone()],
+        ));
+        let pp = CreateBox {
+            config: create_box::Config {
+                disk_format: "qcow2".into(),
+                container_format: "bare".into(),
+                compression_level: 6,
+                ..Default::default()
+            },
+        };
+        let pctx = PostProcessCtx {
+            build: &ctx,
+            interp: Default::default(),
+        };
+        let res = pp
+            .post_process(&pctx, art)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", out.captured()));
+        assert!(res.keep, "a local file is kept unless asked otherwise");
+        let a = res.artifact.unwrap();
+        let img = cloud.get_image(&a.id()).await.unwrap();
+        assert_eq!(img.status, "active");
+        assert_eq!(img.disk_format.as_deref(), Some("qcow2"));
+        assert_eq!(img.name, file.file_stem().unwrap().to_str().unwrap());
+        if let Some(sz) = expect_size {
+            assert_eq!(img.size, Some(sz));
+        }
+        // Same content as the raw disk.
+        let back = dir.path().join("back.qcow2");
+        let bytes = cloud
+            .download_image(&img.id)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        std::fs::write(&back, &bytes).unwrap();
+        let o = std::process::Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "qcow2"])
+            .arg(&raw)
+            .arg(&back)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        a.destroy().await.unwrap();
+    }
+    assert!(raw.exists() && q.exists());
+    assert_clean(&cloud, "publishing local images").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
