@@ -28,9 +28,17 @@ fn create_box_factory(d: &mut Decoder<'_>, _: &PrepareOpts) -> Option<Box<dyn Po
 }
 
 fn builder_factory(d: &mut Decoder<'_>, _: &PrepareOpts) -> Option<Box<dyn Builder>> {
-    let (comm, connector) = comm::decode(d);
-    let config = builder::config::decode(d, comm);
+    let (config, connector) = decode_builder(d);
     Some(Box::new(builder::OpenStackBuilder { config, connector }))
+}
+
+/// The `openstack` builder's configuration and connector from a template
+/// object (what the registered factory does; `finish()` is the caller's).
+pub fn decode_builder(
+    d: &mut Decoder<'_>,
+) -> (builder::Config, std::sync::Arc<dyn builder::Connector>) {
+    let (comm, connector) = comm::decode(d);
+    (builder::config::decode(d, comm), connector)
 }
 
 mod comm;
