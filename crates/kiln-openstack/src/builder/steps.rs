@@ -1189,6 +1189,72 @@ mod tests {
         assert!(cidr_within("192.168.1.0/24", "0.0.0.0/0"));
     }
 
+    struct NoConn;
+    #[async_trait]
+    impl Connector for NoConn {
+        fn generate_key(&self) -> Result<TempKey, BuildError> {
+            unreachable!()
+        }
+        async fn connect(
+            &self,
+            _: &BuildCtx,
+            _: &str,
+            _: Option<&TempKey>,
+        ) -> Result<Arc<dyn Communicator>, BuildError> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn comm_host_follows_packer() {
+        use crate::client::api::Address;
+        let session = crate::client::Session::new(crate::client::AuthOptions {
+            auth_url: "http://127.0.0.1:1/v3".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut s = State::new(Cloud::new(Arc::new(session)), Arc::new(NoConn));
+        let mut c = Config::default();
+        let a = |addr: &str, version: u8, floating: bool| Address {
+            addr: addr.into(),
+            version,
+            floating,
+        };
+        s.server = Some(Server {
+            id: "s".into(),
+            status: "ACTIVE".into(),
+            task_state: None,
+            fault: None,
+            access_ipv4: None,
+            name: "n".into(),
+            key_name: None,
+            addresses: [
+                ("net6".to_string(), vec![a("fd00::5", 6, false)]),
+                ("private".to_string(), vec![a("10.0.0.5", 4, false)]),
+            ]
+            .into(),
+        });
+        // Any address: the first network's.
+        assert_eq!(comm_host(&c, &s).as_deref(), Some("[fd00::5]"));
+        c.ssh_ip_version = Some("4".into());
+        assert_eq!(comm_host(&c, &s).as_deref(), Some("10.0.0.5"));
+        c.ssh_ip_version = None;
+        // A floating IP wins over fixed addresses...
+        s.floating_ip = Some(FloatingIp {
+            id: "f".into(),
+            address: "127.0.0.12".into(),
+            port_id: None,
+            network_id: "n".into(),
+        });
+        assert_eq!(comm_host(&c, &s).as_deref(), Some("127.0.0.12"));
+        // ...but not over ssh_interface...
+        c.ssh_interface = Some("private".into());
+        assert_eq!(comm_host(&c, &s).as_deref(), Some("10.0.0.5"));
+        // ...and ssh_host wins over everything.
+        c.comm.host = Some("bastion.example".into());
+        assert_eq!(comm_host(&c, &s).as_deref(), Some("bastion.example"));
+    }
+
     #[tokio::test]
     async fn wait_tolerates_three_errors_then_gives_up() {
         let mut n = 0;
