@@ -42,10 +42,13 @@ pub struct Writer<W: Write + Seek> {
     vpos: u64,
     /// Next free byte in the file.
     host: u64,
-    /// l1 index -> L2 table.
-    l2: BTreeMap<u64, Vec<u64>>,
+    /// The L2 table being filled (input is sequential: earlier tables are
+    /// final and already written), and its L1 index.
+    l2: Option<(u64, Vec<u64>)>,
+    /// L1 index -> L2 table entry (offset | COPIED).
+    l1: BTreeMap<u64, u64>,
     /// host cluster -> refcount.
-    refs: BTreeMap<u64, u16>,
+    refs: Vec<u16>,
     compress: Option<flate2::Compression>,
     scratch: Vec<u8>,
     stats: Stats,
@@ -64,13 +67,14 @@ impl<W: Write + Seek> Writer<W> {
             buf: Vec::with_capacity(cluster),
             vpos: 0,
             host: cluster as u64, // cluster 0: the header, written last
-            l2: BTreeMap::new(),
-            refs: BTreeMap::new(),
+            l2: None,
+            l1: BTreeMap::new(),
+            refs: Vec::new(),
             compress: compress.map(flate2::Compression::new),
             scratch: Vec::with_capacity(cluster + 1024),
             stats: Stats::default(),
         };
-        w.refs.insert(0, 1);
+        w.set_ref(0, 1);
         // Reserve the header cluster so a crash never leaves a plausible file.
         w.out.write_all(&vec![0u8; cluster])?;
         Ok(w)
@@ -120,17 +124,43 @@ impl<W: Write + Seek> Writer<W> {
                 let off = self.host;
                 self.out.write_all(c)?;
                 self.host += self.cluster as u64;
-                self.refs.insert(off >> self.cluster_bits, 1);
+                self.set_ref(off >> self.cluster_bits, 1);
                 off | COPIED
             }
         };
         self.stats.data_clusters += 1;
         let per_l2 = (self.cluster / 8) as u64;
-        let table = self
+        let idx = vcluster / per_l2;
+        if self.l2.as_ref().is_some_and(|(i, _)| *i != idx) {
+            self.flush_l2()?;
+        }
+        let (_, table) = self
             .l2
-            .entry(vcluster / per_l2)
-            .or_insert_with(|| vec![0; per_l2 as usize]);
+            .get_or_insert_with(|| (idx, vec![0; per_l2 as usize]));
         table[(vcluster % per_l2) as usize] = entry;
+        Ok(())
+    }
+
+    fn set_ref(&mut self, cluster: u64, r: u16) {
+        let i = cluster as usize;
+        if self.refs.len() <= i {
+            self.refs.resize(i + 1, 0);
+        }
+        self.refs[i] = r;
+    }
+
+    /// Write the current L2 table (it is complete).
+    fn flush_l2(&mut self) -> io::Result<()> {
+        let Some((idx, table)) = self.l2.take() else {
+            return Ok(());
+        };
+        let off = self.alloc_clusters(1)?;
+        let mut bytes = Vec::with_capacity(self.cluster);
+        for e in &table {
+            bytes.extend_from_slice(&e.to_be_bytes());
+        }
+        self.out.write_all(&bytes)?;
+        self.l1.insert(idx, off | COPIED);
         Ok(())
     }
 
@@ -162,7 +192,11 @@ impl<W: Write + Seek> Writer<W> {
         let sectors = len.div_ceil(512);
         let end = off + sectors * 512; // what the descriptor covers
         for hc in (off >> self.cluster_bits)..=((end - 1) >> self.cluster_bits) {
-            *self.refs.entry(hc).or_insert(0) += 1;
+            let i = hc as usize;
+            if self.refs.len() <= i {
+                self.refs.resize(i + 1, 0);
+            }
+            self.refs[i] += 1;
         }
         let csize_shift = 62 - (self.cluster_bits - 8);
         self.stats.compressed_clusters += 1;
@@ -183,7 +217,7 @@ impl<W: Write + Seek> Writer<W> {
         let off = self.host;
         self.out.seek(SeekFrom::Start(off))?;
         for i in 0..n {
-            self.refs.insert((off >> self.cluster_bits) + i, 1);
+            self.set_ref((off >> self.cluster_bits) + i, 1);
         }
         self.host += n * self.cluster as u64;
         Ok(off)
@@ -200,18 +234,9 @@ impl<W: Write + Seek> Writer<W> {
         }
         let cs = self.cluster as u64;
         let per_l2 = cs / 8;
-        // L2 tables
-        let l2 = std::mem::take(&mut self.l2);
-        let mut l1_entries: BTreeMap<u64, u64> = BTreeMap::new();
-        for (idx, table) in &l2 {
-            let off = self.alloc_clusters(1)?;
-            let mut bytes = Vec::with_capacity(self.cluster);
-            for e in table {
-                bytes.extend_from_slice(&e.to_be_bytes());
-            }
-            self.out.write_all(&bytes)?;
-            l1_entries.insert(*idx, off | COPIED);
-        }
+        // The last L2 table
+        self.flush_l2()?;
+        let l1_entries = std::mem::take(&mut self.l1);
         // L1 table
         let vclusters = virtual_size.div_ceil(cs);
         let l1_size = vclusters.div_ceil(per_l2).max(1);
@@ -240,9 +265,10 @@ impl<W: Write + Seek> Writer<W> {
         let blocks_off = self.alloc_clusters(blocks)?;
         let table_off = self.alloc_clusters(table)?;
         let mut rb = vec![0u8; (blocks * cs) as usize];
-        for (hc, r) in &self.refs {
-            let i = (*hc * 2) as usize;
-            rb[i..i + 2].copy_from_slice(&r.to_be_bytes());
+        for (hc, r) in self.refs.iter().enumerate() {
+            if *r != 0 {
+                rb[hc * 2..hc * 2 + 2].copy_from_slice(&r.to_be_bytes());
+            }
         }
         self.out.seek(SeekFrom::Start(blocks_off))?;
         self.out.write_all(&rb)?;

@@ -120,3 +120,55 @@ fn all_zero_input_makes_an_empty_image() {
     let (ok, out) = qemu_img(&["check", q.to_str().unwrap()]);
     assert!(ok, "{out}");
 }
+
+#[test]
+fn spans_several_l2_tables() {
+    // 1.2 GiB virtual: three L2 tables (512 MiB each), data in each, and a
+    // whole table's range left empty in between.
+    use std::io::{Seek, SeekFrom};
+    let dir = tempfile::tempdir().unwrap();
+    let raw_p = dir.path().join("big.raw");
+    let len: u64 = (1 << 30) + (200 << 20);
+    let marks: [(u64, u8); 4] = [
+        (0, 1),
+        (300 << 20, 2),
+        ((1 << 30) + (5 << 20), 3),
+        (len - 4096, 4),
+    ];
+    {
+        let mut f = std::fs::File::create(&raw_p).unwrap();
+        f.set_len(len).unwrap();
+        for (off, v) in marks {
+            f.seek(SeekFrom::Start(off)).unwrap();
+            f.write_all(&[v; 4096]).unwrap();
+        }
+    }
+    let q = dir.path().join("big.qcow2");
+    let f = std::fs::File::create(&q).unwrap();
+    let mut w = Writer::new(std::io::BufWriter::new(f), None).unwrap();
+    let mut inp = std::fs::File::open(&raw_p).unwrap();
+    let mut buf = vec![0u8; 8 << 20];
+    loop {
+        use std::io::Read;
+        let n = inp.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        w.write(&buf[..n]).unwrap();
+    }
+    let (mut bw, st) = w.finish().unwrap();
+    bw.flush().unwrap();
+    assert_eq!(st.data_clusters, 4);
+    let (ok, out) = qemu_img(&["check", q.to_str().unwrap()]);
+    assert!(ok && out.contains("No errors were found"), "{out}");
+    let (ok, out) = qemu_img(&[
+        "compare",
+        "-f",
+        "raw",
+        "-F",
+        "qcow2",
+        raw_p.to_str().unwrap(),
+        q.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+}
