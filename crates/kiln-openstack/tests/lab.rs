@@ -693,3 +693,76 @@ async fn clouds_yaml_and_os_cloud() {
         .unwrap();
     assert_eq!(f.id, "2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_application_credential_auth() {
+    let Some(root) = lab() else { return };
+    let _g = SERIAL.lock().await;
+    let cloud = seed_cloud(&root).await;
+    let tok = cloud.session.token().await.unwrap();
+    let rc = read_rc(&root.join("seedrc"));
+    let auth_url = rc["OS_AUTH_URL"].clone();
+    let resolve = |keys: AccessKeys| {
+        let env = [("OS_AUTH_URL", auth_url.clone())];
+        kiln_openstack::client::auth::resolve(
+            &keys,
+            &|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()),
+            &|_| None,
+        )
+        .unwrap()
+    };
+    // `token` (rescoped to the project).
+    let o = resolve(AccessKeys {
+        token: Some(tok.id.clone()),
+        tenant_name: Some("jb23".into()),
+        ..Default::default()
+    });
+    let s = kiln_openstack::Session::connect(o).await.unwrap();
+    assert_eq!(s.project_id().await.unwrap(), tok.project_id);
+    // An application credential of jb23's.
+    let user = tok.user_id.clone().unwrap();
+    let url = format!(
+        "{}/users/{user}/application_credentials",
+        auth_url.trim_end_matches('/')
+    );
+    let http = reqwest::Client::new();
+    let v: serde_json::Value = http
+        .post(&url)
+        .header("X-Auth-Token", &tok.id)
+        .json(&serde_json::json!({"application_credential": {"name": format!("kiln-{}", uuid::Uuid::new_v4())}}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = v["application_credential"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret = v["application_credential"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = resolve(AccessKeys {
+        application_credential_id: Some(id.clone()),
+        application_credential_secret: Some(secret),
+        ..Default::default()
+    });
+    let s = kiln_openstack::Session::connect(o).await.unwrap();
+    let f = kiln_openstack::Cloud::new(s.clone())
+        .find_flavor("m1.small")
+        .await
+        .unwrap();
+    assert_eq!(f.id, "2");
+    assert_eq!(s.project_id().await.unwrap(), tok.project_id);
+    http.delete(format!("{url}/{id}"))
+        .header("X-Auth-Token", &tok.id)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+}
