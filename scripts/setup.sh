@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kiln's builds and tests need. Idempotent; run
+# as root on Debian 12, no stdin needed. Keep this a simple list: engineers
+# add the packages their crates need.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+packages=(
+  # qemu builder: QEMU itself and qemu-img. Install both together: on its
+  # own, qemu-system-x86 (7.2) removes a newer qemu-utils from backports.
+  qemu-system-x86
+  qemu-utils
+  # cd_files / the cloud-init NoCloud seed as an ISO
+  xorriso
+  # debootstrap builder: root file system, partition table, bootloader
+  mmdebstrap
+  fdisk
+  e2fsprogs
+  extlinux
+  syslinux-common
+  # SSH: a real sshd for communicator tests, ssh-keygen
+  openssh-server
+  openssh-client
+  # HashiCorp Packer 1.6.6: the oracle for template behaviour and speed
+  packer
+)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup.sh: run as root (it installs Debian packages)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update -q
+  # All at once, so apt resolves them together. qemu-utils comes from
+  # bookworm like qemu-system-x86: a newer qemu-utils (backports, as on
+  # these machines) Breaks bookworm's qemu-system-common, so it is
+  # downgraded to match.
+  apt-get install -y -q --no-install-recommends --allow-downgrades \
+    "${packages[@]/#qemu-utils/qemu-utils/bookworm}" </dev/null
+fi
+echo "setup.sh: all ${#packages[@]} packages installed"
