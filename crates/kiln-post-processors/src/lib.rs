@@ -1,0 +1,96 @@
+//! Post-processors compatible with Packer 1.6.6.
+//!
+//! - [`checksum`]: `checksum` — hash every artifact file into checksum files.
+//! - [`manifest`]: `manifest` — record the build's artifact in a JSON manifest.
+//! - [`compress`]: `compress` — tar/zip and gzip/bgzf/lz4/xz archives,
+//!   streamed, gzip and bgzf compressed on every core.
+//! - [`artifice`]: `artifice` — replace the artifact by files named in the
+//!   template (globs).
+//! - [`shell_local`]: `shell-local` — run commands or scripts on this machine.
+//!
+//! [`register`] adds them all to a [`Registry`].
+//!
+//! Every post-processor is created twice by the build engine: once while the
+//! template is prepared (to report configuration errors early) and again at
+//! run time with the builder's generated data. Factories therefore have no
+//! side effects.
+use kiln_core::{BuildCtx, Registry};
+use kiln_template::interp::{render, Context};
+use std::sync::OnceLock;
+
+pub mod artifice;
+pub mod blockgz;
+pub mod checksum;
+pub mod compress;
+mod glob;
+pub mod local_exec;
+pub mod manifest;
+pub mod shell_local;
+
+/// Register `checksum`, `manifest`, `compress`, `artifice` and `shell-local`.
+pub fn register(reg: &mut Registry) {
+    reg.post_processor("checksum", checksum::factory)
+        .post_processor("manifest", manifest::factory)
+        .post_processor("compress", compress::factory)
+        .post_processor("artifice", artifice::factory)
+        .post_processor("shell-local", shell_local::factory);
+}
+
+/// The context-data key (and environment variable) naming the current run,
+/// shared by every manifest written in one run.
+pub const RUN_UUID_KEY: &str = "PACKER_RUN_UUID";
+
+/// The identifier of this run, for the manifest's `packer_run_uuid` and
+/// `last_run_uuid`: the interpolation context's `PACKER_RUN_UUID` value if
+/// the engine set one, else the `PACKER_RUN_UUID` environment variable (what
+/// Packer itself reads), else one random UUID generated once per process.
+pub fn run_uuid(interp: &Context) -> String {
+    if let Some(u) = interp.data.get(RUN_UUID_KEY).filter(|u| !u.is_empty()) {
+        return u.clone();
+    }
+    if let Some(u) = std::env::var(RUN_UUID_KEY).ok().filter(|u| !u.is_empty()) {
+        return u;
+    }
+    static PROCESS_UUID: OnceLock<String> = OnceLock::new();
+    PROCESS_UUID
+        .get_or_init(|| uuid::Uuid::new_v4().to_string())
+        .clone()
+}
+
+/// The run-time interpolation context Packer gives post-processors: the
+/// builder's generated data as context values (`{{.ID}}`), plus `extra`.
+pub(crate) fn runtime_context(base: &Context, build: &BuildCtx, extra: &[(&str, &str)]) -> Context {
+    let mut c = base.clone();
+    for (k, v) in build.generated() {
+        c.data.entry(k).or_insert(v);
+    }
+    for (k, v) in extra {
+        c.data.insert((*k).to_string(), (*v).to_string());
+    }
+    c
+}
+
+/// Render a template string, naming the option in the error.
+pub(crate) fn render_option(
+    option: &str,
+    template: &str,
+    ctx: &Context,
+) -> Result<String, kiln_core::BuildError> {
+    if !template.contains("{{") {
+        return Ok(template.to_string());
+    }
+    render(template, ctx).map_err(|e| {
+        kiln_core::BuildError::msg(format!(
+            "error interpolating `{option}` ({template:?}): {e}"
+        ))
+    })
+}
+
+/// Files joined by ", " for messages.
+pub(crate) fn join_paths(files: &[std::path::PathBuf]) -> String {
+    files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

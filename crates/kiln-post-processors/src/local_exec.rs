@@ -1,0 +1,167 @@
+//! Running a command on this machine with its output streamed, line by
+//! line, to the build's UI (stdout as messages, stderr as errors), as
+//! Packer's shell-local communicator does.
+//!
+//! The command runs in its own process group with stdin from /dev/null.
+//! When the build is cancelled the whole group gets SIGTERM, then SIGKILL
+//! after a grace period; if the future is dropped before the command ends
+//! (a panic, an abandoned build), the group is killed at once. Background
+//! processes a command leaves behind after exiting normally are left alone,
+//! as in Packer, but their holding stdout/stderr open delays completion
+//! until they close it (Packer waits for the output too).
+//!
+//! (The shell-local provisioner in kiln-provisioners has a runner of its
+//! own for now; the two are meant to be merged.)
+use kiln_core::Ui;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio_util::sync::CancellationToken;
+
+/// How long a cancelled command may take to exit after SIGTERM.
+pub const TERMINATE_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("an empty command")]
+    Empty,
+    #[error("starting {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("waiting for {program}: {source}")]
+    Wait {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Kills the process group on drop unless disarmed.
+struct GroupGuard {
+    pgid: Option<Pid>,
+}
+
+impl GroupGuard {
+    fn signal(&self, sig: Signal) {
+        if let Some(p) = self.pgid {
+            let _ = killpg(p, sig);
+        }
+    }
+    fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal(Signal::SIGKILL);
+    }
+}
+
+/// What Packer prints of an output line: trailing white space removed, and
+/// only the text after the last carriage return (what a terminal shows).
+pub fn clean_line(line: &str) -> &str {
+    let line = line.trim_end();
+    match line.rfind('\r') {
+        Some(i) => &line[i + 1..],
+        None => line,
+    }
+}
+
+async fn pump<R: AsyncRead + Unpin>(r: R, sink: impl Fn(&str)) {
+    let mut r = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match r.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => sink(clean_line(&String::from_utf8_lossy(&buf))),
+        }
+    }
+}
+
+/// Run `argv` with `env` added to this process's environment; stream its
+/// output to `ui`; return its exit code (-1 if a signal ended it, as Go
+/// reports it).
+pub async fn run_streaming(
+    argv: &[String],
+    env: &[(String, String)],
+    ui: &dyn Ui,
+    cancel: &CancellationToken,
+) -> Result<i32, ExecError> {
+    let (program, args) = argv.split_first().ok_or(ExecError::Empty)?;
+    if cancel.is_cancelled() {
+        return Err(ExecError::Cancelled);
+    }
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let mut guard = GroupGuard {
+        pgid: child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw),
+    };
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+
+    let finished = {
+        let out = async {
+            if let Some(s) = stdout {
+                pump(s, |l| ui.message(l)).await
+            }
+        };
+        let err = async {
+            if let Some(s) = stderr {
+                pump(s, |l| ui.error(l)).await
+            }
+        };
+        let all = async {
+            let (_, _, status) = tokio::join!(out, err, child.wait());
+            status
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            status = all => Some(status),
+        }
+    };
+
+    match finished {
+        Some(status) => {
+            guard.disarm();
+            let status = status.map_err(|source| ExecError::Wait {
+                program: program.clone(),
+                source,
+            })?;
+            Ok(status.code().unwrap_or(-1))
+        }
+        None => {
+            guard.signal(Signal::SIGTERM);
+            if tokio::time::timeout(TERMINATE_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                guard.signal(Signal::SIGKILL);
+                let _ = child.kill().await;
+            }
+            // Whatever else of the group is still alive goes now.
+            drop(guard);
+            Err(ExecError::Cancelled)
+        }
+    }
+}
