@@ -1,0 +1,401 @@
+//! kiln's SSH communicator against a real OpenSSH sshd on loopback.
+use kiln_core::communicator::{FileMeta, NoProgress};
+use kiln_core::{Communicator, ExitStatus};
+use kiln_ssh::{connect, CollectOutput, SshConfig, TempKeyPair};
+use kiln_testkit::{test_ctx, Sshd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn key_cfg(s: &Sshd) -> SshConfig {
+    SshConfig {
+        username: s.user.clone(),
+        private_key_file: Some(s.key_path.clone()),
+        timeout: Duration::from_secs(30),
+        ..Default::default()
+    }
+}
+
+fn pw_cfg(s: &Sshd, pw: &str) -> SshConfig {
+    SshConfig {
+        username: s.user.clone(),
+        password: Some(pw.to_string()),
+        timeout: Duration::from_secs(30),
+        ..Default::default()
+    }
+}
+
+async fn run(c: &dyn Communicator, cmd: &str) -> (ExitStatus, Vec<String>, Vec<String>) {
+    let out = CollectOutput::default();
+    let st = c.start(cmd, &out).await.expect("start");
+    let o = out.stdout.lock().unwrap().clone();
+    let e = out.stderr.lock().unwrap().clone();
+    (st, o, e)
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_login_runs_commands_with_output_and_exit_codes() {
+    let s = Sshd::start();
+    let wd = tempfile::tempdir().unwrap();
+    let (out, ctx) = test_ctx("t", wd.path());
+    let c = connect(&key_cfg(&s), &s.host, s.port, None, &ctx)
+        .await
+        .expect("connect");
+    let printed = out.captured();
+    assert!(
+        printed.contains("==> t: Waiting for SSH to become available..."),
+        "{printed}"
+    );
+    assert!(printed.contains("==> t: Connected to SSH!"), "{printed}");
+    let (st, o, e) = run(
+        &*c,
+        "echo hello; echo oops >&2; printf 'no newline'; exit 3",
+    )
+    .await;
+    assert_eq!(st, ExitStatus::Code(3));
+    assert_eq!(o, vec!["hello".to_string(), "no newline".to_string()]);
+    assert_eq!(e, vec!["oops".to_string()]);
+    let (st, o, _) = run(&*c, "id -un").await;
+    assert_eq!(st, ExitStatus::Code(0));
+    assert_eq!(o, vec![s.user.clone()]);
+    let (st, _, _) = run(&*c, "kill -9 $$").await;
+    assert_eq!(st, ExitStatus::Signal("KILL".into()));
+    assert!(c.host_key_fingerprint().unwrap().starts_with("SHA256:"));
+    // Several commands at once over the one connection.
+    let mut hs = Vec::new();
+    for i in 0..8 {
+        let c = c.clone();
+        hs.push(tokio::spawn(async move {
+            let out = CollectOutput::default();
+            let st = c
+                .start(&format!("sleep 0.2; echo {i}"), &out)
+                .await
+                .unwrap();
+            let o = out.stdout.lock().unwrap().clone();
+            (st, o)
+        }));
+    }
+    for (i, h) in hs.into_iter().enumerate() {
+        let (st, o) = h.await.unwrap();
+        assert_eq!(st, ExitStatus::Code(0));
+        assert_eq!(o, vec![i.to_string()]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_login_and_the_password_is_a_secret() {
+    let s = Sshd::start();
+    let wd = tempfile::tempdir().unwrap();
+    let (out, ctx) = test_ctx("t", wd.path());
+    let c = connect(&pw_cfg(&s, &s.password), &s.host, s.port, None, &ctx)
+        .await
+        .expect("connect");
+    let (st, o, _) = run(&*c, &format!("echo the password is {}", s.password)).await;
+    assert_eq!(st, ExitStatus::Code(0));
+    // The sink gets raw output; what reaches the UI is scrubbed.
+    ctx.ui.message(&o[0]);
+    let printed = out.captured();
+    assert!(printed.contains("the password is <sensitive>"), "{printed}");
+    assert!(!printed.contains(&s.password), "{printed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_reported_at_once_and_clearly() {
+    let s = Sshd::start();
+    let wd = tempfile::tempdir().unwrap();
+    let (out, ctx) = test_ctx("t", wd.path());
+    let mut cfg = pw_cfg(&s, "not-the-password");
+    // A long timeout: the failure must not wait for it.
+    cfg.timeout = Duration::from_secs(600);
+    let r = tokio::time::timeout(
+        Duration::from_secs(120),
+        connect(&cfg, &s.host, s.port, None, &ctx),
+    )
+    .await
+    .expect("a refused password must not be retried until ssh_timeout");
+    let e = r.expect_err("wrong password").to_string();
+    assert!(e.contains("SSH authentication refused"), "{e}");
+    assert!(e.contains("kiln-test"), "{e}");
+    assert!(e.contains("password"), "{e}");
+    assert!(!e.contains("not-the-password"), "{e}");
+    assert!(!out.captured().contains("not-the-password"));
+
+    // With ssh_handshake_attempts, kiln tries again (and says so).
+    let (out, ctx) = test_ctx("t", wd.path());
+    cfg.handshake_attempts = Some(2);
+    let e = connect(&cfg, &s.host, s.port, None, &ctx)
+        .await
+        .expect_err("wrong password")
+        .to_string();
+    assert!(e.contains("SSH authentication refused"), "{e}");
+    assert!(
+        out.captured().contains("attempt 1 of 2, retrying"),
+        "{}",
+        out.captured()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_for_a_machine_that_is_not_up_yet() {
+    let mut s = Sshd::start();
+    s.stop();
+    let wd = tempfile::tempdir().unwrap();
+    let (_out, ctx) = test_ctx("t", wd.path());
+    let cfg = key_cfg(&s);
+    let (host, port) = (s.host.clone(), s.port);
+    let h = tokio::spawn(async move { connect(&cfg, &host, port, None, &ctx).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!h.is_finished(), "connected to nothing?");
+    let s = tokio::task::spawn_blocking(move || {
+        s.restart();
+        s
+    })
+    .await
+    .unwrap();
+    let c = h.await.unwrap().expect("connects once sshd is up");
+    let (st, _, _) = run(&*c, "true").await;
+    assert_eq!(st, ExitStatus::Code(0));
+    drop(s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_and_cancel() {
+    let port = kiln_testkit::free_port();
+    let wd = tempfile::tempdir().unwrap();
+    let (_out, ctx) = test_ctx("t", wd.path());
+    let cfg = SshConfig {
+        username: "nobody".into(),
+        password: Some("x".into()),
+        timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let e = connect(&cfg, "127.0.0.1", port, None, &ctx)
+        .await
+        .expect_err("nothing listens")
+        .to_string();
+    assert!(e.contains("Timeout waiting for SSH"), "{e}");
+    assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+
+    let cfg = SshConfig {
+        timeout: Duration::from_secs(600),
+        ..cfg
+    };
+    let cancel = ctx.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cancel.cancel();
+    });
+    let e = connect(&cfg, "127.0.0.1", port, None, &ctx)
+        .await
+        .expect_err("cancelled");
+    assert!(e.is_cancelled(), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_key_pair_logs_in() {
+    let s = Sshd::start();
+    let k = TempKeyPair::generate();
+    assert!(k.public_authorized.starts_with("ssh-ed25519 AAAA"));
+    assert!(k.public_authorized.ends_with(&format!(" {}", k.name)));
+    assert!(k.name.starts_with("kiln-"));
+    assert!(k
+        .private_openssh
+        .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    let ak = s.dir().join("authorized_keys");
+    let mut keys = std::fs::read_to_string(&ak).unwrap();
+    keys.push_str(&format!("{}\n", k.public_authorized));
+    std::fs::write(&ak, keys).unwrap();
+    let wd = tempfile::tempdir().unwrap();
+    let (out, ctx) = test_ctx("t", wd.path());
+    let cfg = SshConfig {
+        username: s.user.clone(),
+        timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let c = connect(&cfg, &s.host, s.port, Some(&k), &ctx)
+        .await
+        .expect("temporary key works");
+    let (st, _, _) = run(&*c, "true").await;
+    assert_eq!(st, ExitStatus::Code(0));
+    // ssh-keygen agrees the private key is valid OpenSSH.
+    let kp = wd.path().join("k");
+    std::fs::write(&kp, &k.private_openssh).unwrap();
+    std::fs::set_permissions(&kp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = std::process::Command::new("ssh-keygen")
+        .arg("-y")
+        .arg("-f")
+        .arg(&kp)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(k
+        .public_authorized
+        .starts_with(String::from_utf8_lossy(&o.stdout).trim()));
+    assert!(!out.captured().contains("PRIVATE KEY"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connection_is_disconnected_then_reconnect_and_host_key_pinning() {
+    let mut s = Sshd::start();
+    let wd = tempfile::tempdir().unwrap();
+    let (_out, ctx) = test_ctx("t", wd.path());
+    let c = connect(&key_cfg(&s), &s.host, s.port, None, &ctx)
+        .await
+        .expect("connect");
+    // The command kills its own sshd session process: the connection drops
+    // without an exit status.
+    let (st, o, _) = run(
+        &*c,
+        "echo before; p=$$; while [ \"$p\" -gt 1 ]; do case \"$(cat /proc/$p/comm)\" in sshd*) kill -9 $p; break;; esac; p=$(awk '/^PPid:/{print $2}' /proc/$p/status); done; sleep 30",
+    )
+    .await;
+    assert_eq!(st, ExitStatus::Disconnected);
+    assert_eq!(o, vec!["before".to_string()]);
+    c.reconnect(Duration::from_secs(30))
+        .await
+        .expect("reconnect");
+    let (st, _, _) = run(&*c, "true").await;
+    assert_eq!(st, ExitStatus::Code(0));
+
+    // A "reboot": the server goes away and comes back; start() reconnects
+    // by itself.
+    let c2: Arc<kiln_ssh::SshCommunicator> = c.clone();
+    s.restart();
+    let (st, _, _) = run(&*c2, "true").await;
+    assert_eq!(st, ExitStatus::Code(0));
+
+    // Another machine answers at the address: refused.
+    s.regenerate_host_key();
+    s.restart();
+    let e = c
+        .reconnect(Duration::from_secs(10))
+        .await
+        .expect_err("host key changed")
+        .to_string();
+    assert!(e.contains("host key"), "{e}");
+    assert!(e.contains("changed"), "{e}");
+    let out = CollectOutput::default();
+    let e = c
+        .start("true", &out)
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("host key"), "{e}");
+}
+
+async fn upload_bytes(
+    c: &dyn Communicator,
+    dst: &str,
+    data: &[u8],
+    mode: u32,
+) -> Result<(), String> {
+    let mut r = data;
+    c.upload(
+        dst,
+        &mut r,
+        FileMeta {
+            mode,
+            size: Some(data.len() as u64),
+        },
+        &NoProgress,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_upload_and_download() {
+    let s = Sshd::start();
+    let wd = tempfile::tempdir().unwrap();
+    let (_out, ctx) = test_ctx("t", wd.path());
+    let c = connect(&key_cfg(&s), &s.host, s.port, None, &ctx)
+        .await
+        .expect("connect");
+    let remote = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(remote.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let r = remote.path();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    upload_bytes(&*c, r.join("big").to_str().unwrap(), &data, 0o751)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(r.join("big")).unwrap(), data);
+    // umask 022 on the machine: 0751 stays.
+    assert_eq!(mode(&r.join("big")), 0o751);
+    upload_bytes(&*c, r.join("w").to_str().unwrap(), b"x", 0o666)
+        .await
+        .unwrap();
+    assert_eq!(mode(&r.join("w")), 0o644);
+    // An existing file keeps its mode.
+    upload_bytes(&*c, r.join("big").to_str().unwrap(), b"small", 0o600)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(r.join("big")).unwrap(), b"small");
+    assert_eq!(mode(&r.join("big")), 0o751);
+    // Quoting.
+    let odd = r.join("it's a $file");
+    upload_bytes(&*c, odd.to_str().unwrap(), b"q", 0o644)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&odd).unwrap(), b"q");
+    // A directory at the destination, or a missing parent: errors.
+    std::fs::create_dir(r.join("d")).unwrap();
+    let e = upload_bytes(&*c, r.join("d").to_str().unwrap(), b"x", 0o644)
+        .await
+        .unwrap_err();
+    assert!(e.contains("Is a directory"), "{e}");
+    let e = upload_bytes(&*c, r.join("nope/x").to_str().unwrap(), b"x", 0o644)
+        .await
+        .unwrap_err();
+    assert!(e.contains("nope"), "{e}");
+
+    // Download.
+    std::fs::write(r.join("dl"), &data).unwrap();
+    let mut got = Vec::new();
+    c.download(r.join("dl").to_str().unwrap(), &mut got, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(got, data);
+    let mut got = Vec::new();
+    let e = c
+        .download(r.join("missing").to_str().unwrap(), &mut got, &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("No such file"), "{e}");
+
+    // Directory download: `dir/` arrives as dst/dir.
+    std::fs::create_dir_all(r.join("tree/sub")).unwrap();
+    std::fs::write(r.join("tree/a"), "A").unwrap();
+    std::fs::write(r.join("tree/sub/b"), "B").unwrap();
+    std::fs::set_permissions(r.join("tree/a"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let local = wd.path().join("dl");
+    c.download_dir(
+        &format!("{}/", r.join("tree").display()),
+        &local,
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(local.join("tree/a")).unwrap(), "A");
+    assert_eq!(
+        std::fs::read_to_string(local.join("tree/sub/b")).unwrap(),
+        "B"
+    );
+    assert_eq!(mode(&local.join("tree/a")), 0o755);
+    // A glob: each match by its own name.
+    let local2 = wd.path().join("dl2");
+    c.download_dir(
+        &format!("{}/*", r.join("tree").display()),
+        &local2,
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(local2.join("a")).unwrap(), "A");
+    assert_eq!(std::fs::read_to_string(local2.join("sub/b")).unwrap(), "B");
+}
