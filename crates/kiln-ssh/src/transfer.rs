@@ -228,16 +228,28 @@ impl SshCommunicator {
                 context: format!("reading {}", src.display()),
                 source: e,
             })?;
-        let script = upload_dir_script(dst, contents, &plan, &src_str)?;
+        // Two archives in one stream: the directories first (extracted
+        // without touching existing ones), then the files.
+        let mut dirs_tar = Vec::new();
+        write_tar(&mut dirs_tar, &plan.entries, &AtomicU64::new(0), true).map_err(|e| {
+            CommError::Io {
+                context: format!("{what}: archiving"),
+                source: e,
+            }
+        })?;
+        let script = upload_dir_script(dst, contents, &plan, &src_str, dirs_tar.len());
         progress.start(Some(plan.total_bytes));
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(4);
         let counter = Arc::new(AtomicU64::new(0));
         let counter2 = counter.clone();
         let entries = plan.entries.clone();
         let producer = tokio::task::spawn_blocking(move || {
+            if tx.blocking_send(Ok(Bytes::from(dirs_tar))).is_err() {
+                return;
+            }
             let w = ChunkWriter { tx: tx.clone() };
             let w = std::io::BufWriter::with_capacity(CHUNK, w);
-            if let Err(e) = write_tar(w, &entries, &counter2) {
+            if let Err(e) = write_tar(w, &entries, &counter2, false) {
                 let _ = tx.blocking_send(Err(e.to_string()));
             }
         });
@@ -506,23 +518,50 @@ fn plan_tree(root: &Path, exclude: &[String]) -> std::io::Result<Plan> {
 /// The remote script for a directory upload (stdin: the tar archive of the
 /// source directory's contents). It reproduces `scp -r -t <dst>` fed by
 /// Packer's scp source.
-fn upload_dir_script(
-    dst: &str,
-    contents: bool,
-    plan: &Plan,
-    src: &str,
-) -> Result<String, CommError> {
+///
+/// stdin carries two archives: `dirs_len` bytes of directories (extracted
+/// with `--skip-old-files`, so existing directories keep their mode and
+/// owner, as with scp), then the files. Directories without owner `rwx` are
+/// created writable and get their mode once the files are in.
+fn upload_dir_script(dst: &str, contents: bool, plan: &Plan, src: &str, dirs_len: usize) -> String {
     let t = shell_quote(dst);
     let mut s = String::new();
     s.push_str(&format!("T={t}; "));
     s.push_str(
         "if ! tar --version 2>/dev/null | grep -q 'GNU tar'; then \
          echo 'kiln uploads directories with GNU tar, which this machine lacks (tar --version does not say GNU tar)' >&2; exit 97; fi; \
-         x() { tar -x -f - -m --no-same-owner --no-same-permissions --no-overwrite-dir \"$@\"; }; \
          um=$(umask); msk() { printf %o $((0$1 & ~0$um)); }; \
          fail() { echo \"$1\" >&2; exit 1; }; ",
     );
+    // x DIR [--strip-components=1]: both archives into DIR.
+    let xdef = |name: &str, strip: bool| {
+        let mut fixes = String::new();
+        for e in plan
+            .entries
+            .iter()
+            .filter(|e| e.is_dir && e.mode & 0o700 != 0o700)
+        {
+            let rel = if strip {
+                match e.rel.split_once('/') {
+                    Some((_, r)) => r.to_string(),
+                    None => continue,
+                }
+            } else {
+                e.rel.clone()
+            };
+            fixes.push_str(&format!(
+                "chmod \"$(msk {:o})\" \"$d\"/{} || return 1; ",
+                e.mode,
+                shell_quote(&rel)
+            ));
+        }
+        format!(
+            "{name}() {{ d=$1; shift; head -c {dirs_len} | tar -x -f - -C \"$d\" -m --no-same-owner --no-same-permissions --skip-old-files \"$@\" && \
+             tar -x -f - -C \"$d\" -m --no-same-owner --no-same-permissions \"$@\" || return 1; {fixes}}}; "
+        )
+    };
     if !contents {
+        s.push_str(&xdef("x", false));
         // A `D` record named after the source directory.
         let base = Path::new(src.trim_end_matches('/'))
             .file_name()
@@ -530,15 +569,19 @@ fn upload_dir_script(
             .unwrap_or_default();
         s.push_str(&format!(
             "if [ -d \"$T\" ]; then D=\"${{T%/}}/\"{b}; else D=\"$T\"; fi; \
-             if [ -e \"$D\" ]; then [ -d \"$D\" ] || fail \"$D: Not a directory\"; exec x -C \"$D\"; fi; \
-             mkdir -- \"$D\" || exit 1; x -C \"$D\" || exit 1; exec chmod \"$(msk {m:o})\" \"$D\"",
+             if [ -e \"$D\" ]; then [ -d \"$D\" ] || fail \"$D: Not a directory\"; x \"$D\"; exit $?; fi; \
+             mkdir -- \"$D\" || exit 1; x \"$D\" || exit 1; exec chmod \"$(msk {m:o})\" \"$D\"",
             b = shell_quote(&base),
             m = plan.root_mode,
         ));
-        return Ok(s);
+        return s;
     }
     // The source's entries, one record each, into <dst>.
-    s.push_str("if [ -d \"$T\" ]; then exec x -C \"$T\"; fi; ");
+    s.push_str(&xdef("x", false));
+    if !plan.top.is_empty() && plan.top.iter().all(|e| e.1) {
+        s.push_str(&xdef("xs", true));
+    }
+    s.push_str("if [ -d \"$T\" ]; then x \"$T\"; exit $?; fi; ");
     let files: Vec<_> = plan.top.iter().filter(|e| !e.1).collect();
     let dirs: Vec<_> = plan.top.iter().filter(|e| e.1).collect();
     if plan.top.is_empty() {
@@ -547,7 +590,7 @@ fn upload_dir_script(
         // Every top-level directory merges into <dst> (created by the first).
         s.push_str(&format!(
             "[ -e \"$T\" ] && fail \"$T: Not a directory\"; \
-             mkdir -- \"$T\" || exit 1; x -C \"$T\" --strip-components=1 || exit 1; \
+             mkdir -- \"$T\" || exit 1; xs \"$T\" --strip-components=1 || exit 1; \
              exec chmod \"$(msk {m:o})\" \"$T\"",
             m = dirs[0].2
         ));
@@ -556,17 +599,22 @@ fn upload_dir_script(
         s.push_str(&format!(
             "case \"$T\" in */) fail \"$T: Is a directory\";; esac; \
              tmp=$(mktemp -d -- \"$T.kiln-XXXXXX\") || exit 1; \
-             if x -C \"$tmp\"; then if [ -e \"$T\" ]; then cat -- \"$tmp\"/{n} > \"$T\"; else mv -- \"$tmp\"/{n} \"$T\"; fi; r=$?; else r=1; fi; \
+             if x \"$tmp\"; then if [ -e \"$T\" ]; then cat -- \"$tmp\"/{n} > \"$T\"; else mv -- \"$tmp\"/{n} \"$T\"; fi; r=$?; else r=1; fi; \
              rm -rf -- \"$tmp\"; exit $r",
             n = shell_quote(&files[0].0)
         ));
     } else {
-        return Err(CommError::Other(format!(
-            "uploading {src} to {dst}: {dst} must be an existing directory on the machine: Packer 1.6.6 would write each top-level file of {src} onto {dst} itself{} (create {dst} first, e.g. `mkdir -p {dst}` in a shell provisioner, or remove the trailing `/` from the source to upload the directory itself)",
-            if dirs.is_empty() { "" } else { " and then fail on its subdirectories" }
-        )));
+        let msg = format!(
+            "{dst} must be an existing directory on the machine: Packer 1.6.6 would write each top-level file of {src} onto {dst} itself{} (create {dst} first, e.g. `mkdir -p {dst}` in a shell provisioner, or remove the trailing `/` from the source to upload the directory itself)",
+            if dirs.is_empty() {
+                ""
+            } else {
+                " and then fail on its subdirectories"
+            }
+        );
+        s.push_str(&format!("fail {}", shell_quote(&msg)));
     }
-    Ok(s)
+    s
 }
 
 /// Hands 1 MiB buffers (from a `BufWriter`) to the async side.
@@ -586,12 +634,19 @@ impl Write for ChunkWriter {
     }
 }
 
-fn write_tar(w: impl Write, entries: &[Entry], counter: &AtomicU64) -> std::io::Result<()> {
+/// The archive of the directories (`dirs`, made writable for their owner)
+/// or of the files.
+fn write_tar(
+    w: impl Write,
+    entries: &[Entry],
+    counter: &AtomicU64,
+    dirs: bool,
+) -> std::io::Result<()> {
     let mut b = tar::Builder::new(w);
     b.mode(tar::HeaderMode::Deterministic);
-    for e in entries {
+    for e in entries.iter().filter(|e| e.is_dir == dirs) {
         let mut h = tar::Header::new_gnu();
-        h.set_mode(e.mode);
+        h.set_mode(if dirs { e.mode | 0o700 } else { e.mode });
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(0);

@@ -435,21 +435,29 @@ impl Sshd {
     /// connection, like a crash of the machine's network).
     pub fn kill_sessions(&self) {
         let marker = format!("KILN_SSHD_INSTANCE={}", self.id);
+        let listener = self.sshd.as_ref().map(|g| g.id() as i32);
         for _ in 0..3 {
-            let pids = pids_with_env(&marker);
+            // Collect first, then kill: killing a parent first would orphan
+            // its children out of reach (sudo drops the marker variable).
+            let mut pids = pids_with_env(&marker);
+            for p in pids.clone() {
+                pids.extend(descendants(p));
+            }
+            if let Some(l) = listener {
+                pids.extend(descendants(l));
+            }
+            pids.sort_unstable();
+            pids.dedup();
             if pids.is_empty() {
                 break;
             }
-            for p in pids {
-                kill_pid(p, libc::SIGKILL);
-            }
-        }
-        // The per-connection sshd processes do not carry the marker; they
-        // are children of the listener.
-        if let Some(g) = &self.sshd {
-            for p in descendants(g.id() as i32) {
-                kill_pid(p, libc::SIGKILL);
-            }
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg("--")
+                .args(pids.iter().map(|p| p.to_string()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
     }
 
