@@ -139,7 +139,8 @@ pub fn parse_duration(s: &str) -> Result<(bool, Duration), String> {
 }
 
 /// Go's `%v` for a float64 (`strconv.FormatFloat(f, 'g', -1, 64)`):
-/// shortest digits, exponent form when the exponent is < -4 or >= 21.
+/// shortest digits, exponent form when the exponent is < -4 or >= 6
+/// (checked against Packer: `{{ 1e6 }}` prints `1e+06`, `{{ 1e3 }}` `1000`).
 pub fn format_float_v(f: f64) -> String {
     if f.is_nan() {
         return "NaN".into();
@@ -162,7 +163,7 @@ pub fn format_float_v(f: f64) -> String {
     let e = format!("{f:e}");
     let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..21).contains(&exp) {
+    if !(-4..6).contains(&exp) {
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{mant}e{sign}{:02}", exp.abs())
     } else {
@@ -437,6 +438,9 @@ mod tests {
         assert_eq!(format_float_v(1.5), "1.5");
         assert_eq!(format_float_v(1000.0), "1000");
         assert_eq!(format_float_v(1e21), "1e+21");
+        assert_eq!(format_float_v(1e6), "1e+06");
+        assert_eq!(format_float_v(1234567.0), "1.234567e+06");
+        assert_eq!(format_float_v(123456.0), "123456");
         assert_eq!(format_float_v(1e-5), "1e-05");
         assert_eq!(format_float_v(0.0001), "0.0001");
     }

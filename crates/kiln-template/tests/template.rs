@@ -584,6 +584,10 @@ fn interpolation_table() {
         // literals
         ("{{ 1.50 }} {{ 1e3 }} {{ 0x10 }} {{ 'a' }} {{ -3 }} {{ true }}", "1.5 1000 16 97 -3 true"),
         ("{{ `raw \\n` }}", "raw \\n"),
+        // Go's %v of float64 (checked against Packer 1.6.6)
+        ("{{ 1e6 }} {{ 1234567.0 }} {{ 0.00001 }} {{ 123456.0 }}", "1e+06 1.234567e+06 1e-05 123456"),
+        // piped value is the last argument: here it lands on `split`'s int
+        ("{{ \"a\" | split \"-\" 0 }}", "__ERR__"),
         ("{{ \"esc\\t\\u00e9\" }}", "esc\té"),
         // if / else
         ("{{if eq (user `a`) \"5\"}}five{{else}}other{{end}}", "five"),
@@ -616,6 +620,11 @@ fn interpolation_table() {
     ];
     for (t, want) in table {
         if *want == "__SKIP__" {
+            continue;
+        }
+        if *want == "__ERR__" {
+            let e = render(t, &c).unwrap_err();
+            assert!(e.message.contains("expected string; got int"), "{t}: {e}");
             continue;
         }
         match render(t, &c) {
