@@ -322,8 +322,11 @@ async fn reboot_machine_down_for_a_while() {
                 js(&next)
             ),
         )
-        .await
-        .unwrap_err();
+        .await;
+    let err = match err {
+        Ok(()) => panic!("the machine stayed down, yet:\n{}", e.printed()),
+        Err(err) => err,
+    };
     drop(machine.join().unwrap());
     assert!(err.contains("start_retry_timeout"), "{err}");
 }

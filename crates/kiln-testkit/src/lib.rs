@@ -461,12 +461,28 @@ impl Sshd {
         }
     }
 
-    /// Stop the server and its sessions (the machine "goes down").
+    /// Stop the server and its sessions (the machine "goes down"): the
+    /// listener first, so no new connection can slip in while the sessions
+    /// are being killed.
     pub fn stop(&mut self) {
-        self.kill_sessions();
+        let sessions = self
+            .sshd
+            .as_ref()
+            .map(|g| descendants(g.id() as i32))
+            .unwrap_or_default();
         if let Some(mut g) = self.sshd.take() {
             g.kill();
         }
+        if !sessions.is_empty() {
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg("--")
+                .args(sessions.iter().map(|p| p.to_string()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        self.kill_sessions();
     }
 
     /// Start the server again on the same port with the same keys.
