@@ -262,7 +262,7 @@ pub fn decode(d: &mut Decoder<'_>, force: bool) -> Option<Config> {
     }
     if let Some(s) = d.string("disk_size") {
         match parse_size(&s) {
-            Some(n) if n >= (512 << 20) && n <= MAX_DISK_SIZE => c.disk_size = n,
+            Some(n) if ((512 << 20)..=MAX_DISK_SIZE).contains(&n) => c.disk_size = n,
             Some(_) => {
                 d.error("disk_size", "disk_size must be between 512M and 16T");
                 ok = false;

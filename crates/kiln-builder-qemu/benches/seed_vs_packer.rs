@@ -1,0 +1,3 @@
+fn main() {
+    eprintln!("see scripts/bench-seed.sh");
+}

@@ -1,0 +1,211 @@
+//! The `qemu` builder, compatible with Packer 1.6.6's: boots an ISO or a
+//! disk image (`disk_image: true`) under QEMU, provisions it over SSH,
+//! shuts it down and writes the disk into `output_directory` with
+//! `qemu-img` (compacted, optionally compressed).
+//!
+//! Where kiln differs from Packer (all visible in the output):
+//!
+//! - `accelerator` unset: kiln boots a 512-byte test guest under KVM (real
+//!   mode, long mode, `lock cmpxchg16b`, which nested KVM may fail to
+//!   emulate) and uses KVM only if it runs; otherwise TCG (`-accel
+//!   tcg,thread=multi -cpu max`), said once. Packer picks KVM whenever
+//!   `/dev/kvm` opens, and its guest then dies.
+//! - Disk images with no credentials in the template (no `ssh_password`,
+//!   `ssh_private_key_file` or `ssh_agent_auth`) get a cloud-init NoCloud
+//!   seed: a CD labelled `cidata` creating `ssh_username` with a per-build
+//!   ed25519 key (`cloud_init_seed` forces it on or off). The key's line is
+//!   removed from `authorized_keys` before shutdown.
+//! - The guest's serial console goes to `serial.log` in the build's working
+//!   directory; when the build fails its last lines are shown.
+//! - If QEMU exits or stops (a KVM internal error pauses it) while kiln
+//!   waits for SSH or provisions, the build fails at once with QEMU's
+//!   message and the console's tail (Packer waits out `ssh_timeout`).
+//! - Shutdown: `shutdown_command`, then up to `shutdown_timeout` for QEMU
+//!   to exit; then the ACPI power button (QMP `system_powerdown`); then
+//!   SIGKILL (a build error: the disk may be inconsistent). Without
+//!   `shutdown_command`, kiln presses the power button (Packer kills QEMU).
+//! - `boot_wait` only delays `boot_command` (which kiln does not type
+//!   yet); without one there is nothing to wait for. The SSH forward and
+//!   the HTTP server listen on 127.0.0.1 only.
+//! - `use_backing_file` passes the backing file's format (`-F`), which the
+//!   qemu-img of Debian 12 and later requires (Packer 1.6.6 fails there).
+//! - QEMU never outlives kiln (see [`driver`]).
+pub mod args;
+pub mod config;
+pub mod download;
+pub mod driver;
+pub mod http;
+pub mod iso;
+pub mod ports;
+pub mod qmp;
+pub mod steps;
+
+use config::Config;
+use driver::{Driver, HostDriver};
+use kiln_core::{
+    async_trait, run_steps, Artifact, BuildCtx, BuildError, Builder, FileArtifact, Hook,
+    PrepareOpts, Registry, Step,
+};
+use kiln_template::Decoder;
+use std::sync::Arc;
+use std::time::Duration;
+use steps::*;
+
+/// Packer's builder id for qemu artifacts (consumers recognise it).
+pub const BUILDER_ID: &str = "transcend.qemu";
+
+/// Registers the `qemu` builder.
+pub fn register(reg: &mut Registry) {
+    reg.builder("qemu", factory);
+}
+
+fn factory(d: &mut Decoder<'_>, opts: &PrepareOpts) -> Option<Box<dyn Builder>> {
+    let c = config::decode(d, opts.force);
+    Some(Box::new(QemuBuilder::new(c?)))
+}
+
+pub struct QemuBuilder {
+    pub config: Config,
+    driver: Arc<dyn Driver>,
+    connector: Arc<dyn Connector>,
+    /// How long QEMU must stay up after starting to count as started.
+    pub settle: Duration,
+    /// How long to wait after the ACPI power button before killing.
+    pub after_powerdown: Duration,
+}
+
+impl QemuBuilder {
+    pub fn new(config: Config) -> Self {
+        QemuBuilder {
+            config,
+            driver: Arc::new(HostDriver),
+            connector: Arc::new(SshConnector),
+            settle: Duration::from_millis(700),
+            after_powerdown: Duration::from_secs(60),
+        }
+    }
+    /// With other programs and another way to connect (tests).
+    pub fn with(config: Config, driver: Arc<dyn Driver>, connector: Arc<dyn Connector>) -> Self {
+        QemuBuilder {
+            driver,
+            connector,
+            ..QemuBuilder::new(config)
+        }
+    }
+}
+
+#[async_trait]
+impl Builder for QemuBuilder {
+    async fn run(
+        &self,
+        ctx: &BuildCtx,
+        hook: &dyn Hook,
+    ) -> Result<Option<Arc<dyn Artifact>>, BuildError> {
+        let c = &self.config;
+        let d = &self.driver;
+        let mut state = State::new(&ctx.work_dir);
+        let mut steps: Vec<Box<dyn Step<State> + '_>> = vec![
+            Box::new(StepCheckHost { c, d: d.clone() }),
+            Box::new(StepDownload { c }),
+            Box::new(StepOutputDir { c, id: None }),
+            Box::new(StepCreateCd { c, d: d.clone() }),
+            Box::new(StepCreateDisk { c, d: d.clone() }),
+            Box::new(StepCopyDisk { c, d: d.clone() }),
+            Box::new(StepResizeDisk { c, d: d.clone() }),
+            Box::new(StepHttp { c }),
+            Box::new(StepPorts { c, exclude: vec![] }),
+            Box::new(StepRun {
+                c,
+                d: d.clone(),
+                id: None,
+                settle: self.settle,
+            }),
+            Box::new(StepConnect {
+                c,
+                connector: self.connector.clone(),
+            }),
+            Box::new(StepProvision { hook }),
+            Box::new(StepCleanupTempKeys { c }),
+            Box::new(StepShutdown {
+                c,
+                after_powerdown: self.after_powerdown,
+            }),
+            Box::new(StepConvertDisk { c, d: d.clone() }),
+            Box::new(StepDone),
+        ];
+        let r = run_steps(&mut steps, &mut state, ctx).await;
+        if let Err(e) = &r {
+            if state.qemu_started.is_some() && !state.console_shown && !e.is_cancelled() {
+                let tail = serial_tail(&state.serial_log, 20);
+                if !tail.is_empty() {
+                    ctx.ui.error(&format!(
+                        "Last lines of the serial console ({}):\n  {}",
+                        state.serial_log.display(),
+                        tail.join("\n  ")
+                    ));
+                }
+            }
+        }
+        if ctx.on_error != kiln_core::OnError::Abort || r.is_ok() {
+            for p in [&state.serial_log, &state.qemu_log] {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        r?;
+        Ok(Some(Arc::new(artifact(c, &state))))
+    }
+}
+
+fn artifact(c: &Config, state: &State) -> FileArtifact {
+    let mut files = vec![];
+    let mut stack = vec![c.output_directory.clone()];
+    while let Some(dir) = stack.pop() {
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    files.push(e.path());
+                }
+            }
+        }
+    }
+    files.sort();
+    let mut a = FileArtifact::new(BUILDER_ID, files);
+    a.id = "VM".into();
+    a.description = Some(format!(
+        "VM files in directory: {}",
+        c.output_directory.display()
+    ));
+    let accel = match &state.accel {
+        Some(args::AccelChoice::Machine(n)) => n.clone(),
+        Some(args::AccelChoice::NoAccel) => "none".into(),
+        Some(args::AccelChoice::TcgFallback) => "tcg".into(),
+        None => match &c.accelerator {
+            config::Accel::Named(n) => n.clone(),
+            config::Accel::Auto => "tcg".into(),
+        },
+    };
+    for (k, v) in [
+        ("diskName", c.vm_name.clone()),
+        ("diskType", c.format.clone()),
+        ("diskSize", c.disk_size.clone()),
+        ("domainType", accel),
+        (
+            "diskPaths",
+            state
+                .disks
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ] {
+        a.state.insert(k.into(), v);
+    }
+    if let Some(t) = state.time_to_ssh {
+        a.state
+            .insert("timeToSSH".into(), format!("{:.3}", t.as_secs_f64()));
+    }
+    a
+}

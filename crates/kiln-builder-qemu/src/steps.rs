@@ -1,0 +1,1156 @@
+//! The qemu builder's steps, in Packer 1.6.6's order. Each records what it
+//! creates (in the state and the ledger) as soon as it exists, and its
+//! cleanup removes it.
+use crate::args::{self, AccelChoice, Runtime};
+use crate::config::{Accel, Config};
+use crate::driver::{Driver, Vm};
+use crate::{download, http, iso, ports};
+use kiln_core::context::LedgerId;
+use kiln_core::{async_trait, BuildCtx, BuildError, Communicator, Hook, Step};
+use kiln_ssh::TempKeyPair;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Connects to the machine (kiln-ssh in production, a stub in tests).
+#[async_trait]
+pub trait Connector: Send + Sync {
+    async fn connect(
+        &self,
+        c: &Config,
+        host: &str,
+        port: u16,
+        key: Option<&TempKeyPair>,
+        ctx: &BuildCtx,
+    ) -> Result<Arc<dyn Communicator>, BuildError>;
+}
+
+/// kiln's SSH communicator.
+pub struct SshConnector;
+
+#[async_trait]
+impl Connector for SshConnector {
+    async fn connect(
+        &self,
+        c: &Config,
+        host: &str,
+        port: u16,
+        key: Option<&TempKeyPair>,
+        ctx: &BuildCtx,
+    ) -> Result<Arc<dyn Communicator>, BuildError> {
+        let comm = kiln_ssh::connect(&c.comm, host, port, key, ctx).await?;
+        Ok(comm)
+    }
+}
+
+/// What the steps share.
+#[derive(Default)]
+pub struct State {
+    /// The downloaded (or local) ISO or source disk.
+    pub source: Option<PathBuf>,
+    pub disks: Vec<PathBuf>,
+    pub cds: Vec<PathBuf>,
+    /// The per-build key put on the machine through cloud-init.
+    pub key: Option<TempKeyPair>,
+    pub http: Option<http::HttpServer>,
+    pub http_port: u16,
+    pub ssh_host_port: Option<u16>,
+    pub vnc_display: Option<u16>,
+    pub accel: Option<AccelChoice>,
+    pub vm: Option<Arc<dyn Vm>>,
+    pub comm: Option<Arc<dyn Communicator>>,
+    pub serial_log: PathBuf,
+    pub qemu_log: PathBuf,
+    pub qmp_socket: PathBuf,
+    /// When QEMU started, and how long until SSH answered.
+    pub qemu_started: Option<Instant>,
+    pub time_to_ssh: Option<Duration>,
+    /// The error message already shows the machine's console.
+    pub console_shown: bool,
+    pub done: bool,
+}
+
+impl State {
+    pub fn new(work_dir: &Path) -> State {
+        State {
+            serial_log: work_dir.join("serial.log"),
+            qemu_log: work_dir.join("qemu.log"),
+            qmp_socket: work_dir.join("qmp.sock"),
+            ..Default::default()
+        }
+    }
+}
+
+fn io_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> BuildError {
+    BuildError::msg(format!("{what}: {e}"))
+}
+
+/// The last `n` lines of the serial console log.
+pub fn serial_tail(path: &Path, n: usize) -> Vec<String> {
+    let Ok(b) = std::fs::read(path) else {
+        return vec![];
+    };
+    let text = String::from_utf8_lossy(&b);
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| strip_ansi(l).trim_end().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            if it.peek() == Some(&'[') {
+                it.next();
+                for d in it.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else if c != '\r' {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A description of the machine's end for an error: QEMU's last words and
+/// the serial console's last lines.
+pub fn death_report(vm: &dyn Vm, why: &str, serial_log: &Path) -> String {
+    let mut s = why.to_string();
+    let out = vm.output_tail(12);
+    if !out.is_empty() {
+        s.push_str("\nQEMU said:\n  ");
+        s.push_str(&out.join("\n  "));
+    }
+    let tail = serial_tail(serial_log, 20);
+    if !tail.is_empty() {
+        s.push_str(&format!(
+            "\nLast lines of the serial console ({}):\n  ",
+            serial_log.display()
+        ));
+        s.push_str(&tail.join("\n  "));
+    }
+    s
+}
+
+/// Resolves (with the reason) when the machine can no longer run: QEMU
+/// exited, reported a KVM internal error, or its state is one it does not
+/// leave by itself (internal-error, guest-panicked, shutdown, io-error).
+pub async fn machine_stopped(vm: &dyn Vm, poll: Duration) -> String {
+    let mut n: u64 = 0;
+    loop {
+        if let Some(e) = vm.exited() {
+            return format!("QEMU exited ({e})");
+        }
+        if vm
+            .output_tail(50)
+            .iter()
+            .any(|l| l.contains("KVM internal error"))
+        {
+            return "QEMU reported a KVM internal error and paused the machine".into();
+        }
+        if n % 4 == 3 {
+            if let Ok(s) = vm.status().await {
+                if matches!(
+                    s.as_str(),
+                    "internal-error" | "guest-panicked" | "shutdown" | "io-error"
+                ) {
+                    return format!("the machine stopped: QEMU reports its state as `{s}`");
+                }
+            }
+        }
+        n += 1;
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Run `fut` unless the machine stops first; then fail at once with why.
+async fn while_running<T>(
+    state_vm: Option<Arc<dyn Vm>>,
+    serial_log: &Path,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, BuildError>>,
+) -> Result<T, BuildError> {
+    let Some(vm) = state_vm else { return fut.await };
+    tokio::select! {
+        r = fut => r,
+        why = machine_stopped(vm.as_ref(), Duration::from_millis(250)) => {
+            Err(BuildError::msg(death_report(vm.as_ref(), &format!("{why} while {what}"), serial_log)))
+        }
+    }
+}
+
+pub struct StepCheckHost<'a> {
+    pub c: &'a Config,
+    pub d: Arc<dyn Driver>,
+}
+
+#[async_trait]
+impl Step<State> for StepCheckHost<'_> {
+    fn name(&self) -> &'static str {
+        "check host"
+    }
+    async fn run(&mut self, _: &mut State, _: &BuildCtx) -> Result<(), BuildError> {
+        if self.d.is_host() {
+            let has = |p: &str| {
+                if p.contains('/') {
+                    Path::new(p).is_file()
+                } else {
+                    iso::which(p).is_some()
+                }
+            };
+            let mut missing = vec![];
+            if !has(&self.c.qemu_binary) {
+                missing.push(format!("{} (package qemu-system-x86)", self.c.qemu_binary));
+            }
+            if !has("qemu-img") {
+                missing.push("qemu-img (package qemu-utils)".to_string());
+            }
+            if !missing.is_empty() {
+                kiln_core::bail!(
+                    "missing programs: {} (scripts/setup.sh installs them)",
+                    missing.join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+pub struct StepDownload<'a> {
+    pub c: &'a Config,
+}
+
+#[async_trait]
+impl Step<State> for StepDownload<'_> {
+    fn name(&self) -> &'static str {
+        "download"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let c = self.c;
+        let p = download::fetch(
+            ctx,
+            &c.iso_urls,
+            &c.iso_checksum,
+            c.iso_target_path.as_deref(),
+            &c.iso_target_extension,
+        )
+        .await?;
+        state.source = Some(p);
+        Ok(())
+    }
+}
+
+pub struct StepOutputDir<'a> {
+    pub c: &'a Config,
+    pub id: Option<LedgerId>,
+}
+
+#[async_trait]
+impl Step<State> for StepOutputDir<'_> {
+    fn name(&self) -> &'static str {
+        "output directory"
+    }
+    async fn run(&mut self, _: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let dir = &self.c.output_directory;
+        if dir.exists() {
+            if !self.c.force {
+                kiln_core::bail!(
+                    "Output directory '{}' already exists. It must not exist.",
+                    dir.display()
+                );
+            }
+            ctx.ui.say("Deleting previous output directory...");
+            tokio::fs::remove_dir_all(dir)
+                .await
+                .map_err(|e| io_err(format!("removing {}", dir.display()), e))?;
+        }
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| io_err(format!("creating {}", dir.display()), e))?;
+        self.id = Some(
+            ctx.ledger
+                .track(format!("output directory {}", dir.display())),
+        );
+        Ok(())
+    }
+    async fn cleanup(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        if let Some(id) = self.id.take() {
+            if !state.done {
+                let dir = &self.c.output_directory;
+                ctx.ui.say("Deleting output directory...");
+                match tokio::fs::remove_dir_all(dir).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(format!("removing {}", dir.display()), e)),
+                }
+            }
+            ctx.ledger.release(id);
+        }
+        Ok(())
+    }
+}
+
+/// `cd_files` on a CD, and the cloud-init seed (a CD labelled `cidata`
+/// with the per-build key and user) when the build makes one.
+pub struct StepCreateCd<'a> {
+    pub c: &'a Config,
+    pub d: Arc<dyn Driver>,
+}
+
+#[async_trait]
+impl Step<State> for StepCreateCd<'_> {
+    fn name(&self) -> &'static str {
+        "create CD"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let c = self.c;
+        if !c.disk_image {
+            if let Some(src) = &state.source {
+                state.cds.push(src.clone());
+            }
+        }
+        let seed_in_cd = c.cloud_init_seed
+            && (c.cd_label.is_empty() || c.cd_label.eq_ignore_ascii_case("cidata"));
+        if !c.cd_files.is_empty() {
+            ctx.ui.say("Creating CD disk...");
+            let dir = ctx.work_dir.join("cd");
+            stage(&dir, &c.cd_files)?;
+            let label = if seed_in_cd {
+                "cidata".to_string()
+            } else {
+                c.cd_label.clone()
+            };
+            if seed_in_cd {
+                self.write_seed(state, &dir, ctx)?;
+            }
+            let out = ctx.work_dir.join("cd.iso");
+            self.d.make_iso(ctx, &dir, &label, &out).await?;
+            state.cds.push(out);
+        }
+        let seed_done = seed_in_cd && !c.cd_files.is_empty();
+        if c.cloud_init_seed && !seed_done {
+            let dir = ctx.work_dir.join("seed");
+            stage(&dir, &[])?;
+            self.write_seed(state, &dir, ctx)?;
+            let out = ctx.work_dir.join("seed.iso");
+            self.d.make_iso(ctx, &dir, "cidata", &out).await?;
+            state.cds.push(out);
+        }
+        Ok(())
+    }
+    async fn cleanup(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        for f in CD_FILES {
+            let p = ctx.work_dir.join(f);
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+        state.key = None;
+        Ok(())
+    }
+}
+
+/// What [`StepCreateCd`] makes in the working directory.
+const CD_FILES: &[&str] = &["cd", "seed", "cd.iso", "seed.iso"];
+
+fn stage(dir: &Path, files: &[PathBuf]) -> Result<(), BuildError> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| io_err(format!("creating {}", dir.display()), e))?;
+    iso::stage_files(files, dir).map_err(|e| io_err("copying cd_files", e))
+}
+
+impl StepCreateCd<'_> {
+    fn write_seed(&self, state: &mut State, dir: &Path, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let key = TempKeyPair::generate();
+        ctx.ui.say(&format!(
+            "Giving the machine a temporary SSH key ({}) and the user `{}` through cloud-init",
+            key.name, self.c.comm.username
+        ));
+        ctx.ui.add_secret(key.private_openssh.trim());
+        std::fs::write(
+            dir.join("user-data"),
+            iso::seed_user_data(&self.c.comm.username, &key.public_authorized),
+        )
+        .map_err(|e| io_err("writing user-data", e))?;
+        std::fs::write(
+            dir.join("meta-data"),
+            iso::seed_meta_data(&key.name, &self.c.vm_name.replace(['.', '_'], "-")),
+        )
+        .map_err(|e| io_err("writing meta-data", e))?;
+        ctx.set_generated("SSHPublicKey", key.public_authorized.clone());
+        ctx.set_generated("SSHPrivateKey", key.private_openssh.clone());
+        state.key = Some(key);
+        Ok(())
+    }
+}
+
+/// Packer's `stepCreateDisk`: empty disks, or a backing-file overlay.
+pub struct StepCreateDisk<'a> {
+    pub c: &'a Config,
+    pub d: Arc<dyn Driver>,
+}
+
+/// `qemu-img create` arguments (`backing` = (file, its format) for an
+/// overlay; kiln passes the backing format, which current qemu-img needs).
+pub fn create_args(
+    c: &Config,
+    path: &Path,
+    size: &str,
+    backing: Option<(&Path, &str)>,
+) -> Vec<String> {
+    let mut a = vec!["create".to_string(), "-f".into(), c.format.clone()];
+    if let Some((b, fmt)) = backing {
+        a.extend([
+            "-b".into(),
+            b.display().to_string(),
+            "-F".into(),
+            fmt.to_string(),
+        ]);
+    }
+    a.extend(c.qemu_img_args.create.iter().cloned());
+    a.extend([path.display().to_string(), size.to_string()]);
+    a
+}
+
+/// The format `qemu-img info --output=json` reports.
+pub fn info_format(json: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    v.get("format")?.as_str().map(str::to_string)
+}
+
+#[async_trait]
+impl Step<State> for StepCreateDisk<'_> {
+    fn name(&self) -> &'static str {
+        "create disk"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let c = self.c;
+        let mut paths = vec![c.disk_path()];
+        let mut sizes = vec![c.disk_size.clone()];
+        for (i, s) in c.disk_additional_size.iter().enumerate() {
+            paths.push(c.output_directory.join(format!("{}-{}", c.vm_name, i + 1)));
+            sizes.push(crate::config::normalize_disk_size(s).unwrap_or_else(|| s.clone()));
+        }
+        if !c.disk_additional_size.is_empty() || c.use_backing_file {
+            ctx.ui.say("Creating required virtual machine disks");
+        }
+        for (i, p) in paths.iter().enumerate() {
+            if c.disk_image && !c.use_backing_file && i == 0 {
+                continue;
+            }
+            let backing = if c.disk_image && c.use_backing_file && i == 0 {
+                let src = state
+                    .source
+                    .clone()
+                    .ok_or_else(|| BuildError::msg("no source disk"))?;
+                let src = src.canonicalize().unwrap_or(src);
+                let info = self
+                    .d
+                    .qemu_img(
+                        ctx,
+                        &[
+                            "info".into(),
+                            "--output=json".into(),
+                            src.display().to_string(),
+                        ],
+                    )
+                    .await?;
+                let fmt = info_format(&info).unwrap_or_else(|| "qcow2".into());
+                Some((src, fmt))
+            } else {
+                None
+            };
+            let args = create_args(
+                c,
+                p,
+                &sizes[i],
+                backing.as_ref().map(|(p, f)| (p.as_path(), f.as_str())),
+            );
+            self.d
+                .qemu_img(ctx, &args)
+                .await
+                .map_err(|e| e.context("Error creating hard drive"))?;
+        }
+        state.disks = paths;
+        Ok(())
+    }
+}
+
+/// Packer's `stepCopyDisk`: the source disk image into the output
+/// directory, in the output format.
+pub struct StepCopyDisk<'a> {
+    pub c: &'a Config,
+    pub d: Arc<dyn Driver>,
+}
+
+#[async_trait]
+impl Step<State> for StepCopyDisk<'_> {
+    fn name(&self) -> &'static str {
+        "copy disk"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let c = self.c;
+        if !c.disk_image || c.use_backing_file {
+            return Ok(());
+        }
+        let src = state
+            .source
+            .clone()
+            .ok_or_else(|| BuildError::msg("no source disk"))?;
+        let dst = c.disk_path();
+        let ext = src.extension().map(|e| e.to_string_lossy().to_string());
+        if ext.as_deref() == Some(c.format.as_str()) && c.qemu_img_args.convert.is_empty() {
+            ctx.ui.message(
+                "File extension already matches desired output format. Skipping qemu-img convert step",
+            );
+            let (s, d) = (src.clone(), dst.clone());
+            tokio::task::spawn_blocking(move || std::fs::copy(&s, &d))
+                .await
+                .map_err(|e| BuildError::msg(e.to_string()))?
+                .map_err(|e| {
+                    io_err(format!("copying {} to {}", src.display(), dst.display()), e)
+                })?;
+            return Ok(());
+        }
+        ctx.ui.say("Copying hard drive...");
+        let mut a = vec!["convert".to_string()];
+        a.extend(c.qemu_img_args.convert.iter().cloned());
+        a.extend([
+            "-O".into(),
+            c.format.clone(),
+            src.display().to_string(),
+            dst.display().to_string(),
+        ]);
+        self.d
+            .qemu_img(ctx, &a)
+            .await
+            .map_err(|e| e.context("Error creating hard drive"))?;
+        Ok(())
+    }
+}
+
+pub struct StepResizeDisk<'a> {
+    pub c: &'a Config,
+    pub d: Arc<dyn Driver>,
+}
+
+#[async_trait]
+impl Step<State> for StepResizeDisk<'_> {
+    fn name(&self) -> &'static str {
+        "resize disk"
+    }
+    async fn run(&mut self, _: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let c = self.c;
+        if !c.disk_image || c.skip_resize_disk {
+            return Ok(());
+        }
+        ctx.ui.say("Resizing hard drive...");
+        let mut a = vec!["resize".to_string(), "-f".into(), c.format.clone()];
+        a.extend(c.qemu_img_args.resize.iter().cloned());
+        a.extend([c.disk_path().display().to_string(), c.disk_size.clone()]);
+        self.d
+            .qemu_img(ctx, &a)
+            .await
+            .map_err(|e| e.context("Error creating hard drive"))?;
+        Ok(())
+    }
+}
+
+/// `http_directory`, served to the guest at 10.0.2.2.
+pub struct StepHttp<'a> {
+    pub c: &'a Config,
+}
+
+#[async_trait]
+impl Step<State> for StepHttp<'_> {
+    fn name(&self) -> &'static str {
+        "http server"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let c = self.c;
+        ctx.set_generated("HTTPIP", "10.0.2.2");
+        let Some(dir) = &c.http_directory else {
+            return Ok(());
+        };
+        let mut tried = vec![];
+        let addr = c.http_bind_address.clone();
+        loop {
+            let p = ports::pick(
+                c.http_port_min,
+                c.http_port_max,
+                ports::seed(),
+                &tried,
+                |p| ports::tcp_free(&addr, p),
+            )
+            .ok_or_else(|| {
+                BuildError::msg(format!(
+                    "no free port for the HTTP server between {} and {}",
+                    c.http_port_min, c.http_port_max
+                ))
+            })?;
+            match tokio::net::TcpListener::bind((addr.as_str(), p)).await {
+                Ok(l) => {
+                    let srv = http::serve(dir.clone(), l).await;
+                    ctx.ui.say(&format!("Starting HTTP server on port {p}"));
+                    ctx.set_generated("HTTPPort", p.to_string());
+                    state.http_port = p;
+                    state.http = Some(srv);
+                    return Ok(());
+                }
+                Err(_) => tried.push(p),
+            }
+        }
+    }
+    async fn cleanup(&mut self, state: &mut State, _: &BuildCtx) -> Result<(), BuildError> {
+        state.http = None;
+        Ok(())
+    }
+}
+
+/// Host ports: SSH forwarding and VNC.
+pub struct StepPorts<'a> {
+    pub c: &'a Config,
+    pub exclude: Vec<u16>,
+}
+
+impl StepPorts<'_> {
+    pub fn pick_ssh(c: &Config, exclude: &[u16]) -> Result<u16, BuildError> {
+        ports::pick(
+            c.host_port_min,
+            c.host_port_max,
+            ports::seed(),
+            exclude,
+            |p| ports::tcp_free("127.0.0.1", p),
+        )
+        .ok_or_else(|| {
+            BuildError::msg(format!(
+                "Error finding port: no free port between {} and {}",
+                c.host_port_min, c.host_port_max
+            ))
+        })
+    }
+    pub fn pick_vnc(c: &Config, exclude: &[u16]) -> Result<u16, BuildError> {
+        let min = c.vnc_port_min.max(5900);
+        ports::pick(
+            min,
+            c.vnc_port_max.max(min),
+            ports::seed() ^ 0x5a5a,
+            exclude,
+            |p| ports::tcp_free(&c.vnc_bind_address, p),
+        )
+        .map(|p| p - 5900)
+        .ok_or_else(|| {
+            BuildError::msg(format!(
+                "Error finding VNC port: no free port between {} and {}",
+                c.vnc_port_min, c.vnc_port_max
+            ))
+        })
+    }
+}
+
+#[async_trait]
+impl Step<State> for StepPorts<'_> {
+    fn name(&self) -> &'static str {
+        "port forward"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let c = self.c;
+        if c.comm.is_none() {
+            ctx.ui
+                .message("No communicator is set; skipping port forwarding setup.");
+        } else if c.skip_nat_mapping {
+            state.ssh_host_port = None;
+        } else {
+            let p = Self::pick_ssh(c, &self.exclude)?;
+            ctx.ui.say(&format!(
+                "Found port for communicator (SSH, WinRM, etc): {p}."
+            ));
+            state.ssh_host_port = Some(p);
+        }
+        if !c.disable_vnc {
+            state.vnc_display = Some(Self::pick_vnc(c, &[])?);
+        }
+        Ok(())
+    }
+}
+
+static ACCEL_SAID: AtomicBool = AtomicBool::new(false);
+static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Starts QEMU; its cleanup stops it (kill) if it still runs.
+pub struct StepRun<'a> {
+    pub c: &'a Config,
+    pub d: Arc<dyn Driver>,
+    pub id: Option<LedgerId>,
+    /// How long QEMU must stay up to count as started.
+    pub settle: Duration,
+}
+
+impl StepRun<'_> {
+    async fn accel(&self, ctx: &BuildCtx) -> AccelChoice {
+        match &self.c.accelerator {
+            Accel::Named(n) if n == "none" => AccelChoice::NoAccel,
+            Accel::Named(n) => AccelChoice::Machine(n.clone()),
+            Accel::Auto => {
+                let r = match PROBE.get() {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = self.d.probe_kvm(&self.c.qemu_binary, &ctx.work_dir).await;
+                        let _ = PROBE.set(r.clone());
+                        r
+                    }
+                };
+                match r {
+                    Ok(()) => AccelChoice::Machine("kvm".into()),
+                    Err(why) => {
+                        if !ACCEL_SAID.swap(true, Ordering::SeqCst) {
+                            ctx.ui.say(&format!(
+                                "KVM cannot run a guest here ({why}): using TCG, QEMU's software emulation (-accel tcg,thread=multi -cpu max), which is slower"
+                            ));
+                        }
+                        AccelChoice::TcgFallback
+                    }
+                }
+            }
+        }
+    }
+
+    fn runtime(&self, state: &State, accel: AccelChoice) -> Runtime {
+        let no_display = self.c.headless
+            || (std::env::var_os("DISPLAY").is_none()
+                && std::env::var_os("WAYLAND_DISPLAY").is_none()
+                && self.c.display.as_deref() != Some("none")
+                && !self.c.use_default_display);
+        Runtime {
+            accel,
+            disks: state.disks.clone(),
+            cds: state.cds.clone(),
+            ssh_host_port: state.ssh_host_port,
+            vnc_display: state.vnc_display,
+            no_display,
+            serial_log: Some(state.serial_log.clone()),
+            qmp_socket: state.qmp_socket.clone(),
+            http_ip: "10.0.2.2".into(),
+            http_port: state.http_port,
+        }
+    }
+}
+
+/// Whether QEMU's output says a forwarded or VNC port was taken.
+pub fn port_conflict(output: &[String]) -> bool {
+    output.iter().any(|l| {
+        l.contains("Could not set up host forwarding rule")
+            || l.contains("Failed to find an available port")
+            || l.contains("Address already in use")
+    })
+}
+
+#[async_trait]
+impl Step<State> for StepRun<'_> {
+    fn name(&self) -> &'static str {
+        "run"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let c = self.c;
+        let accel = self.accel(ctx).await;
+        state.accel = Some(accel.clone());
+        ctx.ui.say(if c.disk_image {
+            "Starting VM, booting disk image"
+        } else {
+            "Starting VM, booting from CD-ROM"
+        });
+        if !c.headless && self.runtime(state, accel.clone()).no_display {
+            ctx.ui
+                .message("No display to open a window on (DISPLAY is not set): running headless.");
+        }
+        if !c.qemuargs.is_empty() {
+            ctx.ui
+                .say("Overriding default Qemu arguments with qemuargs template option...");
+        }
+        let mut used_ports = vec![];
+        for attempt in 0..4 {
+            let rt = self.runtime(state, accel.clone());
+            let args =
+                args::command_line(c, &rt).map_err(|e| io_err("Error processing QemuArgs", e))?;
+            let _ = std::fs::remove_file(&state.serial_log);
+            let _ = std::fs::remove_file(&state.qmp_socket);
+            let vm = self
+                .d
+                .start_vm(&c.qemu_binary, &args, &state.qmp_socket, &state.qemu_log)
+                .await
+                .map_err(|e| e.context("Error launching VM"))?;
+            self.id = Some(ctx.ledger.track(format!("QEMU process {}", vm.pid())));
+            state.vm = Some(vm.clone());
+            state.qemu_started = Some(Instant::now());
+            // QEMU fails fast on bad arguments or a taken port.
+            let settled = tokio::time::timeout(self.settle, vm.wait()).await;
+            match settled {
+                Err(_) => {
+                    ctx.set_generated("QemuPid", vm.pid().to_string());
+                    return Ok(());
+                }
+                Ok(exit) => {
+                    if let Some(id) = self.id.take() {
+                        ctx.ledger.release(id);
+                    }
+                    state.vm = None;
+                    let out = vm.output_tail(20);
+                    if port_conflict(&out) && attempt < 3 && !c.skip_nat_mapping {
+                        if let Some(p) = state.ssh_host_port {
+                            used_ports.push(p);
+                            let p = StepPorts::pick_ssh(c, &used_ports)?;
+                            ctx.ui
+                                .say(&format!("Port taken meanwhile; trying port {p}."));
+                            state.ssh_host_port = Some(p);
+                        }
+                        if state.vnc_display.is_some() {
+                            state.vnc_display = Some(StepPorts::pick_vnc(c, &[])?);
+                        }
+                        continue;
+                    }
+                    kiln_core::bail!(
+                        "Error launching VM: QEMU exited at once ({exit}):\n  {}\nCommand: {} {}",
+                        out.join("\n  "),
+                        c.qemu_binary,
+                        args.join(" ")
+                    );
+                }
+            }
+        }
+        kiln_core::bail!("Error launching VM: no free port")
+    }
+    async fn cleanup(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        if let Some(vm) = state.vm.clone() {
+            if vm.exited().is_none() {
+                ctx.ui.say("Stopping the virtual machine (QEMU)...");
+                vm.kill();
+                if tokio::time::timeout(Duration::from_secs(10), vm.wait())
+                    .await
+                    .is_err()
+                {
+                    kiln_core::bail!("QEMU (pid {}) did not exit after SIGKILL", vm.pid());
+                }
+            }
+        }
+        if let Some(id) = self.id.take() {
+            ctx.ledger.release(id);
+        }
+        let _ = std::fs::remove_file(&state.qmp_socket);
+        Ok(())
+    }
+}
+
+/// Waits for SSH (failing at once if the machine stops meanwhile).
+pub struct StepConnect<'a> {
+    pub c: &'a Config,
+    pub connector: Arc<dyn Connector>,
+}
+
+#[async_trait]
+impl Step<State> for StepConnect<'_> {
+    fn name(&self) -> &'static str {
+        "connect"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let c = self.c;
+        if c.comm.is_none() {
+            return Ok(());
+        }
+        let host = c.comm.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let port = state.ssh_host_port.unwrap_or(c.comm.port);
+        ctx.set_generated("Host", host.clone());
+        ctx.set_generated("Port", port.to_string());
+        ctx.set_generated("User", c.comm.username.clone());
+        let key = state.key.clone();
+        let comm = while_running(
+            state.vm.clone(),
+            &state.serial_log,
+            "waiting for SSH",
+            self.connector.connect(c, &host, port, key.as_ref(), ctx),
+        )
+        .await
+        .inspect_err(|e| state.console_shown = e.to_string().contains("serial console"))?;
+        if let Some(t) = state.qemu_started {
+            let d = t.elapsed();
+            state.time_to_ssh = Some(d);
+            ctx.ui.message(&format!(
+                "SSH answered {:.1} s after QEMU started",
+                d.as_secs_f64()
+            ));
+            ctx.set_generated("TimeToSSH", format!("{:.3}", d.as_secs_f64()));
+        }
+        state.comm = Some(comm);
+        Ok(())
+    }
+    async fn cleanup(&mut self, state: &mut State, _: &BuildCtx) -> Result<(), BuildError> {
+        state.comm = None;
+        Ok(())
+    }
+}
+
+/// Runs the provisioners (failing at once if the machine stops).
+pub struct StepProvision<'a> {
+    pub hook: &'a dyn Hook,
+}
+
+#[async_trait]
+impl Step<State> for StepProvision<'_> {
+    fn name(&self) -> &'static str {
+        "provision"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let comm = state.comm.clone();
+        while_running(
+            state.vm.clone(),
+            &state.serial_log,
+            "provisioning",
+            self.hook.provision(ctx, comm),
+        )
+        .await
+        .inspect_err(|e| state.console_shown = e.to_string().contains("serial console"))
+    }
+}
+
+/// Removes the per-build key from the machine's `authorized_keys` (it is
+/// useless after the build, but kiln leaves nothing of its own behind).
+pub struct StepCleanupTempKeys<'a> {
+    pub c: &'a Config,
+}
+
+#[async_trait]
+impl Step<State> for StepCleanupTempKeys<'_> {
+    fn name(&self) -> &'static str {
+        "cleanup temp keys"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let (Some(comm), Some(key)) = (&state.comm, &state.key) else {
+            return Ok(());
+        };
+        if self.c.comm.clear_authorized_keys {
+            kiln_ssh::clear_authorized_keys(comm.as_ref(), key, ctx.ui.as_ref()).await;
+            return Ok(());
+        }
+        let pat = key
+            .name
+            .replace(['.', '*', '[', ']', '\\', '^', '$', '/'], ".");
+        let cmd = format!("sed -i '/ {pat}$/d' ~/.ssh/authorized_keys");
+        let out = kiln_ssh::CollectOutput::default();
+        match comm.start(&cmd, &out).await {
+            Ok(kiln_core::ExitStatus::Code(0)) => {}
+            r => ctx.ui.error(&format!(
+                "Could not remove the temporary key from ~/.ssh/authorized_keys ({r:?}); it is useless without its private half, which kiln never stored"
+            )),
+        }
+        Ok(())
+    }
+}
+
+/// How the machine ended up stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// It powered off by itself (shutdown_command, or the guest).
+    ByItself,
+    /// kiln pressed the (ACPI) power button through QMP.
+    Powerdown,
+    /// kiln killed QEMU.
+    Killed,
+}
+
+/// Wait for QEMU to exit; then ACPI power-down; then kill. `first` is how
+/// long to wait for the machine to stop by itself.
+pub async fn stop_machine(
+    vm: &dyn Vm,
+    first: Duration,
+    after_powerdown: Duration,
+    ctx: &BuildCtx,
+    press_button_first: bool,
+) -> Stopped {
+    if !press_button_first && tokio::time::timeout(first, vm.wait()).await.is_ok() {
+        return Stopped::ByItself;
+    }
+    if !press_button_first {
+        ctx.ui.error(&format!(
+            "The machine did not power off within {}: pressing its power button (QMP system_powerdown)...",
+            kiln_core::build::go_duration(first)
+        ));
+    }
+    let wait = if press_button_first {
+        first
+    } else {
+        after_powerdown
+    };
+    match vm.powerdown().await {
+        Ok(()) => {
+            if tokio::time::timeout(wait, vm.wait()).await.is_ok() {
+                return Stopped::Powerdown;
+            }
+            ctx.ui.error(&format!(
+                "The machine ignored the power button for {}: killing QEMU",
+                kiln_core::build::go_duration(wait)
+            ));
+        }
+        Err(e) => ctx
+            .ui
+            .error(&format!("QMP system_powerdown failed ({e}): killing QEMU")),
+    }
+    vm.kill();
+    let _ = tokio::time::timeout(Duration::from_secs(10), vm.wait()).await;
+    Stopped::Killed
+}
+
+pub struct StepShutdown<'a> {
+    pub c: &'a Config,
+    /// How long to wait after the power button (tests shorten it).
+    pub after_powerdown: Duration,
+}
+
+#[async_trait]
+impl Step<State> for StepShutdown<'_> {
+    fn name(&self) -> &'static str {
+        "shutdown"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let c = self.c;
+        let Some(vm) = state.vm.clone() else {
+            return Ok(());
+        };
+        let stopped = if c.comm.is_none() {
+            ctx.ui.say("Waiting for shutdown...");
+            stop_machine(
+                vm.as_ref(),
+                c.shutdown_timeout,
+                self.after_powerdown,
+                ctx,
+                false,
+            )
+            .await
+        } else if let Some(cmd) = &c.shutdown_command {
+            ctx.ui.say("Gracefully halting virtual machine...");
+            let comm = state
+                .comm
+                .clone()
+                .ok_or_else(|| BuildError::msg("no communicator"))?;
+            let out = kiln_ssh::UiOutput(ctx.ui.as_ref());
+            // The connection dropping (the machine going down) is fine.
+            if let Err(e) = comm.start(cmd, &out).await {
+                kiln_core::bail!("Failed to send shutdown command: {e}");
+            }
+            stop_machine(
+                vm.as_ref(),
+                c.shutdown_timeout,
+                self.after_powerdown,
+                ctx,
+                false,
+            )
+            .await
+        } else {
+            ctx.ui
+                .say("Halting the virtual machine (ACPI power button, QMP system_powerdown)...");
+            stop_machine(
+                vm.as_ref(),
+                c.shutdown_timeout,
+                self.after_powerdown,
+                ctx,
+                true,
+            )
+            .await
+        };
+        state.comm = None;
+        match stopped {
+            Stopped::ByItself => ctx.ui.message("The machine powered off."),
+            Stopped::Powerdown => ctx.ui.message("The machine powered off after the power button."),
+            Stopped::Killed => kiln_core::bail!(
+                "Timeout while waiting for machine to shut down: QEMU was killed, the disk may be inconsistent"
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// Packer's `stepConvertDisk`: compaction (and compression) through
+/// `qemu-img convert`.
+pub struct StepConvertDisk<'a> {
+    pub c: &'a Config,
+    pub d: Arc<dyn Driver>,
+}
+
+pub fn convert_args(c: &Config, src: &Path, dst: &Path) -> Vec<String> {
+    let mut a = vec!["convert".to_string()];
+    if c.disk_compression {
+        a.push("-c".into());
+    }
+    a.extend(c.qemu_img_args.convert.iter().cloned());
+    a.extend([
+        "-O".into(),
+        c.format.clone(),
+        src.display().to_string(),
+        dst.display().to_string(),
+    ]);
+    a
+}
+
+#[async_trait]
+impl Step<State> for StepConvertDisk<'_> {
+    fn name(&self) -> &'static str {
+        "convert disk"
+    }
+    async fn run(&mut self, _: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let c = self.c;
+        if c.skip_compaction && !c.disk_compression {
+            return Ok(());
+        }
+        let src = c.disk_path();
+        let dst = c.output_directory.join(format!("{}.convert", c.vm_name));
+        ctx.ui.say("Converting hard drive...");
+        let t = Instant::now();
+        let mut tries = 0;
+        loop {
+            match self.d.qemu_img(ctx, &convert_args(c, &src, &dst)).await {
+                Ok(_) => break,
+                Err(e)
+                    if e.to_string()
+                        .contains("Failed to get shared \"write\" lock")
+                        && tries < 10 =>
+                {
+                    tries += 1;
+                    ctx.ui
+                        .say("Error getting file lock for conversion; retrying...");
+                    ctx.sleep(Duration::from_secs(tries)).await?;
+                }
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&dst).await;
+                    return Err(e.context("Error converting hard drive"));
+                }
+            }
+        }
+        tokio::fs::rename(&dst, &src)
+            .await
+            .map_err(|e| io_err("Error moving converted hard drive", e))?;
+        ctx.ui
+            .message(&format!("Converted in {:.1} s", t.elapsed().as_secs_f64()));
+        Ok(())
+    }
+}
+
+pub struct StepDone;
+
+#[async_trait]
+impl Step<State> for StepDone {
+    fn name(&self) -> &'static str {
+        "done"
+    }
+    async fn run(&mut self, state: &mut State, _: &BuildCtx) -> Result<(), BuildError> {
+        state.done = true;
+        Ok(())
+    }
+}

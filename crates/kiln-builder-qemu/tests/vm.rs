@@ -1,0 +1,290 @@
+//! Real QEMU guests (TCG here): the base image from the debootstrap
+//! builder, booted by the qemu builder, provisioned over SSH, shut down,
+//! converted. Slow (a minute or two per guest): runs when KILN_VM_TESTS=1
+//! (as `.ci/run` sets) and then never skips; `cargo test` alone runs the
+//! fast suites only.
+//!
+//! The base image is built once into `target/tmp` and reused for a day
+//! (KILN_TEST_BASE_IMAGE=path uses another one).
+use kiln_builder_debootstrap::DebootstrapBuilder;
+use kiln_builder_qemu::config::Config;
+use kiln_builder_qemu::QemuBuilder;
+use kiln_core::component::NoHook;
+use kiln_core::ui::{Mode, OutputConfig};
+use kiln_core::{async_trait, BuildCtx, BuildError, Builder, Communicator, Hook, OnError, Output};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn enabled() -> bool {
+    std::env::var("KILN_VM_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// One guest at a time: the machine has two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn output() -> Output {
+    Output::capturing(OutputConfig {
+        mode: Mode::Human,
+        color: false,
+        timestamp: false,
+    })
+}
+
+async fn base_image() -> PathBuf {
+    if let Some(p) = std::env::var_os("KILN_TEST_BASE_IMAGE") {
+        return PathBuf::from(p);
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-base");
+    let img = dir.join("debian-12.qcow2");
+    let fresh = std::fs::metadata(&img)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(86400));
+    if fresh {
+        return img;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut c = kiln_builder_debootstrap::config::Config::with_defaults("base");
+    c.output_directory = dir.clone();
+    c.vm_name = "debian-12.qcow2".into();
+    c.force = true;
+    let out = output();
+    let ctx = BuildCtx::for_test(out.build_ui("base"), work.path().to_path_buf());
+    DebootstrapBuilder::new(c)
+        .run(&ctx, &NoHook)
+        .await
+        .unwrap_or_else(|e| panic!("base image: {e}\n{}", out.captured()));
+    img
+}
+
+fn config(dir: &Path, base: &Path) -> Config {
+    let mut c = Config::with_defaults("vm", "debian");
+    c.iso_urls = vec![base.display().to_string()];
+    c.iso_checksum = "none".into();
+    c.disk_image = true;
+    c.headless = true;
+    c.cloud_init_seed = true;
+    c.memory = 1024;
+    c.cpus = 2;
+    c.disk_size = "3G".into();
+    c.output_directory = dir.join("output-vm");
+    c.shutdown_command = Some("sudo shutdown -P now".into());
+    c.comm.timeout = Duration::from_secs(300);
+    c
+}
+
+/// Runs shell commands through the communicator; fails on a non-zero
+/// exit; keeps what they printed.
+struct Commands {
+    cmds: Vec<String>,
+    out: Mutex<Vec<String>>,
+}
+
+struct Sink<'a>(&'a Mutex<Vec<String>>);
+impl kiln_core::OutputSink for Sink<'_> {
+    fn stdout_line(&self, l: &str) {
+        self.0.lock().unwrap().push(l.to_string());
+    }
+    fn stderr_line(&self, l: &str) {
+        self.0.lock().unwrap().push(l.to_string());
+    }
+}
+
+#[async_trait]
+impl Hook for Commands {
+    async fn provision(
+        &self,
+        _: &BuildCtx,
+        comm: Option<Arc<dyn Communicator>>,
+    ) -> Result<(), BuildError> {
+        let comm = comm.expect("a communicator");
+        for c in &self.cmds {
+            match comm.start(c, &Sink(&self.out)).await? {
+                kiln_core::ExitStatus::Code(0) => {}
+                s => return Err(BuildError::msg(format!("`{c}` ended with {s:?}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pids_of_children() -> Vec<u32> {
+    // QEMU processes whose parent is this test process.
+    let me = std::process::id();
+    let mut v = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit(") ").next() else {
+            continue;
+        };
+        let ppid: u32 = rest
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if ppid == me && comm.starts_with("qemu-system") {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+#[tokio::test]
+async fn boots_the_base_image_provisions_and_writes_the_disk() {
+    if !enabled() {
+        eprintln!("KILN_VM_TESTS is not 1: no guest booted");
+        return;
+    }
+    let _one = SERIAL.lock().await;
+    let base = base_image().await;
+    let d = tempfile::tempdir().unwrap();
+    let work = d.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let c = config(d.path(), &base);
+    let hook = Commands {
+        cmds: vec![
+            "echo user=$(id -un) && sudo -n true && echo sudo=ok".into(),
+            "echo kiln > /tmp/x && sudo mkdir -p /stash && sudo chmod 777 /stash && echo data > /stash/f".into(),
+            "hostname && grep -c \"$(hostname)\" /etc/hosts".into(),
+            "sudo ss -Htln | awk '{print $4}' | sort -u | tr '\\n' ' '".into(),
+        ],
+        out: Mutex::new(vec![]),
+    };
+    let out = output();
+    let ctx = BuildCtx::for_test(out.build_ui("vm"), work.clone());
+    let a = QemuBuilder::new(c.clone())
+        .run(&ctx, &hook)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", out.captured()))
+        .unwrap();
+    let said = hook.out.lock().unwrap().clone();
+    assert!(said.contains(&"user=debian".to_string()), "{said:?}");
+    assert!(said.contains(&"sudo=ok".to_string()), "{said:?}");
+    // Only sshd listens (on port 22, IPv4 and IPv6).
+    let listening = said.last().unwrap();
+    assert_eq!(listening.trim(), "0.0.0.0:22 [::]:22", "{said:?}");
+    let log = out.captured();
+    assert!(log.contains("SSH answered"), "{log}");
+    assert!(log.contains("The machine powered off."), "{log}");
+    let img = d.path().join("output-vm/packer-vm");
+    assert_eq!(a.files(), vec![img.clone()]);
+    assert_eq!(a.builder_id(), "transcend.qemu");
+    assert!(pids_of_children().is_empty(), "no QEMU left");
+    assert!(ctx.ledger.live().is_empty(), "{:?}", ctx.ledger.live());
+    // The disk is a sound qcow2 with the resized virtual size.
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("\"format\": \"qcow2\""), "{info}");
+    assert!(
+        info.contains(&format!("\"virtual-size\": {}", 3u64 << 30)),
+        "{info}"
+    );
+    // The build's files are gone from the working directory.
+    let left: Vec<_> = std::fs::read_dir(&work)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn a_failing_provisioner_leaves_no_qemu_no_files_no_output() {
+    if !enabled() {
+        eprintln!("KILN_VM_TESTS is not 1: no guest booted");
+        return;
+    }
+    let _one = SERIAL.lock().await;
+    let base = base_image().await;
+    for on_error in [OnError::Cleanup, OnError::Abort] {
+        let d = tempfile::tempdir().unwrap();
+        let work = d.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let c = config(d.path(), &base);
+        let hook = Commands {
+            cmds: vec!["echo failing; exit 1".into()],
+            out: Mutex::new(vec![]),
+        };
+        let out = output();
+        let mut ctx = BuildCtx::for_test(out.build_ui("vm"), work.clone());
+        ctx.on_error = on_error;
+        let e = QemuBuilder::new(c.clone())
+            .run(&ctx, &hook)
+            .await
+            .err()
+            .expect("the build fails");
+        assert!(e.to_string().contains("ended with Code(1)"), "{e}");
+        assert!(pids_of_children().is_empty(), "{on_error:?}: no QEMU left");
+        let out_dir = d.path().join("output-vm");
+        if on_error == OnError::Abort {
+            assert!(out_dir.join("packer-vm").exists(), "kept for debugging");
+        } else {
+            assert!(!out_dir.exists(), "output removed");
+            let left: Vec<_> = std::fs::read_dir(&work)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+            assert!(ctx.ledger.live().is_empty());
+            assert!(
+                out.captured().contains("Last lines of the serial console"),
+                "{}",
+                out.captured()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_guest_that_dies_fails_at_once_with_qemus_words() {
+    if !enabled() {
+        eprintln!("KILN_VM_TESTS is not 1: no guest booted");
+        return;
+    }
+    let _one = SERIAL.lock().await;
+    let base = base_image().await;
+    let d = tempfile::tempdir().unwrap();
+    let work = d.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let mut c = config(d.path(), &base);
+    // The guest powers itself off at boot, before sshd: kiln must not wait
+    // out ssh_timeout.
+    c.comm.timeout = Duration::from_secs(600);
+    c.qemuargs = vec![vec!["-no-reboot".into()]];
+    let hook = NoHook;
+    let out = output();
+    let ctx = BuildCtx::for_test(out.build_ui("vm"), work.clone());
+    let b = QemuBuilder::new(c);
+    let run = b.run(&ctx, &hook);
+    // Kill QEMU from outside once it runs: the build must notice at once.
+    let killer = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            if let Some(p) = pids_of_children().first() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*p as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                return;
+            }
+        }
+    };
+    let (r, ()) = tokio::join!(run, killer);
+    let e = r.err().expect("fails").to_string();
+    assert!(
+        e.contains("QEMU exited") && e.contains("while waiting for SSH"),
+        "{e}"
+    );
+    assert!(pids_of_children().is_empty());
+}
