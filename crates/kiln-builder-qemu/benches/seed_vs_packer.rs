@@ -1,3 +1,244 @@
+//! Benchmark (not a test): the seed's example (`examples/seed/local.json`)
+//! built from the same base image by kiln and by Debian's Packer 1.6.6, one
+//! after the other in one run. Prints both wall times, their ratio, the
+//! time from QEMU's start to SSH for each, and kiln's peak memory.
+//!
+//!   cargo bench -p kiln-builder-qemu --bench seed_vs_packer
+//!
+//! Needs root, QEMU, Packer (`scripts/setup.sh`). The base image is
+//! `examples/seed/output-base/debian-12.qcow2` if it exists (KILN_BENCH_BASE
+//! names another), else it is built first (not timed).
+//!
+//! Packer gets the same template with what it needs to run here:
+//! `accelerator: tcg` (its default, KVM, dies here), `use_backing_file:
+//! false` (its `true` fails with this qemu-img), and a cloud-init seed CD
+//! (`cd_files`, `cd_label: cidata`) with a key pair made for the run
+//! (`ssh_private_key_file`), which kiln makes by itself.
+use kiln_core::build::{self, PrepareOptions, RunOptions};
+use kiln_core::ui::{Mode, OutputConfig};
+use kiln_core::{OnError, Output, Registry};
+use kiln_template::VarSource;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn registry() -> Registry {
+    let mut r = Registry::default();
+    kiln_builder_qemu::register(&mut r);
+    kiln_builder_debootstrap::register(&mut r);
+    kiln_provisioners::register(&mut r);
+    r
+}
+
+/// Build a template in-process as `kiln build` does; the artifacts' state.
+async fn kiln_build(
+    template: &Path,
+    vars: &[(&str, String)],
+) -> Vec<std::collections::BTreeMap<String, String>> {
+    let out = Output::new(OutputConfig {
+        mode: Mode::Human,
+        color: false,
+        timestamp: true,
+    });
+    let t = kiln_template::template::parse_file(template).expect("template");
+    let sources: Vec<VarSource> = vars
+        .iter()
+        .map(|(k, v)| VarSource::Pair {
+            name: k.to_string(),
+            value: v.clone(),
+        })
+        .collect();
+    let vars = kiln_template::vars::resolve(&t, &sources).expect("variables");
+    let builds = build::prepare(
+        &t,
+        &vars,
+        &registry(),
+        &PrepareOptions {
+            force: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let opts = RunOptions {
+        output: out,
+        parallel: 0,
+        on_error: OnError::Cleanup,
+        asker: None,
+        cancel: tokio_util::sync::CancellationToken::new(),
+        abandon: tokio_util::sync::CancellationToken::new(),
+    };
+    let mut states = vec![];
+    for o in build::run_builds(builds, &opts).await {
+        let arts = o
+            .result
+            .unwrap_or_else(|e| panic!("kiln build {} failed: {e}", o.name));
+        for a in arts {
+            let mut m = std::collections::BTreeMap::new();
+            for k in ["timeToSSH", "domainType"] {
+                if let Some(v) = a.state(k) {
+                    m.insert(k.to_string(), v);
+                }
+            }
+            states.push(m);
+        }
+    }
+    states
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Seconds between Packer's "Started Qemu" and "Connected to SSH!" log
+/// lines (PACKER_LOG timestamps have one-second resolution).
+fn packer_time_to_ssh(log: &str) -> Option<i64> {
+    let ts = |l: &str| -> Option<i64> {
+        let t = l.get(11..19)?;
+        let mut p = t.split(':').map(|x| x.parse::<i64>().ok());
+        Some(p.next()?? * 3600 + p.next()?? * 60 + p.next()??)
+    };
+    let start = log.lines().find(|l| l.contains("Started Qemu. Pid"))?;
+    let conn = log.lines().find(|l| l.contains("Connected to SSH!"))?;
+    Some(ts(conn)? - ts(start)?)
+}
+
 fn main() {
-    eprintln!("see scripts/bench-seed.sh");
+    let seed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
+    let seed = seed.canonicalize().expect("examples/seed");
+    std::env::set_current_dir(&seed).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-bench-")
+        .tempdir()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let base = match std::env::var_os("KILN_BENCH_BASE") {
+        Some(p) => PathBuf::from(p),
+        None => seed.join("output-base/debian-12.qcow2"),
+    };
+    if !base.is_file() {
+        eprintln!("Building the base image {} (not timed)...", base.display());
+        let dir = base.parent().unwrap().to_path_buf();
+        rt.block_on(kiln_build(
+            &seed.join("base.json"),
+            &[("output_directory", dir.display().to_string())],
+        ));
+    }
+
+    // kiln.
+    let kiln_out = scratch.path().join("kiln-out");
+    let t = Instant::now();
+    let states = rt.block_on(kiln_build(
+        &seed.join("local.json"),
+        &[
+            ("base_image", base.display().to_string()),
+            ("output_directory", kiln_out.display().to_string()),
+        ],
+    ));
+    let kiln_wall = t.elapsed();
+    let kiln_rss = peak_rss_kib();
+    let kiln_ssh: Option<f64> = states
+        .first()
+        .and_then(|s| s.get("timeToSSH")?.parse().ok());
+    let kiln_accel = states
+        .first()
+        .and_then(|s| s.get("domainType").cloned())
+        .unwrap_or_default();
+
+    // Packer 1.6.6 on the same template, adapted as described above.
+    let key = scratch.path().join("id_ed25519");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "packer-bench", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let cd = scratch.path().join("cidata");
+    std::fs::create_dir(&cd).unwrap();
+    std::fs::write(
+        cd.join("user-data"),
+        kiln_builder_qemu::iso::seed_user_data("debian", public.trim()),
+    )
+    .unwrap();
+    std::fs::write(
+        cd.join("meta-data"),
+        kiln_builder_qemu::iso::seed_meta_data("packer-bench", "seed"),
+    )
+    .unwrap();
+    let mut tpl: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(seed.join("local.json")).unwrap()).unwrap();
+    let b = &mut tpl["builders"][0];
+    b["accelerator"] = "tcg".into();
+    b["use_backing_file"] = false.into();
+    b["ssh_private_key_file"] = key.display().to_string().into();
+    b["cd_files"] = serde_json::json!([
+        cd.join("user-data").display().to_string(),
+        cd.join("meta-data").display().to_string()
+    ]);
+    b["cd_label"] = "cidata".into();
+    let packer_tpl = scratch.path().join("packer-local.json");
+    std::fs::write(&packer_tpl, serde_json::to_string_pretty(&tpl).unwrap()).unwrap();
+    let packer_out = scratch.path().join("packer-out");
+    let packer_log = scratch.path().join("packer.log");
+    let t = Instant::now();
+    let st = Command::new("packer")
+        .arg("build")
+        .arg("-force")
+        .arg("-var")
+        .arg(format!("base_image={}", base.display()))
+        .arg("-var")
+        .arg(format!("output_directory={}", packer_out.display()))
+        .arg(&packer_tpl)
+        .env("PACKER_LOG", "1")
+        .env("PACKER_LOG_PATH", &packer_log)
+        .env("PACKER_CACHE_DIR", scratch.path().join("packer_cache"))
+        .env("CHECKPOINT_DISABLE", "1")
+        .status()
+        .expect("running packer (apt-get install packer)");
+    let packer_wall = t.elapsed();
+    let log = std::fs::read_to_string(&packer_log).unwrap_or_default();
+    if !st.success() {
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!(
+            "Packer failed; the end of its log:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let packer_ssh = packer_time_to_ssh(&log);
+
+    let secs = |d: Duration| d.as_secs_f64();
+    println!();
+    println!(
+        "seed example from {} (kiln accelerator: {kiln_accel}; Packer: tcg)",
+        base.display()
+    );
+    println!(
+        "  kiln        wall {:>7.1} s   QEMU start -> SSH {:>5.1} s   peak memory {:.1} MiB",
+        secs(kiln_wall),
+        kiln_ssh.unwrap_or(f64::NAN),
+        kiln_rss as f64 / 1024.0
+    );
+    println!(
+        "  Packer 1.6.6 wall {:>7.1} s   QEMU start -> SSH {:>5} s   {}",
+        secs(packer_wall),
+        packer_ssh
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "?".into()),
+        if st.success() { "ok" } else { "FAILED" }
+    );
+    println!(
+        "  ratio kiln/Packer: {:.2} (target: at most 0.85)",
+        secs(kiln_wall) / secs(packer_wall)
+    );
 }

@@ -221,7 +221,7 @@ impl HostVm {
                                 }
                                 *sh.exit.lock().unwrap_or_else(|e| e.into_inner()) =
                                     Some(exit_of(st));
-                                let _ = tx.send(true);
+                                tx.send_replace(true);
                                 return;
                             }
                             Ok(None) => {}
@@ -330,6 +330,64 @@ pub fn probe_args(image: &Path) -> Vec<String> {
     .collect()
 }
 
+/// Run the probe guest: `Ok` if it printed its message and exited with
+/// 33; stops at once when QEMU reports a KVM error (it would pause the
+/// guest forever), else after 5 s.
+async fn run_probe(binary: &str, image: &Path) -> Result<(), String> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(binary)
+        .args(probe_args(image))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("running {binary}: {e}"))?;
+    let mut out = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut err = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut ok = false;
+    let mut first_error: Option<String> = None;
+    let deadline = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(deadline);
+    let (mut out_open, mut err_open) = (true, true);
+    while out_open || err_open {
+        tokio::select! {
+            l = out.next_line(), if out_open => match l {
+                Ok(Some(l)) => ok |= l.contains("kiln-kvm-ok"),
+                _ => out_open = false,
+            },
+            l = err.next_line(), if err_open => match l {
+                Ok(Some(l)) => {
+                    if first_error.is_none() && !l.contains("warning:") {
+                        first_error = Some(l.clone());
+                    }
+                    if l.contains("KVM internal error") || l.contains("emulation failure") {
+                        let _ = child.kill().await;
+                        return Err(format!("a test guest failed under KVM: {l}"));
+                    }
+                }
+                _ => err_open = false,
+            },
+            _ = &mut deadline => {
+                let _ = child.kill().await;
+                return Err(match first_error {
+                    Some(e) => format!("a test guest failed under KVM: {e}"),
+                    None => "a test guest did not finish in 5 s under KVM".into(),
+                });
+            }
+        }
+    }
+    let st = child.wait().await.map_err(|e| e.to_string())?;
+    if ok && st.code() == Some(33) {
+        Ok(())
+    } else {
+        Err(format!(
+            "a test guest failed under KVM: {}",
+            first_error.unwrap_or_else(|| format!("QEMU ended with {st}"))
+        ))
+    }
+}
+
 #[async_trait]
 impl Driver for HostDriver {
     fn is_host(&self) -> bool {
@@ -384,30 +442,9 @@ impl Driver for HostDriver {
         }
         let image = work_dir.join("kvm-probe.img");
         std::fs::write(&image, KVM_PROBE).map_err(|e| format!("writing the probe: {e}"))?;
-        let mut cmd = tokio::process::Command::new(binary);
-        cmd.args(probe_args(&image))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let r = tokio::time::timeout(Duration::from_secs(10), cmd.output()).await;
+        let r = run_probe(binary, &image).await;
         let _ = std::fs::remove_file(&image);
-        let out = match r {
-            Err(_) => return Err("a test guest did not finish in 10 s under KVM".into()),
-            Ok(Err(e)) => return Err(format!("running {binary}: {e}")),
-            Ok(Ok(o)) => o,
-        };
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if out.status.code() == Some(33) && stdout.contains("kiln-kvm-ok") {
-            return Ok(());
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let first = stderr
-            .lines()
-            .find(|l| !l.contains("warning:"))
-            .or_else(|| stderr.lines().next())
-            .unwrap_or("no output");
-        Err(format!("a test guest failed under KVM: {first}"))
+        r
     }
 
     async fn make_iso(

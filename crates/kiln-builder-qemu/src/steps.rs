@@ -1042,17 +1042,34 @@ impl Step<State> for StepShutdown<'_> {
                 .ok_or_else(|| BuildError::msg("no communicator"))?;
             let out = kiln_ssh::UiOutput(ctx.ui.as_ref());
             // The connection dropping (the machine going down) is fine.
-            if let Err(e) = comm.start(cmd, &out).await {
-                kiln_core::bail!("Failed to send shutdown command: {e}");
+            match comm.start(cmd, &out).await {
+                Err(e) => kiln_core::bail!("Failed to send shutdown command: {e}"),
+                // It failed (e.g. "command not found"): nothing is going to
+                // power the machine off, so do not wait shutdown_timeout.
+                Ok(kiln_core::ExitStatus::Code(code)) if code != 0 && vm.exited().is_none() => {
+                    ctx.ui.error(&format!(
+                        "The shutdown command failed (exit status {code}): pressing the machine's power button (QMP system_powerdown)..."
+                    ));
+                    stop_machine(
+                        vm.as_ref(),
+                        self.after_powerdown,
+                        self.after_powerdown,
+                        ctx,
+                        true,
+                    )
+                    .await
+                }
+                Ok(_) => {
+                    stop_machine(
+                        vm.as_ref(),
+                        c.shutdown_timeout,
+                        self.after_powerdown,
+                        ctx,
+                        false,
+                    )
+                    .await
+                }
             }
-            stop_machine(
-                vm.as_ref(),
-                c.shutdown_timeout,
-                self.after_powerdown,
-                ctx,
-                false,
-            )
-            .await
         } else {
             ctx.ui
                 .say("Halting the virtual machine (ACPI power button, QMP system_powerdown)...");

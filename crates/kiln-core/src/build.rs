@@ -594,7 +594,7 @@ impl Hook for ProvisionHook<'_> {
 /// Go-style duration text ("10s", "1m30s").
 pub fn go_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 || ms == 0 {
+    if !ms.is_multiple_of(1000) || ms == 0 {
         return format!("{ms}ms");
     }
     let s = d.as_secs();

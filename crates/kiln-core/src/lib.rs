@@ -16,6 +16,7 @@ pub mod communicator;
 pub mod component;
 pub mod context;
 pub mod error;
+pub mod local;
 pub mod step;
 pub mod ui;
 

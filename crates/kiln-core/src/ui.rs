@@ -198,13 +198,19 @@ impl Output {
 
     /// A line not tied to a build (`==> Builds finished...`).
     pub fn say(&self, msg: &str) {
+        if self.inner.config.mode == Mode::MachineReadable {
+            self.machine_line("", "ui", &["say", &format!("==> {msg}")]);
+            return;
+        }
         self.line(None, "==> ", msg, false, Stream::Out);
     }
 
     /// A plain line as is (summaries, `inspect` output).
     pub fn raw(&self, msg: &str) {
         if self.inner.config.mode == Mode::MachineReadable {
-            self.machine_line("", "ui", &["say", msg]);
+            if !msg.is_empty() {
+                self.machine_line("", "ui", &["say", msg]);
+            }
         } else {
             self.write(Stream::Out, &format!("{msg}\n"));
         }

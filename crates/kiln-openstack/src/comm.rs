@@ -1,13 +1,13 @@
 //! The communicator seam: which keys of a builder's configuration belong to
 //! the SSH communicator, and how the builder gets a [`Connector`].
 //!
-//! kiln's SSH communicator (`kiln-ssh`) plugs in with
-//! [`set_connector_factory`]; until it has, the builder decodes the
-//! communicator keys it needs itself and fails at the SSH step with a
-//! clear message (`communicator: none` builds work).
+//! By default the builder uses kiln's SSH communicator (`kiln-ssh`), which
+//! decodes every communicator key; tests may install another connector
+//! with [`set_connector_factory`].
 use crate::builder::{CommSettings, Connector, TempKey};
 use kiln_core::communicator::Communicator;
 use kiln_core::{async_trait, BuildCtx, BuildError};
+use kiln_ssh::{SshConfig, TempKeyPair};
 use kiln_template::Decoder;
 use std::sync::{Arc, OnceLock};
 
@@ -26,38 +26,53 @@ pub(crate) fn decode(d: &mut Decoder<'_>) -> (CommSettings, Arc<dyn Connector>) 
     if let Some(f) = FACTORY.get() {
         return f(d);
     }
-    let kind = d.string("communicator").unwrap_or_else(|| "ssh".into());
+    let ssh = SshConfig::decode(d);
     let settings = CommSettings {
-        none: kind == "none",
-        host: d.string("ssh_host"),
-        port: d.uint("ssh_port").unwrap_or(22) as u16,
-        username: d.string("ssh_username").unwrap_or_default(),
-        keypair_name: d.string("ssh_keypair_name"),
-        has_private_key_file: d.string("ssh_private_key_file").is_some(),
-        has_password: d.string("ssh_password").is_some(),
-        agent_auth: d.bool("ssh_agent_auth").unwrap_or(false),
-        temporary_key_pair_name: d.string("temporary_key_pair_name"),
+        none: ssh.is_none(),
+        host: ssh.host.clone(),
+        port: ssh.port,
+        username: ssh.username.clone(),
+        keypair_name: ssh.keypair_name.clone(),
+        has_private_key_file: ssh.private_key_file.is_some(),
+        has_password: ssh.password.is_some(),
+        agent_auth: ssh.agent_auth,
+        temporary_key_pair_name: ssh.temporary_key_pair_name.clone(),
     };
-    (settings, Arc::new(NoSsh))
+    (settings, Arc::new(SshConnector { ssh }))
 }
 
-struct NoSsh;
+/// kiln's SSH communicator (`kiln-ssh`): the default connector.
+struct SshConnector {
+    ssh: SshConfig,
+}
 
 #[async_trait]
-impl Connector for NoSsh {
+impl Connector for SshConnector {
     fn generate_key(&self) -> Result<TempKey, BuildError> {
-        Err(BuildError::msg(
-            "kiln was built without its SSH communicator: use `communicator: none`",
-        ))
+        let k = TempKeyPair::generate();
+        Ok(TempKey {
+            private_openssh: k.private_openssh,
+            public_authorized: k.public_authorized,
+        })
     }
     async fn connect(
         &self,
-        _: &BuildCtx,
-        _: &str,
-        _: Option<&TempKey>,
+        ctx: &BuildCtx,
+        host: &str,
+        key: Option<&TempKey>,
     ) -> Result<Arc<dyn Communicator>, BuildError> {
-        Err(BuildError::msg(
-            "kiln was built without its SSH communicator: use `communicator: none`",
-        ))
+        let pair = key.map(|k| TempKeyPair {
+            // The comment of the public key is the pair's name.
+            name: k
+                .public_authorized
+                .split_whitespace()
+                .nth(2)
+                .unwrap_or("kiln")
+                .to_string(),
+            private_openssh: k.private_openssh.clone(),
+            public_authorized: k.public_authorized.clone(),
+        });
+        let c = kiln_ssh::connect(&self.ssh, host, self.ssh.port, pair.as_ref(), ctx).await?;
+        Ok(c)
     }
 }

@@ -23,7 +23,7 @@ pub mod blockgz;
 pub mod checksum;
 pub mod compress;
 mod glob;
-pub mod local_exec;
+use kiln_core::local as local_exec;
 pub mod manifest;
 pub mod shell_local;
 

@@ -130,18 +130,9 @@ async fn cancel_kills_the_command_and_its_children() {
         }
         cancel.cancel();
     });
-    let r = kiln_post_processors::local_exec::run_streaming(
-        &argv,
-        &[],
-        &*env.build.ui,
-        &env.build.cancel,
-    )
-    .await;
+    let r = kiln_core::local::run_streaming(&argv, &[], &*env.build.ui, &env.build.cancel).await;
     canceller.await.unwrap();
-    assert!(matches!(
-        r,
-        Err(kiln_post_processors::local_exec::ExecError::Cancelled)
-    ));
+    assert!(matches!(r, Err(kiln_core::local::ExecError::Cancelled)));
     let text = std::fs::read_to_string(&pids).unwrap();
     for pid in text.split_whitespace() {
         let pid: i32 = pid.parse().unwrap();

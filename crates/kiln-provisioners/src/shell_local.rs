@@ -7,9 +7,7 @@ use kiln_core::{
 };
 use kiln_template::Decoder;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const SUPPORTED_OS: &[&str] = &[
     "darwin", "freebsd", "linux", "openbsd", "solaris", "windows",
@@ -167,42 +165,14 @@ pub fn factory(d: &mut Decoder<'_>, _: &PrepareOpts) -> Option<Box<dyn Provision
         .map(|config| Box::new(ShellLocal { config }) as Box<dyn Provisioner>)
 }
 
-/// Run `argv` locally, streaming its output to the build's UI. Returns the
-/// exit code.
-async fn run_local(ctx: &BuildCtx, argv: &[String]) -> Result<i32, std::io::Error> {
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn()?;
-    let so = child.stdout.take();
-    let se = child.stderr.take();
-    let ui = ctx.ui.clone();
-    let ui2 = ctx.ui.clone();
-    let out = async move {
-        if let Some(so) = so {
-            let mut l = BufReader::new(so).split(b'\n');
-            while let Ok(Some(line)) = l.next_segment().await {
-                let s = String::from_utf8_lossy(&line);
-                ui.message(s.trim_end_matches('\r'));
-            }
-        }
-    };
-    let err = async move {
-        if let Some(se) = se {
-            let mut l = BufReader::new(se).split(b'\n');
-            while let Ok(Some(line)) = l.next_segment().await {
-                let s = String::from_utf8_lossy(&line);
-                ui2.error(s.trim_end_matches('\r'));
-            }
-        }
-    };
-    let (st, (), ()) = tokio::join!(child.wait(), out, err);
-    let st = st?;
-    // Killed by a signal: -1, as Go's WaitStatus.ExitStatus() says.
-    Ok(st.code().unwrap_or(-1))
+/// Run `argv` locally (in its own process group, killed with the build),
+/// streaming its output to the build's UI. Returns the exit code.
+async fn run_local(ctx: &BuildCtx, argv: &[String]) -> Result<i32, BuildError> {
+    match kiln_core::local::run_streaming(argv, &[], ctx.ui.as_ref(), &ctx.cancel).await {
+        Ok(code) => Ok(code),
+        Err(kiln_core::local::ExecError::Cancelled) => Err(BuildError::Cancelled),
+        Err(e) => Err(BuildError::msg(e.to_string())),
+    }
 }
 
 #[async_trait]
@@ -265,15 +235,12 @@ impl Provisioner for ShellLocal {
                     );
                 }
                 ctx.ui.say(&format!("Running local shell script: {script}"));
-                let code = ctx
-                    .cancellable(async { Ok(run_local(ctx, &argv).await) })
-                    .await?
-                    .map_err(|e| {
-                        BuildError::msg(format!(
-                            "Error executing script: {abs}\n\nPlease see output above for more information. ({}: {e})",
-                            argv[0]
-                        ))
-                    })?;
+                let code = run_local(ctx, &argv).await.map_err(|e| match e {
+                    BuildError::Cancelled => BuildError::Cancelled,
+                    e => BuildError::msg(format!(
+                        "Error executing script: {abs}\n\nPlease see output above for more information. ({e})"
+                    )),
+                })?;
                 check_exit_code(code, &cfg.valid_exit_codes)?;
             }
             Ok(())

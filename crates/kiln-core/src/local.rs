@@ -10,9 +10,8 @@
 //! as in Packer, but their holding stdout/stderr open delays completion
 //! until they close it (Packer waits for the output too).
 //!
-//! (The shell-local provisioner in kiln-provisioners has a runner of its
-//! own for now; the two are meant to be merged.)
-use kiln_core::Ui;
+//! Used by the shell-local provisioner and post-processor.
+use crate::ui::Ui;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::process::Stdio;
