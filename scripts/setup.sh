@@ -21,6 +21,16 @@ packages=(
   # SSH: a real sshd for communicator tests, ssh-keygen
   openssh-server
   openssh-client
+  # the test user's passwordless sudo (kiln-testkit), GNU tar on the target
+  sudo
+  tar
+  # the OpenStack lab (testlab/openstack): MariaDB, RabbitMQ, a Python venv
+  # for the services, and a compiler for their C extensions
+  mariadb-server
+  rabbitmq-server
+  python3-venv
+  build-essential
+  curl
   # HashiCorp Packer 1.6.6: the oracle for template behaviour and speed
   packer
 )

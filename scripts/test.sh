@@ -2,33 +2,46 @@
 # The whole test suite, on a fresh Debian 12 machine, as root:
 #   1. install what the tests need (scripts/setup.sh: Debian packages),
 #   2. formatting and clippy,
-#   3. every test, including the real-VM suite (QEMU under TCG) and the
-#      OpenStack suite against real services started on loopback.
+#   3. every test, including the slow ones `cargo test` ignores by default:
+#      real images built with mmdebstrap, real QEMU guests under TCG, and
+#      the OpenStack suite against real services that testlab/openstack
+#      starts on loopback (and stops afterwards, whatever happens).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "Installing test dependencies"
+if [ "$(id -u)" != 0 ]; then
+  echo "test.sh: run as root (it installs Debian packages, starts sshd and OpenStack services, loop-mounts images)" >&2
+  exit 1
+fi
+
+step "Installing test dependencies (scripts/setup.sh)"
 bash scripts/setup.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy"
+step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-# The slow suites run only when asked; here they are asked, and when asked
-# they never skip.
-export KILN_VM_TESTS=1
+step "Building the tests"
+cargo test --workspace --no-run
 
-step "cargo test"
-cargo test --workspace --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/kiln-test.log"
+lab=${KILN_LAB_ROOT:-/tmp/kiln-oslab}
+log=$(mktemp)
+step "cargo test --workspace -- --include-ignored (OpenStack lab in $lab)"
+set +e
+bash testlab/openstack/with-lab.sh "$lab" \
+  cargo test --workspace --no-fail-fast -- --include-ignored 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+set -e
 # One closing line for the whole run.
-passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "${TMPDIR:-/tmp}/kiln-test.log" | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' "${TMPDIR:-/tmp}/kiln-test.log" | awk '{s+=$1} END {print s+0}')
+passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ passed; [0-9]+ failed' "$log" | awk '{s+=$3} END {print s+0}')
+rm -f "$log"
 echo
 echo "${passed} passed, ${failed} failed"
+if [ "$status" = 0 ] && [ "$failed" != 0 ]; then status=1; fi
+if [ "$passed" = 0 ]; then echo "test.sh: no test ran" >&2; status=1; fi
 exit "$status"

@@ -22,7 +22,6 @@ fn decode_builder(json: &str) -> (kiln_openstack::builder::Config, Diagnostics) 
 }
 
 #[test]
-#[ignore = "needs kiln-template's Decoder (being written): run with --ignored once it is in"]
 fn the_seed_template_verbatim() {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testlab/openstack/seed/template.json");
@@ -51,7 +50,6 @@ fn the_seed_template_verbatim() {
 }
 
 #[test]
-#[ignore = "needs kiln-template's Decoder (being written): run with --ignored once it is in"]
 fn mistakes_are_reported() {
     let (_, d) = decode_builder(
         r#"{"builders": [{"type": "openstack", "flavour": "m1.small", "image_name": "x", "source_image": "a", "source_image_name": "b", "ssh_ip_version": "5", "image_visibility": "everyone", "endpoint_type": "private"}]}"#,
@@ -70,7 +68,6 @@ fn mistakes_are_reported() {
 }
 
 #[test]
-#[ignore = "needs kiln-template's Decoder (being written): run with --ignored once it is in"]
 fn create_box_keys() {
     let t = parse(Arc::new(Source {
         path: "t.json".into(),

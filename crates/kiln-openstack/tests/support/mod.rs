@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// The lab's root (`KILN_OPENSTACK_LAB`), or `None`: the lab tests then
-/// say so and pass. CI sets it, and then every lab test really runs.
+/// The lab's root (`KILN_OPENSTACK_LAB`); a lab test run without it fails.
 pub fn lab() -> Option<PathBuf> {
     match std::env::var("KILN_OPENSTACK_LAB") {
         Ok(r) if !r.is_empty() => {
@@ -30,10 +29,9 @@ pub fn lab() -> Option<PathBuf> {
             );
             Some(p)
         }
-        _ => {
-            eprintln!("KILN_OPENSTACK_LAB is not set: lab test not run (testlab/openstack/up.sh ROOT starts the lab)");
-            None
-        }
+        _ => panic!(
+            "KILN_OPENSTACK_LAB is not set: start the lab with testlab/openstack/with-lab.sh ROOT <command>"
+        ),
     }
 }
 
