@@ -7,14 +7,11 @@
 //!
 //! Needs a running lab: `testlab/openstack/with-lab.sh ROOT cargo test ...
 //! -- --include-ignored` (scripts/test.sh does this).
-#[allow(dead_code)]
 #[path = "../../kiln-openstack/tests/support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const IGNORE: &str = "needs the OpenStack lab (scripts/test.sh runs it)";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -62,7 +59,6 @@ fn seed_template() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the OpenStack lab (scripts/test.sh runs it)"]
 async fn seed_template_verbatim_builds_then_create_box_replaces_the_raw_image() {
-    let _ = IGNORE;
     let root = support::lab().expect("KILN_OPENSTACK_LAB must name a running lab");
     let _g = support::SERIAL.lock().await;
     let cloud = support::seed_cloud(&root).await;
