@@ -1,6 +1,7 @@
 //! Benchmark on the OpenStack lab (not a test): in one run,
-//! 1. the seed's template with kiln's `openstack` builder and with Packer
-//!    1.6.6 (`packer build`), alternating, median wall time of each;
+//! 1. the seed's template (testlab/openstack/seed) with `kiln build` (the
+//!    release binary, built first) and with Packer 1.6.6 (`packer build`),
+//!    alternating, median wall time of each;
 //! 2. the create_box step on a 2 GiB raw image holding 400 MiB of data:
 //!    kiln's post-processor versus the seed's script (python-glanceclient
 //!    and qemu-img), wall time and peak local disk of each.
@@ -13,8 +14,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use kiln_core::{Artifact, Builder, PostProcessCtx, PostProcessor};
-use kiln_openstack::builder::{CommSettings, Config, OpenStackBuilder, SourceImage};
+use kiln_core::{Artifact, PostProcessCtx, PostProcessor};
 use kiln_openstack::create_box::{self, CreateBox};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,21 @@ use support::*;
 
 fn seed_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testlab/openstack/seed")
+}
+
+/// The release `kiln` binary (built here if missing).
+fn kiln_binary() -> PathBuf {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let st = Command::new("cargo")
+        .args(["build", "--release", "-q", "-p", "kiln-cli"])
+        .current_dir(&ws)
+        .status()
+        .expect("cargo");
+    assert!(st.success(), "building kiln failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ws.join("target"));
+    target.join("release/kiln")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -85,26 +100,6 @@ impl DiskWatch {
     }
 }
 
-fn seed_config() -> Config {
-    // The seed's template.json's builder (image_name "ubuntu precise").
-    Config {
-        flavor: "m1.small".into(),
-        source: Some(SourceImage::Id(
-            "82b55c8c-cce1-4301-92c4-b005180531de".into(),
-        )),
-        image_name: "ubuntu precise".into(),
-        instance_name: "ubuntu precise".into(),
-        floating_ip_network: Some("nova".into()),
-        security_groups: vec!["ssh".into()],
-        comm: CommSettings {
-            port: 22,
-            username: "ubuntu".into(),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
-
 fn mib(b: u64) -> f64 {
     b as f64 / (1 << 20) as f64
 }
@@ -125,47 +120,33 @@ async fn main() {
 
     // ---- 1. the seed's template
     let seed = seed_dir();
-    let script = |s: &str| {
-        let body = std::fs::read_to_string(seed.join(format!("scripts/{s}.sh"))).unwrap();
-        format!("sudo bash -c '{}'", body.replace('\'', "'\\''"))
-    };
-    let cmds: Vec<String> = ["update", "sudoers", "compiler_tools", "minimize"]
-        .iter()
-        .map(|s| script(s))
-        .collect();
+    let kiln = kiln_binary();
     let (mut kt, mut pt) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        // kiln
-        let dir = tempfile::tempdir().unwrap();
-        let (out, mut ctx) = support::ctx(dir.path());
-        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-        ctx.ui = Arc::new(TimedUi {
-            inner: ctx.ui.clone(),
-            start: Instant::now(),
-            lines: lines.clone(),
-        });
-        let b = OpenStackBuilder {
-            config: seed_config(),
-            connector: Arc::new(CliSsh {
-                user: "ubuntu".into(),
-                port: 22,
-                timeout: Duration::from_secs(120),
-                dir: dir.path().to_path_buf(),
-            }),
-        };
-        let refs: Vec<&str> = cmds.iter().map(|s| s.as_str()).collect();
-        let hook = CommandsHook::new(&refs);
+        // kiln: the real binary, the same template, the same directory
         let t = Instant::now();
-        let art = b
-            .run(&ctx, &hook)
-            .await
-            .unwrap_or_else(|e| panic!("kiln build failed: {e}\n{}", out.captured()))
-            .unwrap();
+        let o = Command::new(&kiln)
+            .args(["build", "-color=false", "template.json"])
+            .current_dir(&seed)
+            .output()
+            .expect("kiln");
         kt.push(t.elapsed().as_secs_f64());
-        art.destroy().await.unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "kiln failed:\n{text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let id = text
+            .split("An image was created: ")
+            .nth(1)
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap()
+            .to_string();
+        cloud.delete_image(&id).await.unwrap();
         if round == 0 {
-            for (t, l) in lines.lock().unwrap().iter() {
-                println!("  kiln {t:6.2} s  {l}");
+            for l in text.lines().filter(|l| l.starts_with("==> ")) {
+                println!("  kiln  {l}");
             }
         }
         // Packer
