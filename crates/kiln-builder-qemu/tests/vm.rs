@@ -265,6 +265,9 @@ async fn a_guest_that_dies_fails_at_once_with_qemus_words() {
     // out ssh_timeout.
     c.comm.timeout = Duration::from_secs(600);
     c.qemuargs = vec![vec!["-no-reboot".into()]];
+    // No KVM probe: the killer below must hit the build's QEMU, not the
+    // probe's.
+    c.accelerator = kiln_builder_qemu::config::Accel::Named("tcg".into());
     let hook = NoHook;
     let out = output();
     let ctx = BuildCtx::for_test(out.build_ui("vm"), work.clone());
