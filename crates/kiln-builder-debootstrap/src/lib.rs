@@ -19,6 +19,14 @@
 //! nothing listening but sshd (and the DHCP client's port 68).
 //!
 //! See [`image`] for how the disk is assembled without partition devices.
+//!
+//! Reproducibility, measured: two builds of `examples/seed/base.json` an
+//! hour apart gave images with the same size, the same files, contents,
+//! modes, owners and modification times (mmdebstrap with
+//! `SOURCE_DATE_EPOCH`, a file-system UUID and hash seed derived from the
+//! inputs). What still differs (129,767 of 2 GiB bytes): every inode's
+//! change time (mke2fs `-d` stamps the build time), `/boot/extlinux` and
+//! its files (installed after mke2fs), and the superblock's timestamps.
 //! Needs root (mmdebstrap's root mode, a loop mount for extlinux).
 pub mod config;
 pub mod driver;
