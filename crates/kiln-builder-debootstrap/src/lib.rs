@@ -574,6 +574,9 @@ impl Step<State> for StepProvision<'_> {
     async fn run(&mut self, _: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         self.hook.provision(ctx, None).await
     }
+    async fn cleanup(&mut self, _: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        self.hook.cleanup(ctx, None).await
+    }
 }
 
 struct StepDone;

@@ -80,7 +80,15 @@ impl Builder for FileBuilder {
                     .map_err(|e| BuildError::msg(format!("writing {t}: {e}")))?;
             }
         }
-        hook.provision(ctx, None).await?;
+        if let Err(e) = hook.provision(ctx, None).await {
+            if !e.is_cancelled() {
+                ctx.mark_failed();
+                if let Err(c) = hook.cleanup(ctx, None).await {
+                    ctx.ui.error(&c.to_string());
+                }
+            }
+            return Err(e);
+        }
         let mut a = FileArtifact::new(BUILDER_ID, vec![self.target.clone()]);
         a.description = Some(format!("Stored file: {t}"));
         Ok(Some(Arc::new(a)))

@@ -69,6 +69,9 @@ impl Step<State> for Provision<'_> {
     async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         self.0.provision(ctx, state.comm.clone()).await
     }
+    async fn cleanup(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        self.0.cleanup(ctx, state.comm.clone()).await
+    }
 }
 
 #[async_trait]

@@ -283,3 +283,61 @@ fn artifice_replaces_the_artifact() {
         &[],
     );
 }
+
+#[test]
+fn error_cleanup_provisioner_runs_when_a_provisioner_fails() {
+    let k = compare(
+        r#"{
+  "builders": [{"type": "null", "communicator": "none"}],
+  "provisioners": [
+    {"type": "shell-local", "inline": ["echo OUT: first", "echo made > made.txt"]},
+    {"type": "shell-local", "inline": ["echo OUT: failing", "exit 1"]},
+    {"type": "shell-local", "inline": ["echo OUT: never"]}
+  ],
+  "error-cleanup-provisioner": {
+    "type": "shell-local",
+    "inline": ["echo \"OUT: cleaning up after {{build_name}} ($PACKER_BUILD_NAME)\"", "rm made.txt", "echo done > cleaned.txt"]
+  }
+}"#,
+        &[],
+    );
+    assert_eq!(k.code, Some(1));
+    assert!(k.files.contains_key("cleaned.txt"), "{:?}", k.files);
+    assert!(!k.files.contains_key("made.txt"), "{:?}", k.files);
+    assert!(k
+        .printed
+        .iter()
+        .any(|l| l.contains("cleaning up after null (null)")));
+}
+
+#[test]
+fn error_cleanup_provisioner_stays_idle_when_the_build_succeeds() {
+    let k = compare(
+        r#"{
+  "builders": [{"type": "file", "content": "x", "target": "out.txt"}],
+  "provisioners": [{"type": "shell-local", "inline": ["echo OUT: fine"]}],
+  "error-cleanup-provisioner": {"type": "shell-local", "inline": ["echo OUT: must not run", "touch cleaned.txt"]}
+}"#,
+        &[],
+    );
+    assert_eq!(k.code, Some(0));
+    assert!(!k.files.contains_key("cleaned.txt"), "{:?}", k.files);
+}
+
+/// A deliberate difference: Packer 1.6.6's file builder never runs the
+/// error-cleanup-provisioner (it calls only the provisioning hook); kiln
+/// runs it after a failed build whatever the builder.
+#[test]
+fn error_cleanup_provisioner_after_the_file_builder_fails() {
+    let t = r#"{
+  "builders": [{"type": "file", "content": "x", "target": "out.txt"}],
+  "provisioners": [{"type": "shell-local", "inline": ["exit 2"]}],
+  "error-cleanup-provisioner": {"type": "shell-local", "inline": ["echo OUT: cleanup ran", "touch cleaned.txt"]}
+}"#;
+    let p = run("packer", t, &[]);
+    let k = run("kiln", t, &[]);
+    assert_eq!((k.code, p.code), (Some(1), Some(1)));
+    assert!(!p.files.contains_key("cleaned.txt"), "{}", p.raw);
+    assert!(k.files.contains_key("cleaned.txt"), "{}", k.raw);
+    assert_eq!(k.printed, vec!["OUT: cleanup ran".to_string()]);
+}

@@ -97,3 +97,51 @@ fn a_wrong_password_fails_at_once_and_clearly() {
     assert!(text.to_lowercase().contains("auth"), "{text}");
     assert!(!text.contains("not-the-password"), "{text}");
 }
+
+/// The template's error-cleanup-provisioner runs over the build's SSH
+/// connection when a provisioner fails (before the connection closes), and
+/// the build still fails with the original error.
+#[test]
+fn error_cleanup_provisioner_runs_on_the_machine_after_a_failure() {
+    let sshd = Sshd::start();
+    let d = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let marker = d.path().join("cleaned-by-remote");
+    let template = format!(
+        r#"{{
+  "builders": [{{"type": "null", "ssh_host": "{host}", "ssh_port": "{port}",
+                 "ssh_username": "{user}", "ssh_password": "{pw}"}}],
+  "provisioners": [
+    {{"type": "shell", "inline": ["echo OUT: about to fail", "exit 7"]}}
+  ],
+  "error-cleanup-provisioner": {{"type": "shell",
+    "inline": ["echo OUT: cleaning as $(id -un)", "id -un > {marker}"]}}
+}}"#,
+        pw = sshd.password,
+        host = sshd.host,
+        port = sshd.port,
+        user = sshd.user,
+        marker = marker.display(),
+    );
+    std::fs::write(d.path().join("t.json"), template).unwrap();
+    let (code, text) = kiln(d.path(), &["build", "t.json"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("Running the error-cleanup-provisioner (shell)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("OUT: cleaning as {}", sshd.user)),
+        "{text}"
+    );
+    assert!(
+        text.contains("exit status 7") || text.contains("status: 7"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap().trim(),
+        sshd.user,
+        "the cleanup ran on the machine, as the SSH user"
+    );
+}

@@ -69,6 +69,8 @@ pub struct PlannedBuild {
     pub type_name: String,
     builder: Box<dyn Builder>,
     provisioners: Vec<PlannedProvisioner>,
+    /// The template's `error-cleanup-provisioner`, if it applies here.
+    error_cleanup: Option<PlannedProvisioner>,
     post_processors: Vec<Vec<PlannedPostProcessor>>,
     interp: Context,
     opts: PrepareOpts,
@@ -205,10 +207,9 @@ pub fn prepare(
             built
         };
 
-        let mut provisioners = Vec::new();
-        for p in &template.provisioners {
+        let mut plan_provisioner = |p: &ProvisionerDef| -> Option<PlannedProvisioner> {
             if !p.applies_to(&name) {
-                continue;
+                return None;
             }
             let Some(pf) = registry.provisioners.get(p.type_name.value.as_str()) else {
                 diags.push(unknown_type(
@@ -217,7 +218,7 @@ pub fn prepare(
                     &p.config,
                     registry.provisioners.keys().copied(),
                 ));
-                continue;
+                return None;
             };
             let config = p.config_for(&name);
             {
@@ -227,12 +228,21 @@ pub fn prepare(
                 let _ = pf(&mut d, &popts);
                 d.finish();
             }
-            provisioners.push(PlannedProvisioner {
+            Some(PlannedProvisioner {
                 def: p.clone(),
                 config,
                 factory: *pf,
-            });
-        }
+            })
+        };
+        let provisioners: Vec<PlannedProvisioner> = template
+            .provisioners
+            .iter()
+            .filter_map(&mut plan_provisioner)
+            .collect();
+        let error_cleanup = template
+            .error_cleanup_provisioner
+            .as_ref()
+            .and_then(plan_provisioner);
 
         let mut chains = Vec::new();
         for chain in &template.post_processors {
@@ -286,6 +296,7 @@ pub fn prepare(
                 type_name,
                 builder,
                 provisioners,
+                error_cleanup,
                 post_processors: chains,
                 interp,
                 opts: popts.clone(),
@@ -430,6 +441,7 @@ async fn run_one(b: PlannedBuild, opts: &RunOptions) -> BuildOutcome {
         ledger: Ledger::default(),
         generated: Default::default(),
         work_dir: work_dir.path().to_path_buf(),
+        failed: Default::default(),
     };
     ui.machine(
         "ui",
@@ -437,6 +449,7 @@ async fn run_one(b: PlannedBuild, opts: &RunOptions) -> BuildOutcome {
     );
     let hook = ProvisionHook {
         provisioners: &b.provisioners,
+        error_cleanup: b.error_cleanup.as_ref(),
         interp: &b.interp,
         opts: &b.opts,
     };
@@ -491,6 +504,7 @@ fn sanitize(name: &str) -> String {
 /// Runs the provisioners of a build when its builder calls the hook.
 struct ProvisionHook<'a> {
     provisioners: &'a [PlannedProvisioner],
+    error_cleanup: Option<&'a PlannedProvisioner>,
     interp: &'a Context,
     opts: &'a PrepareOpts,
 }
@@ -510,84 +524,117 @@ impl Hook for ProvisionHook<'_> {
         comm: Option<Arc<dyn Communicator>>,
     ) -> Result<(), BuildError> {
         for p in self.provisioners {
-            if ctx.cancel.is_cancelled() {
-                return Err(BuildError::Cancelled);
-            }
-            let interp = runtime_context(self.interp, ctx);
-            let mut diags = Diagnostics::default();
-            let prov = {
-                let mut d = Decoder::new(&p.config, &interp, &mut diags);
-                d.ignore(PROVISIONER_CORE_KEYS);
-                d.ignore(INJECTED_KEYS);
-                let prov = (p.factory)(&mut d, self.opts);
-                d.finish();
-                prov
+            self.run_provisioner(p, ctx, comm.as_ref()).await?;
+        }
+        Ok(())
+    }
+
+    async fn cleanup(
+        &self,
+        ctx: &BuildCtx,
+        comm: Option<Arc<dyn Communicator>>,
+    ) -> Result<(), BuildError> {
+        let Some(p) = self.error_cleanup else {
+            return Ok(());
+        };
+        if !ctx.has_failed() || ctx.cancel.is_cancelled() {
+            return Ok(());
+        }
+        ctx.ui.say(&format!(
+            "Running the error-cleanup-provisioner ({})...",
+            p.def.type_name.value
+        ));
+        self.run_provisioner(p, ctx, comm.as_ref())
+            .await
+            .map_err(|e| e.context("error-cleanup-provisioner failed"))
+    }
+}
+
+impl ProvisionHook<'_> {
+    /// One provisioner, with its `pause_before`, `max_retries` and
+    /// `timeout`.
+    async fn run_provisioner(
+        &self,
+        p: &PlannedProvisioner,
+        ctx: &BuildCtx,
+        comm: Option<&Arc<dyn Communicator>>,
+    ) -> Result<(), BuildError> {
+        if ctx.cancel.is_cancelled() {
+            return Err(BuildError::Cancelled);
+        }
+        let interp = runtime_context(self.interp, ctx);
+        let mut diags = Diagnostics::default();
+        let prov = {
+            let mut d = Decoder::new(&p.config, &interp, &mut diags);
+            d.ignore(PROVISIONER_CORE_KEYS);
+            d.ignore(INJECTED_KEYS);
+            let prov = (p.factory)(&mut d, self.opts);
+            d.finish();
+            prov
+        };
+        let prov = match (prov, diags.is_empty()) {
+            (Some(p), true) => p,
+            _ => return Err(BuildError::msg(diags.to_string())),
+        };
+        if let Some(pause) = p.def.pause_before {
+            ctx.ui.say(&format!(
+                "Pausing {} before the next provisioner...",
+                go_duration(pause)
+            ));
+            ctx.sleep(pause).await?;
+        }
+        let tries = p.def.max_retries + 1;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let pctx_build = BuildCtx {
+                cancel: ctx.cancel.child_token(),
+                ..ctx.clone()
             };
-            let prov = match (prov, diags.is_empty()) {
-                (Some(p), true) => p,
-                _ => return Err(BuildError::msg(diags.to_string())),
+            let pctx = ProvisionCtx {
+                build: &pctx_build,
+                interp: interp.clone(),
             };
-            if let Some(pause) = p.def.pause_before {
-                ctx.ui.say(&format!(
-                    "Pausing {} before the next provisioner...",
-                    go_duration(pause)
-                ));
-                ctx.sleep(pause).await?;
-            }
-            let tries = p.def.max_retries + 1;
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let pctx_build = BuildCtx {
-                    cancel: ctx.cancel.child_token(),
-                    ..ctx.clone()
-                };
-                let pctx = ProvisionCtx {
-                    build: &pctx_build,
-                    interp: interp.clone(),
-                };
-                let fut = prov.provision(&pctx, comm.as_ref());
-                let r = match p.def.timeout {
-                    Some(t) => {
-                        ctx.ui.say(&format!(
-                            "Setting a {} timeout for the next provisioner...",
-                            go_duration(t)
-                        ));
-                        tokio::select! {
-                            r = fut => r,
-                            _ = tokio::time::sleep(t) => {
-                                pctx_build.cancel.cancel();
-                                ctx.ui.error("Cancelling provisioner after a timeout...");
-                                Err(BuildError::msg(format!(
-                                    "{} provisioner timed out after {}",
-                                    p.def.type_name.value,
-                                    go_duration(t)
-                                )))
-                            }
+            let fut = prov.provision(&pctx, comm);
+            let r = match p.def.timeout {
+                Some(t) => {
+                    ctx.ui.say(&format!(
+                        "Setting a {} timeout for the next provisioner...",
+                        go_duration(t)
+                    ));
+                    tokio::select! {
+                        r = fut => r,
+                        _ = tokio::time::sleep(t) => {
+                            pctx_build.cancel.cancel();
+                            ctx.ui.error("Cancelling provisioner after a timeout...");
+                            Err(BuildError::msg(format!(
+                                "{} provisioner timed out after {}",
+                                p.def.type_name.value,
+                                go_duration(t)
+                            )))
                         }
                     }
-                    None => fut.await,
-                };
-                match r {
-                    Ok(()) => break,
-                    Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
-                    Err(e) if attempt < tries && !ctx.cancel.is_cancelled() => {
-                        ctx.ui.error(&format!(
-                            "Provisioner {} failed (attempt {attempt} of {tries}): {e}. Retrying...",
-                            p.def.type_name.value
-                        ));
-                        ctx.sleep(Duration::from_secs(1)).await?;
-                    }
-                    Err(e) => {
-                        return Err(e.context(format!(
-                            "Error running {} provisioner",
-                            p.def.type_name.value
-                        )))
-                    }
+                }
+                None => fut.await,
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
+                Err(e) if attempt < tries && !ctx.cancel.is_cancelled() => {
+                    ctx.ui.error(&format!(
+                        "Provisioner {} failed (attempt {attempt} of {tries}): {e}. Retrying...",
+                        p.def.type_name.value
+                    ));
+                    ctx.sleep(Duration::from_secs(1)).await?;
+                }
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "Error running {} provisioner",
+                        p.def.type_name.value
+                    )))
                 }
             }
         }
-        Ok(())
     }
 }
 

@@ -24,6 +24,18 @@ pub trait Hook: Send + Sync {
         ctx: &BuildCtx,
         comm: Option<Arc<dyn Communicator>>,
     ) -> Result<(), BuildError>;
+
+    /// Called by a builder from the cleanup of its provisioning step, while
+    /// the machine is still reachable: if the build failed (not when it was
+    /// cancelled), runs the template's `error-cleanup-provisioner`, as
+    /// Packer does.
+    async fn cleanup(
+        &self,
+        _ctx: &BuildCtx,
+        _comm: Option<Arc<dyn Communicator>>,
+    ) -> Result<(), BuildError> {
+        Ok(())
+    }
 }
 
 /// A hook that runs nothing (for tests of builders).

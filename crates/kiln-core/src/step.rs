@@ -79,6 +79,9 @@ pub async fn run_steps<S: Send>(
             }
         }
     }
+    if result.as_ref().is_err_and(|e| !e.is_cancelled()) {
+        ctx.mark_failed();
+    }
     cleanup(&mut steps[..started], state, ctx, result.is_err()).await;
     result
 }

@@ -922,6 +922,9 @@ impl Step<State> for Provision<'_> {
     async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         self.hook.provision(ctx, s.comm.clone()).await
     }
+    async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        self.hook.cleanup(ctx, s.comm.clone()).await
+    }
 }
 
 struct StopServer;
