@@ -19,6 +19,20 @@ use tokio_util::sync::CancellationToken;
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the SSH handshake and authentication may take (Packer: 1 minute).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// While a TCP connection is open but the server has not spoken yet, open
+/// another one every this often (the first to speak wins).
+///
+/// Why: QEMU's user-mode network (and some NAT gateways) accept the TCP
+/// connection on the host side at once and only then try the guest, which
+/// may not even have its network up yet. That connection then waits for
+/// the forwarder's retransmissions, which back off to many seconds: a
+/// client that only waits on it learns that sshd is up long after it is.
+/// A fresh connection gets a fresh, immediate try; the older ones are kept,
+/// so a server that is merely slow to greet still gets through.
+const HEDGE_INTERVAL: Duration = Duration::from_secs(2);
+/// At most this many silent connections are kept open at once (the
+/// oldest is closed to open a new one).
+const MAX_SILENT: usize = 8;
 /// First retry delay while the machine is not up; doubles up to
 /// [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
@@ -288,23 +302,68 @@ impl SshCommunicator {
     }
 
     /// One attempt: TCP, handshake, authentication.
+    /// A TCP connection on which the server has spoken (sent its banner,
+    /// RFC 4253 4.2, or closed it: the handshake then reports that). Opens
+    /// another connection every [`HEDGE_INTERVAL`] while the open ones are
+    /// silent; fails at once if a connection is refused or cannot be made.
+    async fn speaking_stream(&self, budget: Duration) -> Result<TcpStream, AttemptError> {
+        let addr = self.addr();
+        let deadline = Instant::now() + budget;
+        let mut pending = tokio::task::JoinSet::new();
+        let mut open = std::collections::VecDeque::new();
+        loop {
+            if open.len() >= MAX_SILENT {
+                let oldest: tokio::task::AbortHandle = open.pop_front().expect("not empty");
+                oldest.abort();
+            }
+            let (host, port) = (self.host.clone(), self.port);
+            let connect_budget = deadline
+                .saturating_duration_since(Instant::now())
+                .min(TCP_CONNECT_TIMEOUT);
+            open.push_back(pending.spawn(async move {
+                let tcp = match tokio::time::timeout(
+                    connect_budget,
+                    TcpStream::connect((host.as_str(), port)),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_) => return Err("no answer".to_string()),
+                };
+                let _ = tcp.set_nodelay(true);
+                tcp.readable().await.map_err(|e| e.to_string())?;
+                Ok(tcp)
+            }));
+            let hedge =
+                tokio::time::sleep_until((Instant::now() + HEDGE_INTERVAL).min(deadline).into());
+            tokio::pin!(hedge);
+            loop {
+                tokio::select! {
+                    r = pending.join_next() => match r {
+                        Some(Ok(Ok(tcp))) => return Ok(tcp),
+                        Some(Ok(Err(e))) => {
+                            return Err(AttemptError::NotUp(format!("connecting to {addr}: {e}")))
+                        }
+                        // An aborted oldest connection.
+                        Some(Err(_)) => continue,
+                        None => break,
+                    },
+                    _ = &mut hedge => break,
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(AttemptError::NotUp(format!(
+                    "{addr} accepted the connection but sent no SSH banner"
+                )));
+            }
+        }
+    }
+
+    /// One attempt: TCP, handshake, authentication.
     async fn attempt(&self, budget: Duration) -> Result<Handle<Client>, AttemptError> {
         let addr = self.addr();
-        let tcp = match tokio::time::timeout(
-            budget.min(TCP_CONNECT_TIMEOUT),
-            TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(AttemptError::NotUp(format!("connecting to {addr}: {e}"))),
-            Err(_) => {
-                return Err(AttemptError::NotUp(format!(
-                    "connecting to {addr}: no answer"
-                )))
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+        let tcp = self.speaking_stream(budget).await?;
         let pinned = self
             .host_key
             .lock()

@@ -399,3 +399,105 @@ async fn file_upload_and_download() {
     assert_eq!(std::fs::read_to_string(local2.join("a")).unwrap(), "A");
     assert_eq!(std::fs::read_to_string(local2.join("sub/b")).unwrap(), "B");
 }
+
+/// A forwarder in front of the real sshd, accepting every TCP connection
+/// at once, as QEMU's user-mode network does. `forward(n)` says what to do
+/// with the n-th connection (from 0): `None` keeps it open and silent
+/// forever (its SYN to the guest was lost), `Some(delay)` forwards it to
+/// the sshd after `delay`. Returns the port and the count of connections.
+async fn forwarder(
+    s: &Sshd,
+    forward: fn(usize) -> Option<Duration>,
+) -> (
+    u16,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let target = format!("{}:{}", s.host, s.port);
+    let n = accepted.clone();
+    let task = tokio::spawn(async move {
+        let mut silent = Vec::new();
+        loop {
+            let (mut inbound, _) = listener.accept().await.unwrap();
+            let Some(delay) = forward(n.fetch_add(1, Ordering::SeqCst)) else {
+                silent.push(inbound); // kept open, never answered
+                continue;
+            };
+            let target = target.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let mut outbound = TcpStream::connect(target).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    (port, accepted, task)
+}
+
+/// While the guest boots, the forwarder's first connections go nowhere:
+/// kiln must open fresh ones rather than wait on those until
+/// `ssh_timeout` (20 s here, against the 60 s a silent connection could
+/// otherwise hold the handshake).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_but_silent_is_retried_on_a_fresh_one() {
+    use std::sync::atomic::Ordering;
+    let s = Sshd::start();
+    let (port, accepted, task) =
+        forwarder(&s, |n| if n < 2 { None } else { Some(Duration::ZERO) }).await;
+    let wd = tempfile::tempdir().unwrap();
+    let (_out, ctx) = test_ctx("t", wd.path());
+    let cfg = SshConfig {
+        timeout: Duration::from_secs(20),
+        ..key_cfg(&s)
+    };
+    let c = connect(&cfg, "127.0.0.1", port, None, &ctx)
+        .await
+        .expect("connects through the forwarder once it forwards");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "two silent connections left behind, the third used"
+    );
+    let (st, out, _) = run(&*c, "echo through").await;
+    assert_eq!(st, ExitStatus::Code(0));
+    assert_eq!(out, vec!["through".to_string()]);
+    task.abort();
+}
+
+/// Opening fresh connections must not give up on a server that is only
+/// slow to greet: here the first connection gets its banner after 5 s and
+/// every later one stays silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_slow_to_greet_still_gets_through() {
+    use std::sync::atomic::Ordering;
+    let s = Sshd::start();
+    let (port, accepted, task) = forwarder(&s, |n| {
+        if n == 0 {
+            Some(Duration::from_secs(5))
+        } else {
+            None
+        }
+    })
+    .await;
+    let wd = tempfile::tempdir().unwrap();
+    let (_out, ctx) = test_ctx("t", wd.path());
+    let cfg = SshConfig {
+        timeout: Duration::from_secs(20),
+        ..key_cfg(&s)
+    };
+    let c = connect(&cfg, "127.0.0.1", port, None, &ctx)
+        .await
+        .expect("the slow first connection is used");
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 2,
+        "fresh connections were tried meanwhile"
+    );
+    let (st, _, _) = run(&*c, "true").await;
+    assert_eq!(st, ExitStatus::Code(0));
+    task.abort();
+}
