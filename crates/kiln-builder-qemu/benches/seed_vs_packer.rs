@@ -34,8 +34,8 @@ fn registry() -> Registry {
 async fn kiln_build(
     template: &Path,
     vars: &[(&str, String)],
-) -> Vec<std::collections::BTreeMap<String, String>> {
-    let out = Output::new(OutputConfig {
+) -> (Vec<std::collections::BTreeMap<String, String>>, String) {
+    let out = Output::capturing(OutputConfig {
         mode: Mode::Human,
         color: false,
         timestamp: true,
@@ -69,9 +69,13 @@ async fn kiln_build(
     };
     let mut states = vec![];
     for o in build::run_builds(builds, &opts).await {
-        let arts = o
-            .result
-            .unwrap_or_else(|e| panic!("kiln build {} failed: {e}", o.name));
+        let arts = o.result.unwrap_or_else(|e| {
+            panic!(
+                "kiln build {} failed: {e}\n{}",
+                o.name,
+                opts.output.captured()
+            )
+        });
         for a in arts {
             let mut m = std::collections::BTreeMap::new();
             for k in ["timeToSSH", "domainType"] {
@@ -82,7 +86,57 @@ async fn kiln_build(
             states.push(m);
         }
     }
-    states
+    (states, opts.output.captured())
+}
+
+/// `(seconds since midnight, message)` of each `==> name: message` line
+/// of a `-timestamp-ui` transcript (`2026-11-24T22:23:19Z: ==> seed: ...`).
+fn timeline(transcript: &str) -> Vec<(i64, String)> {
+    transcript
+        .lines()
+        .filter_map(|l| {
+            let t = l.get(11..19)?;
+            let mut p = t.split(':').map(|x| x.parse::<i64>().ok());
+            let secs = p.next()?? * 3600 + p.next()?? * 60 + p.next()??;
+            let msg = l.split_once(": ==> ")?.1;
+            let msg = msg.split_once(": ").map_or(msg, |(_, m)| m);
+            Some((secs, msg.trim_end_matches("\u{1b}[0m").to_string()))
+        })
+        .collect()
+}
+
+/// The phases both tools go through, each from the first line containing
+/// its start marker to the first line containing the next phase's marker.
+const PHASES: &[(&str, &str)] = &[
+    ("prepare the disk, start QEMU", ""),
+    ("boot to SSH", "Waiting for SSH to become available"),
+    ("update.sh (upgrade, reboot)", "scripts/update.sh"),
+    ("sudoers.sh", "scripts/sudoers.sh"),
+    ("compiler_tools.sh", "scripts/compiler_tools.sh"),
+    ("prepare_data.sh, minimize.sh", "scripts/prepare_data.sh"),
+    ("upload ./data/", "Uploading ./data/"),
+    ("shut down, convert the disk", "Gracefully halting"),
+];
+
+/// Seconds spent in each of [`PHASES`] (`None` if a marker is missing).
+fn phase_times(tl: &[(i64, String)]) -> Vec<Option<i64>> {
+    let at = |marker: &str| -> Option<i64> {
+        if marker.is_empty() {
+            return tl.first().map(|x| x.0);
+        }
+        tl.iter().find(|(_, m)| m.contains(marker)).map(|x| x.0)
+    };
+    let end = tl.last().map(|x| x.0);
+    (0..PHASES.len())
+        .map(|i| {
+            let start = at(PHASES[i].1)?;
+            let stop = match PHASES.get(i + 1) {
+                Some(next) => at(next.1)?,
+                None => end?,
+            };
+            Some(stop - start)
+        })
+        .collect()
 }
 
 fn peak_rss_kib() -> u64 {
@@ -133,12 +187,14 @@ fn main() {
             &seed.join("base.json"),
             &[("output_directory", dir.display().to_string())],
         ));
+        eprintln!("Base image built.");
     }
 
     // kiln.
     let kiln_out = scratch.path().join("kiln-out");
+    eprintln!("Building the seed example with kiln (its transcript follows the build)...");
     let t = Instant::now();
-    let states = rt.block_on(kiln_build(
+    let (states, kiln_transcript) = rt.block_on(kiln_build(
         &seed.join("local.json"),
         &[
             ("base_image", base.display().to_string()),
@@ -147,6 +203,7 @@ fn main() {
     ));
     let kiln_wall = t.elapsed();
     let kiln_rss = peak_rss_kib();
+    eprintln!("{kiln_transcript}");
     let kiln_ssh: Option<f64> = states
         .first()
         .and_then(|s| s.get("timeToSSH")?.parse().ok());
@@ -192,9 +249,11 @@ fn main() {
     let packer_out = scratch.path().join("packer-out");
     let packer_log = scratch.path().join("packer.log");
     let t = Instant::now();
-    let st = Command::new("packer")
+    let mut child = Command::new("packer")
         .arg("build")
         .arg("-force")
+        .arg("-color=false")
+        .arg("-timestamp-ui")
         .arg("-var")
         .arg(format!("base_image={}", base.display()))
         .arg("-var")
@@ -204,8 +263,24 @@ fn main() {
         .env("PACKER_LOG_PATH", &packer_log)
         .env("PACKER_CACHE_DIR", scratch.path().join("packer_cache"))
         .env("CHECKPOINT_DISABLE", "1")
-        .status()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .expect("running packer (apt-get install packer)");
+    // Show Packer's transcript live and keep it for the phase table.
+    let mut packer_transcript = String::new();
+    {
+        use std::io::BufRead;
+        let stdout = child.stdout.take().unwrap();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("{line}");
+            packer_transcript.push_str(&line);
+            packer_transcript.push('\n');
+        }
+    }
+    let st = child.wait().expect("waiting for packer");
     let packer_wall = t.elapsed();
     let log = std::fs::read_to_string(&packer_log).unwrap_or_default();
     if !st.success() {
@@ -241,4 +316,12 @@ fn main() {
         "  ratio kiln/Packer: {:.2} (target: at most 0.85)",
         secs(kiln_wall) / secs(packer_wall)
     );
+    println!();
+    println!("  phase (from the transcripts, 1 s resolution)   kiln   Packer");
+    let k = phase_times(&timeline(&kiln_transcript));
+    let p = phase_times(&timeline(&packer_transcript));
+    let show = |x: Option<i64>| x.map_or("?".to_string(), |s| format!("{s} s"));
+    for (i, (name, _)) in PHASES.iter().enumerate() {
+        println!("  {name:<46} {:>6} {:>8}", show(k[i]), show(p[i]));
+    }
 }

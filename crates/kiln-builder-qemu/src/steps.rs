@@ -58,6 +58,9 @@ pub struct State {
     pub ssh_host_port: Option<u16>,
     pub vnc_display: Option<u16>,
     pub accel: Option<AccelChoice>,
+    /// The KVM probe, started by the first step so that it runs while the
+    /// disk is prepared; the run step waits for its answer.
+    pub kvm_probe: Option<tokio::task::JoinHandle<Result<(), String>>>,
     pub vm: Option<Arc<dyn Vm>>,
     pub comm: Option<Arc<dyn Communicator>>,
     pub serial_log: PathBuf,
@@ -197,7 +200,7 @@ impl Step<State> for StepCheckHost<'_> {
     fn name(&self) -> &'static str {
         "check host"
     }
-    async fn run(&mut self, _: &mut State, _: &BuildCtx) -> Result<(), BuildError> {
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         if self.d.is_host() {
             let has = |p: &str| {
                 if p.contains('/') {
@@ -219,6 +222,23 @@ impl Step<State> for StepCheckHost<'_> {
                     missing.join(", ")
                 );
             }
+        }
+        if matches!(self.c.accelerator, Accel::Auto) && PROBE.get().is_none() {
+            let (d, binary, dir) = (
+                self.d.clone(),
+                self.c.qemu_binary.clone(),
+                ctx.work_dir.clone(),
+            );
+            state.kvm_probe = Some(tokio::spawn(
+                async move { d.probe_kvm(&binary, &dir).await },
+            ));
+        }
+        Ok(())
+    }
+    async fn cleanup(&mut self, state: &mut State, _: &BuildCtx) -> Result<(), BuildError> {
+        // Dropping the probe's future kills its QEMU (kill_on_drop).
+        if let Some(p) = state.kvm_probe.take() {
+            p.abort();
         }
         Ok(())
     }
@@ -697,19 +717,27 @@ pub struct StepRun<'a> {
 }
 
 impl StepRun<'_> {
-    async fn accel(&self, ctx: &BuildCtx) -> AccelChoice {
+    async fn accel(&self, state: &mut State, ctx: &BuildCtx) -> AccelChoice {
         match &self.c.accelerator {
             Accel::Named(n) if n == "none" => AccelChoice::NoAccel,
             Accel::Named(n) => AccelChoice::Machine(n.clone()),
             Accel::Auto => {
-                let r = match PROBE.get() {
-                    Some(r) => r.clone(),
-                    None => {
-                        let r = self.d.probe_kvm(&self.c.qemu_binary, &ctx.work_dir).await;
+                // Awaited in place (not taken) so that a cancel meanwhile
+                // still finds it in the state for the cleanup to abort.
+                let r = match (PROBE.get(), state.kvm_probe.as_mut()) {
+                    (Some(r), _) => r.clone(),
+                    (None, started) => {
+                        let r = match started {
+                            Some(p) => p
+                                .await
+                                .unwrap_or_else(|e| Err(format!("the KVM probe failed: {e}"))),
+                            None => self.d.probe_kvm(&self.c.qemu_binary, &ctx.work_dir).await,
+                        };
                         let _ = PROBE.set(r.clone());
                         r
                     }
                 };
+                state.kvm_probe = None;
                 match r {
                     Ok(()) => AccelChoice::Machine("kvm".into()),
                     Err(why) => {
@@ -762,7 +790,7 @@ impl Step<State> for StepRun<'_> {
     }
     async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         let c = self.c;
-        let accel = self.accel(ctx).await;
+        let accel = self.accel(state, ctx).await;
         state.accel = Some(accel.clone());
         ctx.ui.say(if c.disk_image {
             "Starting VM, booting disk image"
@@ -918,6 +946,12 @@ impl Step<State> for StepProvision<'_> {
         )
         .await
         .inspect_err(|e| state.console_shown = e.to_string().contains("serial console"))
+    }
+    async fn cleanup(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        // Only does something when the template has an
+        // error-cleanup-provisioner; if the guest died, its SSH connection
+        // is gone and the provisioner fails at once.
+        self.hook.cleanup(ctx, state.comm.clone()).await
     }
 }
 
