@@ -161,7 +161,12 @@ async fn boots_the_base_image_provisions_and_writes_the_disk() {
             "echo user=$(id -un) && sudo -n true && echo sudo=ok".into(),
             "echo kiln > /tmp/x && sudo mkdir -p /stash && sudo chmod 777 /stash && echo data > /stash/f".into(),
             "hostname && grep -c \"$(hostname)\" /etc/hosts".into(),
-            "sudo ss -Htln | awk '{print $4}' | sort -u | tr '\\n' ' '".into(),
+            // After the boot settles: kiln logs in as soon as sshd listens,
+            // and cloud-init's later stages may still restart sshd (for
+            // `ssh_pwauth`), leaving a moment with no listener at all.
+            "sudo systemctl is-system-running --wait >/dev/null || true; \
+             sudo ss -Htln | awk '{print $4}' | sort -u | tr '\\n' ' '"
+                .into(),
         ],
         out: Mutex::new(vec![]),
     };
