@@ -95,9 +95,7 @@ fn timeline(transcript: &str) -> Vec<(i64, String)> {
     transcript
         .lines()
         .filter_map(|l| {
-            let t = l.get(11..19)?;
-            let mut p = t.split(':').map(|x| x.parse::<i64>().ok());
-            let secs = p.next()?? * 3600 + p.next()?? * 60 + p.next()??;
+            let secs = clock_secs(l)?;
             let msg = l.split_once(": ==> ")?.1;
             let msg = msg.split_once(": ").map_or(msg, |(_, m)| m);
             Some((secs, msg.trim_end_matches("\u{1b}[0m").to_string()))
@@ -150,17 +148,20 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Seconds since midnight of a line starting with a date and time
+/// (`2026/11/24 22:23:19 ...` in PACKER_LOG, `2026-11-24T22:23:19Z: ...`
+/// with `-timestamp-ui`): one-second resolution.
+fn clock_secs(line: &str) -> Option<i64> {
+    let mut p = line.get(11..19)?.split(':').map(|x| x.parse::<i64>().ok());
+    Some(p.next()?? * 3600 + p.next()?? * 60 + p.next()??)
+}
+
 /// Seconds between Packer's "Started Qemu" and "Connected to SSH!" log
-/// lines (PACKER_LOG timestamps have one-second resolution).
+/// lines.
 fn packer_time_to_ssh(log: &str) -> Option<i64> {
-    let ts = |l: &str| -> Option<i64> {
-        let t = l.get(11..19)?;
-        let mut p = t.split(':').map(|x| x.parse::<i64>().ok());
-        Some(p.next()?? * 3600 + p.next()?? * 60 + p.next()??)
-    };
     let start = log.lines().find(|l| l.contains("Started Qemu. Pid"))?;
     let conn = log.lines().find(|l| l.contains("Connected to SSH!"))?;
-    Some(ts(conn)? - ts(start)?)
+    Some(clock_secs(conn)? - clock_secs(start)?)
 }
 
 fn main() {

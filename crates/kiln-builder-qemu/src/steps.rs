@@ -722,20 +722,19 @@ impl StepRun<'_> {
             Accel::Named(n) if n == "none" => AccelChoice::NoAccel,
             Accel::Named(n) => AccelChoice::Machine(n.clone()),
             Accel::Auto => {
-                // Awaited in place (not taken) so that a cancel meanwhile
-                // still finds it in the state for the cleanup to abort.
-                let r = match (PROBE.get(), state.kvm_probe.as_mut()) {
-                    (Some(r), _) => r.clone(),
-                    (None, started) => {
-                        let r = match started {
-                            Some(p) => p
-                                .await
-                                .unwrap_or_else(|e| Err(format!("the KVM probe failed: {e}"))),
-                            None => self.d.probe_kvm(&self.c.qemu_binary, &ctx.work_dir).await,
-                        };
-                        let _ = PROBE.set(r.clone());
-                        r
-                    }
+                let r = if let Some(r) = PROBE.get() {
+                    r.clone()
+                } else {
+                    // Awaited in place (not taken) so that a cancel meanwhile
+                    // still finds it in the state for the cleanup to abort.
+                    let r = match state.kvm_probe.as_mut() {
+                        Some(p) => p
+                            .await
+                            .unwrap_or_else(|e| Err(format!("the KVM probe failed: {e}"))),
+                        None => self.d.probe_kvm(&self.c.qemu_binary, &ctx.work_dir).await,
+                    };
+                    let _ = PROBE.set(r.clone());
+                    r
                 };
                 state.kvm_probe = None;
                 match r {
