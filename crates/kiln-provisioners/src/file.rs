@@ -9,6 +9,44 @@
 //! - download: a source ending in `/` or containing a glob is a directory
 //!   download; a destination ending in `/` receives a file under its own
 //!   name. Local parent directories are created.
+//!
+//! Modes, owners and existing files are as with Packer's scp transfers
+//! (see `kiln_ssh::transfer`): what is created gets the source's permission
+//! bits (never setuid, setgid or sticky) masked by the umask of the side
+//! that writes; an existing file is written into and keeps its inode, mode,
+//! owner and group; an existing directory is left as it is. The test suite
+//! runs every case through kiln and Packer 1.6.6 and compares the trees
+//! (`tests/file.rs`).
+//!
+//! # Where kiln differs from Packer 1.6.6 (deliberately)
+//!
+//! - **Download destination, per source.** Packer joins the first source's
+//!   file name onto a `destination/` and keeps the joined path for the next
+//!   sources (`["a.txt", "logs/"]` into `out/` puts `logs` under the file
+//!   `out/a.txt`, and fails); kiln works the destination out afresh for
+//!   each source.
+//! - **Downloads go on after a directory.** Packer returns after the first
+//!   directory (or glob) source and silently skips the sources after it;
+//!   kiln downloads them all.
+//! - **A glob to a missing destination** (`logs/*` to `out`, no trailing
+//!   slash): Packer fails when the first match is a file (it opens
+//!   `out/<file>` in a directory it has not made); kiln creates `out`.
+//! - **Mixed contents into a missing destination** (upload of `dir/` whose
+//!   top level holds files and directories, to a path that does not
+//!   exist): Packer writes each top-level file onto the destination path
+//!   itself, one after the other, and then fails or not depending on the
+//!   order the directory lists its entries in; kiln refuses before
+//!   copying anything and says to create the destination first.
+//! - **Upload order.** Packer sends a directory's entries in the order the
+//!   file system lists them, kiln in name order. It shows only when two
+//!   top-level directories of a `dir/` source merge into a new destination
+//!   (which one gives it its mode) and, if the destination is setgid, in
+//!   which files inherit its group (Packer clears the bit when the first
+//!   directory is done).
+//! - **A failed upload** stops Packer at the first file it cannot write;
+//!   kiln's archive goes on with the other files before reporting the
+//!   error (both fail the build; what could not be written is untouched in
+//!   both).
 use kiln_core::communicator::FileMeta;
 use kiln_core::{async_trait, BuildError, Communicator, PrepareOpts, ProvisionCtx, Provisioner};
 use kiln_template::Decoder;
@@ -149,8 +187,10 @@ impl File {
             let mut f = tokio::fs::File::open(src)
                 .await
                 .map_err(|e| BuildError::msg(format!("{src}: {e}")))?;
+            // Packer sends `FileMode.Perm()`: no setuid, setgid or sticky
+            // bit reaches the machine.
             let fm = FileMeta {
-                mode: meta.permissions().mode() & 0o7777,
+                mode: meta.permissions().mode() & 0o777,
                 size: Some(meta.len()),
             };
             let r = ctx

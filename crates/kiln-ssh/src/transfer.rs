@@ -9,17 +9,30 @@
 //!   machine (GNU tar), so the data flows at the speed of the SSH stream.
 //!   Single files go through `cat > file`.
 //! - **Packer's scp semantics are reproduced, not approximated**: which
-//!   directory is created or merged into, which modes result (the source's
-//!   mode masked by the remote umask for what is created; existing files and
-//!   directories keep theirs), symlinks followed the way Packer follows them.
-//!   A small shell script decides on the machine, in the same exec, so no
-//!   extra round trip is spent probing the destination.
+//!   directory is created or merged into, which modes result, symlinks
+//!   followed the way Packer follows them. As OpenSSH's `scp -t` (what
+//!   Packer's uploads run on the machine): a file or directory that is
+//!   created gets the source's permission bits (`mode & 0777`: Packer never
+//!   sends setuid, setgid or sticky bits) masked by the machine's umask,
+//!   set explicitly (so an inherited setgid bit of a new directory is
+//!   cleared, as scp's `chmod` clears it); an existing file is written
+//!   into: same inode (hard links see the new contents), same owner, group
+//!   and mode, and an error if the SSH user may not write it; an existing
+//!   directory is left as it is. A small shell script decides on the
+//!   machine, in the same exec.
+//! - **One round trip to look before writing**: the script first lists
+//!   which of the source's paths already exist at the destination (one
+//!   `find` over the list kiln sends, not one command per file) and the
+//!   umask; kiln then gives each archive entry the mode it must end with,
+//!   and `tar --overwrite` writes existing files in place without changing
+//!   their mode (GNU tar skips the `chmod` when the mode is already right).
 //! - **Big buffers**: the archive is produced by a blocking thread in 1 MiB
 //!   chunks handed to the channel without copying (`Bytes`); the SSH window
 //!   and packets are as large as the server allows.
 //!
 //! The remote side needs a POSIX shell, `cat`, and (for directories) GNU
-//! tar — the same assumption as Packer's need for `scp`.
+//! tar and GNU find — the same kind of assumption as Packer's need for
+//! `scp`.
 use crate::client::SshCommunicator;
 use bytes::{Bytes, BytesMut};
 use kiln_core::communicator::{CommError, FileMeta, TransferProgress};
@@ -110,11 +123,14 @@ fn disconnected(what: &str, e: impl std::fmt::Display) -> CommError {
 
 impl SshCommunicator {
     /// Run `command`, feed it the chunks of `input`, collect its output.
+    ///
+    /// `stdout_to`: where the command's stdout goes (collected otherwise).
     async fn exec_feeding(
         &self,
         what: &str,
         command: &str,
         mut input: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
+        stdout_to: Option<tokio::sync::mpsc::Sender<Bytes>>,
         mut on_sent: impl FnMut(usize),
     ) -> Result<Collected, CommError> {
         let ch = self.open_channel().await?;
@@ -122,7 +138,7 @@ impl SshCommunicator {
             .await
             .map_err(|e| disconnected(what, e))?;
         let (rx, tx) = ch.split();
-        let reader = tokio::spawn(collect(rx, None));
+        let reader = tokio::spawn(collect(rx, stdout_to));
         let mut local_err = None;
         let mut write_failed = false;
         while let Some(chunk) = input.recv().await {
@@ -199,7 +215,7 @@ impl SshCommunicator {
             }
         };
         let (c, ()) = tokio::join!(
-            self.exec_feeding(&what, &script, rx, |n| progress.advance(n as u64)),
+            self.exec_feeding(&what, &script, rx, None, |n| progress.advance(n as u64)),
             feed
         );
         progress.finish();
@@ -228,34 +244,73 @@ impl SshCommunicator {
                 context: format!("reading {}", src.display()),
                 source: e,
             })?;
-        // Two archives in one stream: the directories first (extracted
-        // without touching existing ones), then the files.
-        let mut dirs_tar = Vec::new();
-        write_tar(&mut dirs_tar, &plan.entries, &AtomicU64::new(0), true).map_err(|e| {
-            CommError::Io {
-                context: format!("{what}: archiving"),
-                source: e,
-            }
-        })?;
-        let script = upload_dir_script(dst, contents, &plan, &src_str, dirs_tar.len());
+        let list = probe_list(&plan.entries);
+        let script = upload_dir_script(dst, contents, &plan, &src_str, list.len());
         progress.start(Some(plan.total_bytes));
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(4);
+        // The machine's answer to the probe arrives on the command's stdout.
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let (probe_tx, probe_rx) = tokio::sync::oneshot::channel::<Probe>();
+        let answer = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let mut probe_tx = Some(probe_tx);
+            let mut bad = None;
+            while let Some(b) = out_rx.recv().await {
+                let Some(t) = probe_tx.take() else { continue };
+                buf.extend_from_slice(&b);
+                match Probe::parse(&buf) {
+                    None => probe_tx = Some(t),
+                    Some(Ok(p)) => {
+                        let _ = t.send(p);
+                    }
+                    // Dropping the sender stops the upload.
+                    Some(Err(e)) => bad = Some(e),
+                }
+            }
+            bad
+        });
         let counter = Arc::new(AtomicU64::new(0));
         let counter2 = counter.clone();
         let entries = plan.entries.clone();
         let producer = tokio::task::spawn_blocking(move || {
-            if tx.blocking_send(Ok(Bytes::from(dirs_tar))).is_err() {
+            if tx.blocking_send(Ok(Bytes::from(list))).is_err() {
+                return;
+            }
+            // No answer: the script stopped (its stderr says why).
+            let Ok(probe) = probe_rx.blocking_recv() else {
+                return;
+            };
+            let layout = Layout::new(&entries, &probe);
+            // Two archives: the directories (extracted without touching
+            // existing ones), then the files.
+            let mut dirs_tar = Vec::new();
+            if let Err(e) = write_tar(
+                &mut dirs_tar,
+                entries.iter().zip(&layout.modes).filter(|(e, _)| e.is_dir),
+                &AtomicU64::new(0),
+            ) {
+                let _ = tx.blocking_send(Err(format!("archiving: {e}")));
+                return;
+            }
+            let mut head = format!("{} {}\n", layout.post.len(), dirs_tar.len()).into_bytes();
+            head.extend_from_slice(layout.post.as_bytes());
+            head.extend_from_slice(&dirs_tar);
+            if tx.blocking_send(Ok(Bytes::from(head))).is_err() {
                 return;
             }
             let w = ChunkWriter { tx: tx.clone() };
             let w = std::io::BufWriter::with_capacity(CHUNK, w);
-            if let Err(e) = write_tar(w, &entries, &counter2, false) {
+            if let Err(e) = write_tar(
+                w,
+                entries.iter().zip(&layout.modes).filter(|(e, _)| !e.is_dir),
+                &counter2,
+            ) {
                 let _ = tx.blocking_send(Err(e.to_string()));
             }
         });
         let mut reported = 0u64;
         let c = self
-            .exec_feeding(&what, &script, rx, |_| {
+            .exec_feeding(&what, &script, rx, Some(out_tx), |_| {
                 let now = counter.load(Ordering::Relaxed);
                 if now > reported {
                     progress.advance(now - reported);
@@ -264,12 +319,18 @@ impl SshCommunicator {
             })
             .await;
         let _ = producer.await;
+        let bad = answer.await.ok().flatten();
         let now = counter.load(Ordering::Relaxed);
         if now > reported {
             progress.advance(now - reported);
         }
         progress.finish();
         let c = c?;
+        if let Some(e) = bad {
+            if c.status == ExitStatus::Code(0) || c.stderr.is_empty() {
+                return Err(CommError::Remote(format!("{what}: {e}")));
+            }
+        }
         check(&what, &c)
     }
 
@@ -391,16 +452,17 @@ fn check(what: &str, c: &Collected) -> Result<(), CommError> {
 }
 
 /// The remote script that writes stdin to `dst`: like scp's sink, a new
-/// file gets `mode` masked by the umask, an existing file keeps its mode,
-/// and a directory at `dst` is an error.
+/// file gets `mode & 0777` masked by the umask (Packer sends no special
+/// bits), an existing file is written into and keeps its mode, owner and
+/// group, and a directory at `dst` is an error.
 pub(crate) fn upload_file_script(dst: &str, mode: u32) -> String {
     format!(
         "f={q}; if [ -d \"$f\" ]; then echo \"$f: Is a directory\" >&2; exit 1; fi; \
          if [ -e \"$f\" ]; then exec cat > \"$f\"; fi; \
          m=$(umask); (umask 077; : > \"$f\") || exit 1; cat > \"$f\" || exit 1; \
-         exec chmod \"$(printf %o $((0{mode:o} & ~0$m)))\" \"$f\"",
+         exec chmod \"$(printf %05o $((0{mode:o} & ~0$m)))\" \"$f\"",
         q = shell_quote(dst),
-        mode = mode & 0o7777,
+        mode = mode & 0o777,
     )
 }
 
@@ -412,6 +474,7 @@ pub(crate) struct Entry {
     /// Where to read it (symlinks already resolved for files).
     path: PathBuf,
     is_dir: bool,
+    /// Permission bits (`& 0777`).
     mode: u32,
 }
 
@@ -427,7 +490,8 @@ pub(crate) struct Plan {
 
 /// Walk `root` the way Packer's scp upload does: sorted here (Packer uses
 /// directory order), symlinks followed (a link to a directory is a directory
-/// with the link's mode, a link to a file is a file with mode 0644).
+/// with the link's mode, a link to a file is a file with mode 0644), modes
+/// as Go's `FileMode.Perm()` (no setuid, setgid or sticky bit).
 fn plan_tree(root: &Path, exclude: &[String]) -> std::io::Result<Plan> {
     use std::os::unix::fs::PermissionsExt;
     let root_meta = std::fs::metadata(root)?;
@@ -471,16 +535,16 @@ fn plan_tree(root: &Path, exclude: &[String]) -> std::io::Result<Plan> {
                 })?;
                 let tmeta = std::fs::metadata(&target)?;
                 if tmeta.is_dir() {
-                    (true, lmeta.permissions().mode() & 0o7777, 0, target)
+                    (true, lmeta.permissions().mode() & 0o777, 0, target)
                 } else {
                     (false, 0o644, tmeta.len(), target)
                 }
             } else if lmeta.is_dir() {
-                (true, lmeta.permissions().mode() & 0o7777, 0, path.clone())
+                (true, lmeta.permissions().mode() & 0o777, 0, path.clone())
             } else if lmeta.is_file() {
                 (
                     false,
-                    lmeta.permissions().mode() & 0o7777,
+                    lmeta.permissions().mode() & 0o777,
                     lmeta.len(),
                     path.clone(),
                 )
@@ -510,58 +574,239 @@ fn plan_tree(root: &Path, exclude: &[String]) -> std::io::Result<Plan> {
     Ok(Plan {
         entries: Arc::new(entries),
         total_bytes: total,
-        root_mode: root_meta.permissions().mode() & 0o7777,
+        root_mode: root_meta.permissions().mode() & 0o777,
         top,
     })
 }
 
-/// The remote script for a directory upload (stdin: the tar archive of the
-/// source directory's contents). It reproduces `scp -r -t <dst>` fed by
-/// Packer's scp source.
+/// The probe's list (stdin's first section): `.` (the directory the archives
+/// go into), then every entry as `./<path>`, each ended by a NUL.
+fn probe_list(entries: &[Entry]) -> Vec<u8> {
+    let mut l = b".\0".to_vec();
+    for e in entries {
+        l.extend_from_slice(b"./");
+        l.extend_from_slice(e.rel.as_bytes());
+        l.push(0);
+    }
+    l
+}
+
+/// What the machine said before the archives were made: its umask, how the
+/// script lays the upload out, and what already exists.
+#[derive(Debug, Default)]
+pub(crate) struct Probe {
+    umask: u32,
+    /// `x` (into a directory), `xs` (top-level directories merged into a
+    /// new destination, one path component stripped), `one` (one file),
+    /// `none` (nothing to upload).
+    variant: String,
+    /// Mode of the directory the archives go into.
+    root_mode: Option<u32>,
+    /// Paths (relative, as in the plan) that exist there, with their mode
+    /// and `find -L`'s type letter.
+    existing: std::collections::HashMap<String, (u32, u8)>,
+}
+
+impl Probe {
+    /// Parse the answer: `kiln-probe <umask> <variant>`, then
+    /// `<mode> <type> <path>` records, then `kiln-end`, each ended by a NUL.
+    /// Anything printed before (a noisy shell profile) is skipped. `None`
+    /// until the answer is complete.
+    pub(crate) fn parse(buf: &[u8]) -> Option<Result<Probe, String>> {
+        let start = find(buf, b"kiln-probe ")?;
+        let body = &buf[start..];
+        let end = find(body, b"\0kiln-end\0")?;
+        let mut recs = body[..end].split(|b| *b == 0);
+        let head = String::from_utf8_lossy(recs.next().unwrap_or_default()).into_owned();
+        let mut words = head.split(' ').skip(1);
+        let umask = words.next().and_then(|u| u32::from_str_radix(u, 8).ok());
+        let variant = words.next().unwrap_or_default().to_string();
+        let Some(umask) = umask else {
+            return Some(Err(format!(
+                "the machine's answer to kiln's probe is malformed: {head:?}"
+            )));
+        };
+        let mut p = Probe {
+            umask: umask & 0o777,
+            variant,
+            ..Default::default()
+        };
+        for r in recs {
+            let mut it = r.splitn(3, |b| *b == b' ');
+            let (Some(m), Some(t), Some(path)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            let Some(mode) = std::str::from_utf8(m)
+                .ok()
+                .and_then(|m| u32::from_str_radix(m, 8).ok())
+            else {
+                continue;
+            };
+            let t = t.first().copied().unwrap_or(b'?');
+            let path = String::from_utf8_lossy(path);
+            if path == "." {
+                p.root_mode = Some(mode);
+            } else if let Some(rel) = path.strip_prefix("./") {
+                p.existing.insert(rel.to_string(), (mode, t));
+            }
+        }
+        Some(Ok(p))
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The mode each archive entry gets, and the `chmod`s to run once the files
+/// are in (a shell snippet run in the extraction directory).
+#[derive(Debug)]
+pub(crate) struct Layout {
+    /// Per entry of the plan, the mode its archive header carries: for a
+    /// file, the mode it must end with (tar runs with umask 0 and writes an
+    /// existing file in place, leaving a mode that is already right alone);
+    /// for a directory, its final mode made owner-writable.
+    modes: Vec<u32>,
+    post: String,
+}
+
+impl Layout {
+    pub(crate) fn new(entries: &[Entry], p: &Probe) -> Layout {
+        use std::collections::{BTreeMap, HashMap};
+        let strip = p.variant == "xs";
+        let um = p.umask;
+        // Target path -> final mode (for a later entry at the same path).
+        let mut done: HashMap<String, u32> = HashMap::new();
+        // Directory -> does it carry a setgid bit while the files go in
+        // (existing, or created under one: the kernel passes it on).
+        let mut sgid: HashMap<String, bool> = HashMap::new();
+        let root_sgid = p.root_mode.is_some_and(|m| m & 0o2000 != 0);
+        let mut modes = Vec::with_capacity(entries.len());
+        let mut groups: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        let mut restricted: Vec<(String, u32)> = Vec::new();
+        for e in entries {
+            let want = e.mode & 0o777 & !um;
+            let target = if strip {
+                match e.rel.split_once('/') {
+                    Some((_, r)) => r.to_string(),
+                    // The top-level directories themselves: stripped away.
+                    None => {
+                        modes.push(want | 0o700);
+                        continue;
+                    }
+                }
+            } else {
+                e.rel.clone()
+            };
+            if e.is_dir {
+                modes.push(want | 0o700);
+                if done.contains_key(&target) {
+                    continue;
+                }
+                match p.existing.get(&target) {
+                    Some((m, b'd')) => {
+                        sgid.insert(target.clone(), m & 0o2000 != 0);
+                        done.insert(target, *m);
+                    }
+                    // Something else is there: tar reports it.
+                    Some(_) => {}
+                    None => {
+                        let parent = target.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                        let inherit = if parent.is_empty() {
+                            root_sgid
+                        } else {
+                            sgid.get(parent).copied().unwrap_or(false)
+                        };
+                        sgid.insert(target.clone(), inherit);
+                        if want & 0o700 != 0o700 {
+                            restricted.push((target.clone(), want));
+                        } else if inherit {
+                            groups.entry(want).or_default().push(target.clone());
+                        }
+                        done.insert(target, want);
+                    }
+                }
+            } else {
+                let m = match done.get(&target) {
+                    // A file at a path an earlier entry wrote: written into.
+                    Some(m) => *m,
+                    None => match p.existing.get(&target) {
+                        Some((m, t)) if *t != b'd' => *m,
+                        _ => want,
+                    },
+                };
+                done.insert(target, m);
+                modes.push(m);
+            }
+        }
+        // Directories that keep owner rwx first (any order), then the
+        // others one by one, deepest first, so none is closed before what
+        // is under it is done.
+        let mut post = String::new();
+        for (m, paths) in groups {
+            let mut line = String::new();
+            for path in paths {
+                if line.is_empty() {
+                    line = format!("chmod -- {m:05o}");
+                }
+                line.push(' ');
+                line.push_str(&shell_quote(&format!("./{path}")));
+                if line.len() > 64 * 1024 {
+                    post.push_str(&line);
+                    post.push_str(" || exit 1\n");
+                    line.clear();
+                }
+            }
+            if !line.is_empty() {
+                post.push_str(&line);
+                post.push_str(" || exit 1\n");
+            }
+        }
+        for (path, m) in restricted.iter().rev() {
+            post.push_str(&format!(
+                "chmod -- {m:05o} {} || exit 1\n",
+                shell_quote(&format!("./{path}"))
+            ));
+        }
+        Layout { modes, post }
+    }
+}
+
+/// The remote script for a directory upload. It reproduces `scp -r -t
+/// <dst>` fed by Packer's scp source.
 ///
-/// stdin carries two archives: `dirs_len` bytes of directories (extracted
-/// with `--skip-old-files`, so existing directories keep their mode and
-/// owner, as with scp), then the files. Directories without owner `rwx` are
-/// created writable and get their mode once the files are in.
-fn upload_dir_script(dst: &str, contents: bool, plan: &Plan, src: &str, dirs_len: usize) -> String {
+/// stdin: the probe's list (`list_len` bytes); then, once the script has
+/// answered on stdout (see [`Probe`]), a line `<post> <dirs>` with two
+/// lengths, the `chmod` snippet (`post` bytes), the archive of the
+/// directories (`dirs` bytes; extracted with `--skip-old-files`, so existing
+/// directories keep their mode and owner, as with scp), and the archive of
+/// the files (to the end; `--overwrite` writes existing files in place).
+fn upload_dir_script(dst: &str, contents: bool, plan: &Plan, src: &str, list_len: usize) -> String {
     let t = shell_quote(dst);
     let mut s = String::new();
     s.push_str(&format!("T={t}; "));
     s.push_str(
         "if ! tar --version 2>/dev/null | grep -q 'GNU tar'; then \
          echo 'kiln uploads directories with GNU tar, which this machine lacks (tar --version does not say GNU tar)' >&2; exit 97; fi; \
-         um=$(umask); msk() { printf %o $((0$1 & ~0$um)); }; \
+         um=$(umask); msk() { printf %05o $((0$1 & ~0$um)); }; \
          fail() { echo \"$1\" >&2; exit 1; }; ",
     );
-    // x DIR [--strip-components=1]: both archives into DIR.
-    let xdef = |name: &str, strip: bool| {
-        let mut fixes = String::new();
-        for e in plan
-            .entries
-            .iter()
-            .filter(|e| e.is_dir && e.mode & 0o700 != 0o700)
-        {
-            let rel = if strip {
-                match e.rel.split_once('/') {
-                    Some((_, r)) => r.to_string(),
-                    None => continue,
-                }
-            } else {
-                e.rel.clone()
-            };
-            fixes.push_str(&format!(
-                "chmod \"$(msk {:o})\" \"$d\"/{} || return 1; ",
-                e.mode,
-                shell_quote(&rel)
-            ));
-        }
-        format!(
-            "{name}() {{ d=$1; shift; head -c {dirs_len} | tar -x -f - -C \"$d\" -m --no-same-owner --no-same-permissions --skip-old-files \"$@\" && \
-             tar -x -f - -C \"$d\" -m --no-same-owner --no-same-permissions \"$@\" || return 1; {fixes}}}; "
-        )
-    };
+    // probe DIR VARIANT: which listed paths exist in DIR.
+    s.push_str(&format!(
+        "probe() {{ printf 'kiln-probe %s %s\\0' \"$um\" \"$2\"; \
+         head -c {list_len} | {{ if [ -n \"$1\" ] && cd -- \"$1\" 2>/dev/null; then \
+         xargs -0 -r sh -c 'exec find -L \"$@\" -maxdepth 0 ! -type l -printf \"%m %y %p\\0\"' sh 2>/dev/null; fi; \
+         cat >/dev/null; }}; printf 'kiln-end\\0'; }}; "
+    ));
+    // x DIR [--strip-components=1]: both archives into DIR, then the chmods.
+    s.push_str(
+        "x() { d=$1; shift; read -r pl dl || fail 'kiln: the upload stream ended early'; \
+         post=$(head -c \"$pl\"); \
+         head -c \"$dl\" | (umask 0; tar -x -f - -C \"$d\" -m --no-same-owner --no-same-permissions --skip-old-files \"$@\") && \
+         (umask 0; tar -x -h -f - -C \"$d\" -m --no-same-owner --no-same-permissions --overwrite \"$@\") || return 1; \
+         [ -z \"$post\" ] || (cd -- \"$d\" && eval \"$post\"); }; ",
+    );
     if !contents {
-        s.push_str(&xdef("x", false));
         // A `D` record named after the source directory.
         let base = Path::new(src.trim_end_matches('/'))
             .file_name()
@@ -569,28 +814,24 @@ fn upload_dir_script(dst: &str, contents: bool, plan: &Plan, src: &str, dirs_len
             .unwrap_or_default();
         s.push_str(&format!(
             "if [ -d \"$T\" ]; then D=\"${{T%/}}/\"{b}; else D=\"$T\"; fi; \
-             if [ -e \"$D\" ]; then [ -d \"$D\" ] || fail \"$D: Not a directory\"; x \"$D\"; exit $?; fi; \
-             mkdir -- \"$D\" || exit 1; x \"$D\" || exit 1; exec chmod \"$(msk {m:o})\" \"$D\"",
+             if [ -e \"$D\" ]; then [ -d \"$D\" ] || fail \"$D: Not a directory\"; probe \"$D\" x; x \"$D\"; exit $?; fi; \
+             mkdir -- \"$D\" || exit 1; probe \"$D\" x; x \"$D\" || exit 1; exec chmod \"$(msk {m:o})\" \"$D\"",
             b = shell_quote(&base),
             m = plan.root_mode,
         ));
         return s;
     }
     // The source's entries, one record each, into <dst>.
-    s.push_str(&xdef("x", false));
-    if !plan.top.is_empty() && plan.top.iter().all(|e| e.1) {
-        s.push_str(&xdef("xs", true));
-    }
-    s.push_str("if [ -d \"$T\" ]; then x \"$T\"; exit $?; fi; ");
+    s.push_str("if [ -d \"$T\" ]; then probe \"$T\" x; x \"$T\"; exit $?; fi; ");
     let files: Vec<_> = plan.top.iter().filter(|e| !e.1).collect();
     let dirs: Vec<_> = plan.top.iter().filter(|e| e.1).collect();
     if plan.top.is_empty() {
-        s.push_str("exec cat >/dev/null");
+        s.push_str("probe '' none; exec cat >/dev/null");
     } else if files.is_empty() {
         // Every top-level directory merges into <dst> (created by the first).
         s.push_str(&format!(
             "[ -e \"$T\" ] && fail \"$T: Not a directory\"; \
-             mkdir -- \"$T\" || exit 1; xs \"$T\" --strip-components=1 || exit 1; \
+             mkdir -- \"$T\" || exit 1; probe \"$T\" xs; x \"$T\" --strip-components=1 || exit 1; \
              exec chmod \"$(msk {m:o})\" \"$T\"",
             m = dirs[0].2
         ));
@@ -598,7 +839,7 @@ fn upload_dir_script(dst: &str, contents: bool, plan: &Plan, src: &str, dirs_len
         // The one file becomes <dst>.
         s.push_str(&format!(
             "case \"$T\" in */) fail \"$T: Is a directory\";; esac; \
-             tmp=$(mktemp -d -- \"$T.kiln-XXXXXX\") || exit 1; \
+             tmp=$(mktemp -d -- \"$T.kiln-XXXXXX\") || exit 1; probe \"$tmp\" one; \
              if x \"$tmp\"; then if [ -e \"$T\" ]; then cat -- \"$tmp\"/{n} > \"$T\"; else mv -- \"$tmp\"/{n} \"$T\"; fi; r=$?; else r=1; fi; \
              rm -rf -- \"$tmp\"; exit $r",
             n = shell_quote(&files[0].0)
@@ -634,19 +875,17 @@ impl Write for ChunkWriter {
     }
 }
 
-/// The archive of the directories (`dirs`, made writable for their owner)
-/// or of the files.
-fn write_tar(
+/// A tar archive of `items` (entry, mode of its header).
+fn write_tar<'a>(
     w: impl Write,
-    entries: &[Entry],
+    items: impl Iterator<Item = (&'a Entry, &'a u32)>,
     counter: &AtomicU64,
-    dirs: bool,
 ) -> std::io::Result<()> {
     let mut b = tar::Builder::new(w);
     b.mode(tar::HeaderMode::Deterministic);
-    for e in entries.iter().filter(|e| e.is_dir == dirs) {
+    for (e, mode) in items {
         let mut h = tar::Header::new_gnu();
-        h.set_mode(if dirs { e.mode | 0o700 } else { e.mode });
+        h.set_mode(*mode);
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(0);
@@ -708,12 +947,15 @@ impl std::io::Read for ChunkReader {
 }
 
 /// Unpack a tar stream under `dst` as Packer's scp download does: new
-/// files and directories get the archive's mode masked by the local umask,
-/// existing files are truncated and keep their mode.
+/// files and directories get the archive's permission bits (no setuid,
+/// setgid or sticky bit: Go's `FileMode` drops them) masked by the local
+/// umask, existing files are truncated and keep their mode, existing
+/// directories are left alone. A missing `dst` is created with the mode of
+/// the first directory that arrives (Packer's `MkdirAll(dst/name, mode)`).
 fn unpack_tar(r: impl std::io::Read, dst: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let mut a = tar::Archive::new(r);
-    std::fs::create_dir_all(dst)?;
+    let mut dst_ready = dst.is_dir();
     for e in a.entries()? {
         let mut e = e?;
         let rel = e.path()?.into_owned();
@@ -728,7 +970,18 @@ fn unpack_tar(r: impl std::io::Read, dst: &Path) -> std::io::Result<()> {
             )));
         }
         let out = dst.join(&rel);
-        let mode = e.header().mode().unwrap_or(0o644) & 0o7777;
+        let mode = e.header().mode().unwrap_or(0o644) & 0o777;
+        if !dst_ready {
+            let m = match e.header().entry_type() {
+                tar::EntryType::Directory => mode,
+                _ => 0o777,
+            };
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(m)
+                .create(dst)?;
+            dst_ready = true;
+        }
         match e.header().entry_type() {
             tar::EntryType::Directory if !out.is_dir() => {
                 std::fs::DirBuilder::new()
