@@ -2,10 +2,23 @@
 //!
 //! - [`Sshd`]: a real OpenSSH `sshd` (Debian's `/usr/sbin/sshd`) on
 //!   `127.0.0.1` and a free port, with a temporary host key, a temporary
-//!   user key and a dedicated unix user (`kiln-test`, known password) that
-//!   may log in with either. Everything it started (the listener and every
-//!   process of its sessions, found by an environment marker) is killed on
-//!   drop, also when the test panics.
+//!   user key and a dedicated unix user (`kiln-test`) that may log in with
+//!   either the key or a password. Everything it started (the listener and
+//!   every process of its sessions, found by an environment marker) is
+//!   killed on drop, also when the test panics.
+//!
+//! # The `kiln-test` user is not a way into the host
+//!
+//! The user has password-less sudo (the seed's scripts run `sudo bash`), so
+//! a password anyone knows would be a root login wherever the system's own
+//! sshd accepts passwords. So its password is random (32 characters from
+//! `/dev/urandom`), made when the first [`Sshd`] of any test process
+//! starts, kept only in a root-only file under `/run/kiln-testkit` while
+//! test servers run (every running [`Sshd`], in any process, is registered
+//! there), and when the last one stops the password is locked
+//! (`usermod -L`) and the sudo rule removed. A test process killed outright
+//! leaves its registration behind; the next start or stop notices that the
+//! process is gone.
 //! - [`ProcessGuard`]: a child process killed (with its process group) on
 //!   drop.
 //! - [`test_ctx`]: a [`kiln_core::BuildCtx`] with a capturing output, for
@@ -25,8 +38,6 @@ pub use tempfile::{tempdir, TempDir};
 
 /// The unix user sessions of [`Sshd`] log in as.
 pub const TEST_USER: &str = "kiln-test";
-/// Its password (a fixed, made-up test secret).
-pub const TEST_PASSWORD: &str = "kiln-test-Pa55word";
 
 /// True when running under CI (`CI=true`): tests must then fail rather
 /// than skip when something they need is missing.
@@ -177,7 +188,7 @@ fn is_root() -> bool {
 }
 
 /// Create the `kiln-test` user (once per process; idempotent across
-/// processes) with its password, a home, and password-less sudo.
+/// processes) with a home.
 fn ensure_test_user() {
     let mut done = USER_SETUP.lock().unwrap_or_else(|e| e.into_inner());
     if *done {
@@ -200,6 +211,81 @@ fn ensure_test_user() {
             Err(e) => panic!("creating user {TEST_USER}: {e}"),
         }
     }
+    *done = true;
+}
+
+/// Where the running servers are registered and the password is kept.
+const STATE_DIR: &str = "/run/kiln-testkit";
+const SUDOERS: &str = "/etc/sudoers.d/kiln-test";
+
+/// A registration of one running [`Sshd`] (see the crate docs).
+struct Registration {
+    file: PathBuf,
+}
+
+/// The start time of a process (field 22 of `/proc/<pid>/stat`), which
+/// tells a live process from a later one with the same pid.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19).map(str::to_string)
+}
+
+/// Run `f` holding the state directory's lock (across processes).
+fn with_state_lock<T>(f: impl FnOnce(&Path) -> T) -> T {
+    let dir = Path::new(STATE_DIR);
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {STATE_DIR}: {e}"));
+    chmod(dir, 0o700);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .unwrap_or_else(|e| panic!("opening {STATE_DIR}/lock: {e}"));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("locking {STATE_DIR}/lock: {e}"));
+    let r = f(dir);
+    let _ = lock.unlock();
+    r
+}
+
+/// The live registrations (stale ones, of processes that are gone, removed).
+fn live_registrations(dir: &Path) -> Vec<PathBuf> {
+    let mut live = Vec::new();
+    for e in std::fs::read_dir(dir.join("servers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let p = e.path();
+        let content = std::fs::read_to_string(&p).unwrap_or_default();
+        let mut it = content.split_whitespace();
+        let alive = match (it.next().and_then(|x| x.parse::<u32>().ok()), it.next()) {
+            (Some(pid), Some(t)) => start_time(pid).as_deref() == Some(t),
+            _ => false,
+        };
+        if alive {
+            live.push(p);
+        } else {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    live
+}
+
+fn random_password() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("reading /dev/urandom");
+    bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn set_password(password: &str) {
     for attempt in 0.. {
         let mut c = Command::new("chpasswd")
             .stdin(Stdio::piped())
@@ -209,11 +295,13 @@ fn ensure_test_user() {
         {
             use std::io::Write;
             let mut stdin = c.stdin.take().expect("stdin");
-            let _ = writeln!(stdin, "{TEST_USER}:{TEST_PASSWORD}");
+            let _ = writeln!(stdin, "{TEST_USER}:{password}");
         }
         let out = c.wait_with_output().expect("chpasswd");
         if out.status.success() {
-            break;
+            // chpasswd leaves a locked password locked.
+            let _ = run(Command::new("usermod").args(["-U", TEST_USER]));
+            return;
         }
         if attempt > 20 {
             panic!(
@@ -223,15 +311,76 @@ fn ensure_test_user() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    if Path::new("/etc/sudoers.d").is_dir() {
-        let line = format!("{TEST_USER} ALL=(ALL) NOPASSWD: ALL\n");
-        let p = Path::new("/etc/sudoers.d/kiln-test");
-        if std::fs::read_to_string(p).ok().as_deref() != Some(line.as_str()) {
-            std::fs::write(p, line).expect("writing /etc/sudoers.d/kiln-test");
-            let _ = run(Command::new("chmod").args(["0440", "/etc/sudoers.d/kiln-test"]));
-        }
+}
+
+static REGISTRATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Registration {
+    /// Register a starting server; returns the password to use (a fresh
+    /// random one when no other server runs).
+    fn new() -> (Registration, String) {
+        with_state_lock(|dir| {
+            let servers = dir.join("servers");
+            std::fs::create_dir_all(&servers).expect("creating the registrations directory");
+            let live = live_registrations(dir);
+            let pw_file = dir.join("password");
+            let existing = std::fs::read_to_string(&pw_file)
+                .ok()
+                .filter(|p| p.len() >= 32 && !live.is_empty());
+            let password = match existing {
+                Some(p) => p,
+                None => {
+                    let p = random_password();
+                    {
+                        use std::io::Write;
+                        use std::os::unix::fs::OpenOptionsExt;
+                        let mut f = std::fs::OpenOptions::new()
+                            .create(true)
+                            .truncate(true)
+                            .write(true)
+                            .mode(0o600)
+                            .open(&pw_file)
+                            .expect("writing the test password file");
+                        f.write_all(p.as_bytes())
+                            .expect("writing the test password file");
+                    }
+                    set_password(&p);
+                    p
+                }
+            };
+            if Path::new("/etc/sudoers.d").is_dir() {
+                let line = format!("{TEST_USER} ALL=(ALL) NOPASSWD: ALL\n");
+                if std::fs::read_to_string(SUDOERS).ok().as_deref() != Some(line.as_str()) {
+                    std::fs::write(SUDOERS, line).expect("writing /etc/sudoers.d/kiln-test");
+                    chmod(Path::new(SUDOERS), 0o440);
+                }
+            }
+            let me = std::process::id();
+            let n = REGISTRATIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let file = servers.join(format!("{me}.{n}"));
+            std::fs::write(
+                &file,
+                format!("{me} {}", start_time(me).unwrap_or_default()),
+            )
+            .expect("registering the test sshd");
+            (Registration { file }, password)
+        })
     }
-    *done = true;
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        with_state_lock(|dir| {
+            let _ = std::fs::remove_file(&self.file);
+            if live_registrations(dir).is_empty() {
+                // The last test server: nobody may log in with the password
+                // any more, and the sudo rule goes.
+                let _ = run(Command::new("usermod").args(["-L", TEST_USER]));
+                let _ = std::fs::remove_file(dir.join("password"));
+                let _ = std::fs::remove_file(SUDOERS);
+            }
+        })
+    }
 }
 
 fn keygen(path: &Path, comment: &str) {
@@ -265,6 +414,8 @@ pub struct Sshd {
     /// Extra `sshd_config` lines given at start.
     extra: Vec<String>,
     log: Arc<PathBuf>,
+    /// Dropped last (after the server is stopped).
+    _registration: Registration,
 }
 
 /// Is Debian's sshd installed? Panics (with how to install it) if not.
@@ -289,6 +440,7 @@ impl Sshd {
     pub fn start_with(extra: &[&str]) -> Sshd {
         sshd_binary();
         ensure_test_user();
+        let (registration, password) = Registration::new();
         let dir = tempfile::Builder::new()
             .prefix("kiln-sshd-")
             .tempdir()
@@ -322,7 +474,7 @@ impl Sshd {
             host: "127.0.0.1".into(),
             port: 0,
             user: TEST_USER.into(),
-            password: TEST_PASSWORD.into(),
+            password,
             key_path,
             public_key,
             dir,
@@ -330,6 +482,7 @@ impl Sshd {
             sshd: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log,
+            _registration: registration,
         };
         for attempt in 0..5 {
             s.port = free_port();
@@ -502,6 +655,40 @@ impl Sshd {
     /// Replace the host key (takes effect at the next [`Sshd::restart`]).
     pub fn regenerate_host_key(&self) {
         keygen(&self.dir.path().join("host_ed25519"), "kiln-test-host");
+    }
+
+    /// How many lines of sshd's log contain `needle` (e.g. `"Failed
+    /// password for kiln-test"`, `"Accepted publickey for"`): what the
+    /// server saw, for tests that count attempts instead of timing them.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// The processes of this server's sessions (the per-connection sshd
+    /// processes and what runs under them), not the listener.
+    pub fn session_pids(&self) -> Vec<i32> {
+        self.sshd
+            .as_ref()
+            .map(|g| descendants(g.id() as i32))
+            .unwrap_or_default()
+    }
+
+    /// Send `signal` (a `kill` name: `STOP`, `CONT`, ...) to every process
+    /// of this server's sessions. `STOP` makes the machine look dead to a
+    /// connected client (nothing answers, nothing closes), as a guest that
+    /// was reset does.
+    pub fn signal_sessions(&self, signal: &str) {
+        let pids = self.session_pids();
+        if pids.is_empty() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg("--")
+            .args(pids.iter().map(|p| p.to_string()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 
     /// Is the server running?
