@@ -59,6 +59,13 @@ pub struct SshConfig {
     pub keypair_name: Option<String>,
     /// `temporary_key_pair_name` (for builders that upload the temporary key).
     pub temporary_key_pair_name: Option<String>,
+    /// `temporary_key_pair_type`; `None` when the template does not say
+    /// (the builder then chooses: see [`crate::TempKeyPair::for_config`]).
+    /// `temporary_key_pair_bits` alone means Packer's default type, `rsa`.
+    pub temporary_key_pair_type: Option<crate::keys::TempKeyType>,
+    /// `temporary_key_pair_bits` (0: the type's default size; checked
+    /// against the type at decode time).
+    pub temporary_key_pair_bits: u32,
     /// `ssh_ciphers`, in russh's names (checked at decode).
     pub ciphers: Option<Vec<String>>,
     /// `ssh_key_exchange_algorithms` (checked at decode).
@@ -92,6 +99,8 @@ impl Default for SshConfig {
             clear_authorized_keys: false,
             keypair_name: None,
             temporary_key_pair_name: None,
+            temporary_key_pair_type: None,
+            temporary_key_pair_bits: 0,
             ciphers: None,
             kex_algorithms: None,
             disable_agent_forwarding: false,
@@ -204,20 +213,30 @@ impl SshConfig {
         c.temporary_key_pair_name = d
             .string("temporary_key_pair_name")
             .filter(|s| !s.is_empty());
-        if let Some(t) = d.string("temporary_key_pair_type") {
-            if !t.is_empty() && t != "ed25519" {
-                d.error(
-                    "temporary_key_pair_type",
-                    format!("temporary_key_pair_type `{t}` is not supported by kiln yet: kiln's temporary key pairs are ed25519 (remove the key, or set it to `ed25519`)"),
-                );
+        if let Some(t) = d
+            .string("temporary_key_pair_type")
+            .filter(|t| !t.is_empty())
+        {
+            match crate::keys::TempKeyType::parse(&t) {
+                Ok(k) => c.temporary_key_pair_type = Some(k),
+                Err(e) => d.error("temporary_key_pair_type", e),
             }
         }
-        if let Some(b) = d.uint("temporary_key_pair_bits") {
-            if b != 0 {
+        if let Some(b) = d.int("temporary_key_pair_bits") {
+            if b < 0 || b > u32::MAX as i64 {
                 d.error(
                     "temporary_key_pair_bits",
-                    "temporary_key_pair_bits is not supported by kiln yet: kiln's temporary key pairs are ed25519, which have no size to choose",
+                    format!("temporary_key_pair_bits {b} is not a key size"),
                 );
+            } else if b != 0 {
+                c.temporary_key_pair_bits = b as u32;
+                // Bits alone: Packer's default type.
+                let kind = *c
+                    .temporary_key_pair_type
+                    .get_or_insert(crate::keys::TempKeyType::Rsa);
+                if let Err(e) = kind.bits(b as u32) {
+                    d.error("temporary_key_pair_bits", e);
+                }
             }
         }
         c.ciphers = d.string_list("ssh_ciphers").filter(|l| !l.is_empty());

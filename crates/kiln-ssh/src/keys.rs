@@ -1,9 +1,114 @@
 //! Temporary key pairs and private key files.
-use russh::keys::ssh_key::private::Ed25519Keypair;
+//!
+//! Packer 1.6.6's `temporary_key_pair_type` (`rsa`, the default, `ecdsa`,
+//! `ed25519`, `dsa`) and `temporary_key_pair_bits` choose the key a builder
+//! generates (its `StepSSHKeyGen`: RSA 4096 bits unless told otherwise;
+//! ECDSA 521; ed25519 has no size). kiln generates `rsa`, `ecdsa` and
+//! `ed25519` keys with the same defaults and checks the sizes at decode
+//! time; `dsa` is refused (OpenSSH disabled DSA in 7.0, 2015).
+//! [`TempKeyPair::generate`] stays ed25519 (what kiln's own cloud-init
+//! seed gives a modern guest); [`TempKeyPair::for_config`] follows the
+//! template.
+use crate::config::SshConfig;
+use russh::keys::ssh_key::private::{EcdsaKeypair, Ed25519Keypair, RsaKeypair};
+use russh::keys::ssh_key::rand_core::{Infallible, TryCryptoRng, TryRng};
 use russh::keys::ssh_key::LineEnding;
-use russh::keys::PrivateKey;
+use russh::keys::{EcdsaCurve, PrivateKey};
 use std::io::Read;
 use std::path::Path;
+
+/// The kind of a temporary key pair (`temporary_key_pair_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TempKeyType {
+    /// Packer's default; what an old OpenSSH (before 6.5, no ed25519)
+    /// accepts.
+    #[default]
+    Rsa,
+    Ecdsa,
+    Ed25519,
+}
+
+impl TempKeyType {
+    /// Packer's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TempKeyType::Rsa => "rsa",
+            TempKeyType::Ecdsa => "ecdsa",
+            TempKeyType::Ed25519 => "ed25519",
+        }
+    }
+
+    /// Parse `temporary_key_pair_type` (case-insensitive, as Packer's
+    /// enumer).
+    pub fn parse(s: &str) -> Result<TempKeyType, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "rsa" => Ok(TempKeyType::Rsa),
+            "ecdsa" => Ok(TempKeyType::Ecdsa),
+            "ed25519" => Ok(TempKeyType::Ed25519),
+            "dsa" => Err(
+                "temporary_key_pair_type `dsa` is not supported by kiln: OpenSSH refuses DSA keys since 7.0 (use `rsa`, `ecdsa` or `ed25519`)"
+                    .into(),
+            ),
+            _ => Err(format!(
+                "temporary_key_pair_type `{s}` is not a key type: possible algorithm types are `dsa` | `ecdsa` | `ed25519` | `rsa` ( the default )"
+            )),
+        }
+    }
+
+    /// Check `temporary_key_pair_bits` for this type (0: the default) and
+    /// return the size to use (0 for ed25519, which has none).
+    pub fn bits(self, bits: u32) -> Result<u32, String> {
+        match self {
+            TempKeyType::Rsa if bits == 0 => Ok(4096),
+            TempKeyType::Rsa if bits < 1024 => Err(format!(
+                "temporary_key_pair_bits {bits}: RSA keys need at least 1024 bits"
+            )),
+            TempKeyType::Rsa if bits > 16384 => Err(format!(
+                "temporary_key_pair_bits {bits}: kiln generates RSA keys of at most 16384 bits"
+            )),
+            TempKeyType::Rsa => Ok(bits),
+            TempKeyType::Ecdsa => match bits {
+                0 => Ok(521),
+                256 | 384 | 521 => Ok(bits),
+                _ => Err(format!(
+                    "temporary_key_pair_bits {bits}: ECDSA keys are 256, 384 or 521 bits"
+                )),
+            },
+            // Packer ignores the size of an ed25519 key.
+            TempKeyType::Ed25519 => Ok(0),
+        }
+    }
+}
+
+/// The kernel's CSPRNG (`/dev/urandom`), for the key generators.
+struct Urandom(std::fs::File);
+
+impl Urandom {
+    fn open() -> Urandom {
+        // Failing to open the kernel's CSPRNG is not recoverable.
+        Urandom(std::fs::File::open("/dev/urandom").expect("opening /dev/urandom"))
+    }
+}
+
+impl TryRng for Urandom {
+    type Error = Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        self.0.read_exact(dst).expect("reading /dev/urandom");
+        Ok(())
+    }
+}
+
+impl TryCryptoRng for Urandom {}
 
 /// A key pair generated for one build: builders put the public half on the
 /// machine (cloud-init, a Nova key pair) and kiln logs in with the private
@@ -15,7 +120,8 @@ pub struct TempKeyPair {
     pub name: String,
     /// The private key in OpenSSH format (`-----BEGIN OPENSSH PRIVATE KEY-----`).
     pub private_openssh: String,
-    /// `ssh-ed25519 AAAA... kiln-<uuid>`, one line, no newline.
+    /// `ssh-ed25519 AAAA... kiln-<uuid>` (or `ssh-rsa`, `ecdsa-sha2-nistp521`),
+    /// one line, no newline.
     pub public_authorized: String,
 }
 
@@ -37,28 +143,57 @@ impl TempKeyPair {
 
     /// A fresh ed25519 key pair with the given name (its comment).
     pub fn generate_named(name: &str) -> TempKeyPair {
-        let mut seed = [0u8; 32];
-        // The kernel's CSPRNG; failing to read it is not recoverable.
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut seed))
-            .expect("reading /dev/urandom");
-        let kp = Ed25519Keypair::from_seed(&seed);
-        seed.fill(0);
-        let mut key = PrivateKey::from(kp);
+        Self::generate_with(TempKeyType::Ed25519, 0, name).expect("generating an ed25519 key")
+    }
+
+    /// The key pair the template asks for: `temporary_key_pair_type` (or
+    /// `default` when the template does not say: Packer's own default is
+    /// [`TempKeyType::Rsa`]) and `temporary_key_pair_bits`, named
+    /// `kiln-<uuid>`.
+    pub fn for_config(cfg: &SshConfig, default: TempKeyType) -> Result<TempKeyPair, String> {
+        let kind = cfg.temporary_key_pair_type.unwrap_or(default);
+        let name = format!("kiln-{}", uuid::Uuid::new_v4());
+        Self::generate_with(kind, cfg.temporary_key_pair_bits, &name)
+    }
+
+    /// A fresh key pair of `kind` (`bits`: 0 for the default size), with the
+    /// given name (its comment). RSA keys take a moment (about a second for
+    /// 4096 bits in an optimised build).
+    pub fn generate_with(kind: TempKeyType, bits: u32, name: &str) -> Result<TempKeyPair, String> {
+        let bits = kind.bits(bits)?;
+        let mut rng = Urandom::open();
+        let mut key = match kind {
+            TempKeyType::Ed25519 => PrivateKey::from(Ed25519Keypair::random(&mut rng)),
+            TempKeyType::Rsa => PrivateKey::from(
+                RsaKeypair::random(&mut rng, bits as usize)
+                    .map_err(|e| format!("generating an RSA key of {bits} bits: {e}"))?,
+            ),
+            TempKeyType::Ecdsa => {
+                let curve = match bits {
+                    256 => EcdsaCurve::NistP256,
+                    384 => EcdsaCurve::NistP384,
+                    _ => EcdsaCurve::NistP521,
+                };
+                PrivateKey::from(
+                    EcdsaKeypair::random(&mut rng, curve)
+                        .map_err(|e| format!("generating an ECDSA key of {bits} bits: {e}"))?,
+                )
+            }
+        };
         key.set_comment(name);
         let private_openssh = key
             .to_openssh(LineEnding::LF)
-            .expect("encoding an ed25519 key")
+            .map_err(|e| format!("encoding the {} key: {e}", kind.name()))?
             .to_string();
         let public_authorized = key
             .public_key()
             .to_openssh()
-            .expect("encoding an ed25519 public key");
-        TempKeyPair {
+            .map_err(|e| format!("encoding the {} public key: {e}", kind.name()))?;
+        Ok(TempKeyPair {
             name: name.to_string(),
             private_openssh,
             public_authorized,
-        }
+        })
     }
 
     /// The parsed private key.

@@ -62,7 +62,7 @@ pub mod transfer;
 
 pub use client::{connect, SshCommunicator};
 pub use config::{CommType, SshConfig};
-pub use keys::TempKeyPair;
+pub use keys::{TempKeyPair, TempKeyType};
 pub use transfer::shell_quote;
 
 use kiln_core::communicator::{CommError, FileMeta, TransferProgress};

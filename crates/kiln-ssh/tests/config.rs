@@ -1,5 +1,5 @@
 //! Decoding Packer's communicator keys.
-use kiln_ssh::{CommType, SshConfig};
+use kiln_ssh::{CommType, SshConfig, TempKeyType};
 use kiln_template::{Context, Decoder, Diagnostics, Source};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +71,59 @@ fn every_supported_key() {
     assert!(c.pty && c.clear_authorized_keys);
     assert_eq!(c.keypair_name.as_deref(), Some("existing"));
     assert_eq!(c.temporary_key_pair_name.as_deref(), Some("k"));
+    assert_eq!(c.temporary_key_pair_type, Some(TempKeyType::Ed25519));
+}
+
+#[test]
+fn temporary_key_pair_type_and_bits_as_packer_checks_them() {
+    // Not set: the builder chooses.
+    let (c, e) = decode(r#"{"ssh_username": "u"}"#);
+    assert_eq!(e, "");
+    assert_eq!(c.temporary_key_pair_type, None);
+    assert_eq!(c.temporary_key_pair_bits, 0);
+    for (json, kind, bits) in [
+        (r#""temporary_key_pair_type": "rsa""#, TempKeyType::Rsa, 0),
+        (
+            r#""temporary_key_pair_type": "RSA", "temporary_key_pair_bits": 2048"#,
+            TempKeyType::Rsa,
+            2048,
+        ),
+        (
+            r#""temporary_key_pair_type": "ecdsa", "temporary_key_pair_bits": "384""#,
+            TempKeyType::Ecdsa,
+            384,
+        ),
+        (
+            r#""temporary_key_pair_type": "ed25519", "temporary_key_pair_bits": 4096"#,
+            TempKeyType::Ed25519,
+            4096,
+        ),
+        // Bits alone: Packer's default type, rsa.
+        (r#""temporary_key_pair_bits": 3072"#, TempKeyType::Rsa, 3072),
+    ] {
+        let (c, e) = decode(&format!(r#"{{"ssh_username": "u", {json}}}"#));
+        assert_eq!(e, "", "{json}");
+        assert_eq!(c.temporary_key_pair_type, Some(kind), "{json}");
+        assert_eq!(c.temporary_key_pair_bits, bits, "{json}");
+    }
+    for (json, want) in [
+        (
+            r#""temporary_key_pair_type": "dsa""#,
+            "`dsa` is not supported by kiln",
+        ),
+        (
+            r#""temporary_key_pair_type": "rot13""#,
+            "possible algorithm types are `dsa` | `ecdsa` | `ed25519` | `rsa`",
+        ),
+        (
+            r#""temporary_key_pair_type": "ecdsa", "temporary_key_pair_bits": 512"#,
+            "ECDSA keys are 256, 384 or 521 bits",
+        ),
+        (r#""temporary_key_pair_bits": -1"#, "is not a key size"),
+    ] {
+        let (_, e) = decode(&format!(r#"{{"ssh_username": "u", {json}}}"#));
+        assert!(e.contains(want), "{json}: {e}");
+    }
 }
 
 #[test]
@@ -87,14 +140,13 @@ fn none_and_errors() {
     let (_, e) = decode(
         r#"{"ssh_username": "u", "ssh_bastion_host": "b", "ssh_bastion_username": "x",
             "ssh_local_tunnels": ["8080:localhost:80"], "temporary_key_pair_type": "rsa",
-            "temporary_key_pair_bits": 4096, "ssh_ciphers": ["rot13"],
+            "temporary_key_pair_bits": 512, "ssh_ciphers": ["rot13"],
             "ssh_file_transfer_method": "ftp", "ssh_private_key_file": "/nonexistent"}"#,
     );
     for want in [
         "SSH bastion hosts are not supported by kiln yet",
         "SSH tunnels are not supported by kiln yet",
-        "temporary_key_pair_type `rsa` is not supported by kiln yet",
-        "temporary_key_pair_bits is not supported by kiln yet",
+        "temporary_key_pair_bits 512: RSA keys need at least 1024 bits",
         "`rot13` not supported by kiln",
         "ssh_file_transfer_method ('ftp') is invalid",
         "ssh_private_key_file is invalid",

@@ -104,28 +104,31 @@ async fn password_login_and_the_password_is_a_secret() {
     assert!(!printed.contains(&s.password), "{printed}");
 }
 
+const FAILED_PASSWORD: &str = "Failed password for kiln-test";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_reported_at_once_and_clearly() {
     let s = Sshd::start();
     let wd = tempfile::tempdir().unwrap();
     let (out, ctx) = test_ctx("t", wd.path());
     let mut cfg = pw_cfg(&s, "not-the-password");
-    // A long timeout: the failure must not wait for it.
-    cfg.timeout = Duration::from_secs(600);
-    let r = tokio::time::timeout(
-        Duration::from_secs(120),
-        connect(&cfg, &s.host, s.port, None, &ctx),
-    )
-    .await
-    .expect("a refused password must not be retried until ssh_timeout");
-    let e = r.expect_err("wrong password").to_string();
+    // Time enough for many retries (every 2 s): the server must see one
+    // attempt only.
+    cfg.timeout = Duration::from_secs(30);
+    let e = connect(&cfg, &s.host, s.port, None, &ctx)
+        .await
+        .expect_err("wrong password")
+        .to_string();
+    assert_eq!(s.log_count(FAILED_PASSWORD), 1, "{}", s.log());
     assert!(e.contains("SSH authentication refused"), "{e}");
+    assert!(!e.contains("Timeout"), "{e}");
     assert!(e.contains("kiln-test"), "{e}");
     assert!(e.contains("password"), "{e}");
     assert!(!e.contains("not-the-password"), "{e}");
     assert!(!out.captured().contains("not-the-password"));
 
-    // With ssh_handshake_attempts, kiln tries again (and says so).
+    // With ssh_handshake_attempts, kiln tries again (and says so), that
+    // many times.
     let (out, ctx) = test_ctx("t", wd.path());
     cfg.handshake_attempts = Some(2);
     let e = connect(&cfg, &s.host, s.port, None, &ctx)
@@ -133,6 +136,7 @@ async fn wrong_password_is_reported_at_once_and_clearly() {
         .expect_err("wrong password")
         .to_string();
     assert!(e.contains("SSH authentication refused"), "{e}");
+    assert_eq!(s.log_count(FAILED_PASSWORD), 1 + 2, "{}", s.log());
     assert!(
         out.captured().contains("attempt 1 of 2, retrying"),
         "{}",
@@ -237,6 +241,98 @@ async fn temporary_key_pair_logs_in() {
         .public_authorized
         .starts_with(String::from_utf8_lossy(&o.stdout).trim()));
     assert!(!out.captured().contains("PRIVATE KEY"));
+}
+
+/// Packer's temporary key types: an RSA key (what an OpenSSH without
+/// ed25519, before 6.5, accepts) and an ECDSA key log in to the real sshd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_and_ecdsa_temporary_key_pairs_log_in() {
+    let s = Sshd::start();
+    let wd = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            r#""temporary_key_pair_type": "rsa", "temporary_key_pair_bits": 2048"#,
+            "ssh-rsa ",
+            "2048 ",
+        ),
+        (r#""temporary_key_pair_bits": 3072"#, "ssh-rsa ", "3072 "),
+        (
+            r#""temporary_key_pair_type": "ecdsa""#,
+            "ecdsa-sha2-nistp521 ",
+            "521 ",
+        ),
+        (
+            r#""temporary_key_pair_type": "ecdsa", "temporary_key_pair_bits": 256"#,
+            "ecdsa-sha2-nistp256 ",
+            "256 ",
+        ),
+    ];
+    for (json, prefix, bits) in cases {
+        let mut cfg = decode_cfg(&format!(r#"{{"ssh_username": "{}", {json}}}"#, s.user));
+        cfg.timeout = Duration::from_secs(30);
+        let k = TempKeyPair::for_config(&cfg, kiln_ssh::TempKeyType::Ed25519).unwrap();
+        assert!(
+            k.public_authorized.starts_with(prefix),
+            "{json}: {}",
+            k.public_authorized
+        );
+        assert!(k.public_authorized.ends_with(&format!(" {}", k.name)));
+        // ssh-keygen reads the private key and agrees on the size.
+        let kp = wd.path().join("k");
+        std::fs::write(&kp, &k.private_openssh).unwrap();
+        std::fs::set_permissions(&kp, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let o = std::process::Command::new("ssh-keygen")
+            .arg("-l")
+            .arg("-f")
+            .arg(&kp)
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(listed.starts_with(bits), "{json}: {listed}");
+        // Only this key is authorized: the login must use it.
+        std::fs::write(
+            s.dir().join("authorized_keys"),
+            format!("{}\n", k.public_authorized),
+        )
+        .unwrap();
+        let before = s.log_count("Accepted publickey for kiln-test");
+        let (out, ctx) = test_ctx("t", wd.path());
+        let c = connect(&cfg, &s.host, s.port, Some(&k), &ctx)
+            .await
+            .unwrap_or_else(|e| panic!("{json}: {e}"));
+        let (st, o, _) = run(&*c, "echo in").await;
+        assert_eq!(st, ExitStatus::Code(0));
+        assert_eq!(o, vec!["in".to_string()]);
+        assert_eq!(s.log_count("Accepted publickey for kiln-test"), before + 1);
+        assert!(!out.captured().contains("PRIVATE KEY"));
+    }
+    // The default when neither the template nor the builder says: Packer's
+    // (RSA 4096).
+    let cfg = decode_cfg(&format!(r#"{{"ssh_username": "{}"}}"#, s.user));
+    assert_eq!(cfg.temporary_key_pair_type, None);
+    let k = TempKeyPair::for_config(&cfg, kiln_ssh::TempKeyType::default()).unwrap();
+    assert!(k.public_authorized.starts_with("ssh-rsa "));
+    let k = TempKeyPair::for_config(&cfg, kiln_ssh::TempKeyType::Ed25519).unwrap();
+    assert!(k.public_authorized.starts_with("ssh-ed25519 "));
+}
+
+fn decode_cfg(json: &str) -> SshConfig {
+    use kiln_template::{Context, Decoder, Diagnostics, Source};
+    let src = Arc::new(Source {
+        path: "t.json".into(),
+        text: json.to_string(),
+    });
+    let node = kiln_template::json::parse(src).unwrap();
+    let ctx = Context::new(std::env::current_dir().unwrap());
+    let mut diags = Diagnostics::default();
+    let c = {
+        let mut d = Decoder::new(&node, &ctx, &mut diags);
+        let c = SshConfig::decode(&mut d);
+        d.finish();
+        c
+    };
+    assert!(diags.is_empty(), "{diags}");
+    c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
