@@ -83,6 +83,14 @@ impl ArgMap {
     }
 }
 
+/// A path as a value inside a QEMU option list (`file=PATH,if=...`):
+/// QEMU splits such lists at commas and reads `,,` as one literal comma.
+/// Packer passes paths as they are, so an output directory with a comma
+/// in its name makes QEMU fail to open the disk; kiln escapes them.
+pub fn opt_path(p: &std::path::Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
 /// Packer's default arguments, plus kiln's (serial log, QMP).
 pub fn default_args(c: &Config, rt: &Runtime) -> ArgMap {
     let mut a = ArgMap::default();
@@ -132,16 +140,16 @@ pub fn default_args(c: &Config, rt: &Runtime) -> ArgMap {
     }
     let mut qmp = vec![format!(
         "unix:{},server=on,wait=off",
-        rt.qmp_socket.display()
+        opt_path(&rt.qmp_socket)
     )];
     if c.qmp_enable {
         if let Some(p) = &c.qmp_socket_path {
-            qmp.push(format!("unix:{},server=on,wait=off", p.display()));
+            qmp.push(format!("unix:{},server=on,wait=off", opt_path(p)));
         }
     }
     a.set("-qmp", qmp);
     if let Some(s) = &rt.serial_log {
-        a.one("-serial", format!("file:{}", s.display()));
+        a.one("-serial", format!("file:{}", opt_path(s)));
     }
     a
 }
@@ -151,7 +159,7 @@ pub fn device_and_drive_args(c: &Config, rt: &Runtime) -> (Vec<String>, Vec<Stri
     let mut devices = Vec::new();
     let mut drives = Vec::new();
     for (i, path) in rt.disks.iter().enumerate() {
-        let p = path.display();
+        let p = opt_path(path);
         let mut drive = if c.disk_interface == "virtio-scsi" {
             if i == 0 {
                 devices.push(format!("virtio-scsi-pci,id=scsi{i}"));
@@ -174,7 +182,7 @@ pub fn device_and_drive_args(c: &Config, rt: &Runtime) -> (Vec<String>, Vec<Stri
     }
     devices.push(format!("{},netdev=user.0", c.net_device));
     for (i, cd) in rt.cds.iter().enumerate() {
-        let p = cd.display();
+        let p = opt_path(cd);
         match c.cdrom_interface.as_deref() {
             None => drives.push(format!("file={p},index={i},media=cdrom")),
             Some("virtio-scsi") => {
@@ -332,6 +340,29 @@ mod tests {
              -device virtio-net,netdev=user.0 \
              -drive file=out/packer-x,if=virtio,cache=writeback,discard=ignore,format=qcow2 \
              -display none -qmp unix:/w/qmp.sock,server=on,wait=off -serial file:/w/serial.log"
+        );
+    }
+
+    #[test]
+    fn commas_in_paths_are_doubled() {
+        let mut r = rt();
+        r.disks = vec![PathBuf::from("out,a/disk")];
+        r.cds = vec![PathBuf::from("/w/c,d.iso")];
+        r.serial_log = Some(PathBuf::from("/w,x/serial.log"));
+        r.qmp_socket = PathBuf::from("/w,x/qmp.sock");
+        let args = command_line(&cfg(), &r).unwrap().join(" ");
+        assert!(
+            args.contains("-drive file=out,,a/disk,if=virtio,"),
+            "{args}"
+        );
+        assert!(
+            args.contains("-drive file=/w/c,,d.iso,index=0,media=cdrom"),
+            "{args}"
+        );
+        assert!(args.contains("-serial file:/w,,x/serial.log"), "{args}");
+        assert!(
+            args.contains("-qmp unix:/w,,x/qmp.sock,server=on"),
+            "{args}"
         );
     }
 

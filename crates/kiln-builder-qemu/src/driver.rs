@@ -326,7 +326,10 @@ pub fn probe_args(image: &Path) -> Vec<String> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain([format!("file={},format=raw,if=ide", image.display())])
+    .chain([format!(
+        "file={},format=raw,if=ide",
+        crate::args::opt_path(image)
+    )])
     .collect()
 }
 
