@@ -112,6 +112,9 @@ pub struct SshCommunicator {
     auth: Vec<AuthMethod>,
     russh_cfg: Arc<russh::client::Config>,
     handle: tokio::sync::Mutex<Option<Arc<Handle<Client>>>>,
+    /// A second descriptor of the current connection's socket, to shut it
+    /// down at once ([`SshCommunicator::drop_connection_now`]).
+    socket: StdMutex<Option<std::net::TcpStream>>,
     host_key: StdMutex<Option<KeyData>>,
     ui: Arc<dyn Ui>,
     cancel: CancellationToken,
@@ -263,6 +266,7 @@ impl SshCommunicator {
             auth,
             russh_cfg: Arc::new(russh_cfg),
             handle: tokio::sync::Mutex::new(None),
+            socket: StdMutex::new(None),
             host_key: StdMutex::new(None),
             ui: ctx.ui.clone(),
             cancel: ctx.cancel.clone(),
@@ -301,16 +305,46 @@ impl SshCommunicator {
         }
     }
 
-    /// One attempt: TCP, handshake, authentication.
-    /// A TCP connection on which the server has spoken (sent its banner,
-    /// RFC 4253 4.2, or closed it: the handshake then reports that). Opens
-    /// another connection every [`HEDGE_INTERVAL`] while the open ones are
-    /// silent; fails at once if a connection is refused or cannot be made.
+    /// Drop the connection now, without a word to the server: for a builder
+    /// that knows the machine was reset (QEMU's `RESET` event, say), whose
+    /// TCP peer vanished without a FIN, so that nothing waits for the
+    /// keep-alives to notice (up to `ssh_keep_alive_interval` x 3).
+    ///
+    /// The socket is shut down under the SSH session: a command running
+    /// over it returns [`ExitStatus::Disconnected`] at once (what
+    /// `expect_disconnect` expects), a transfer fails with
+    /// [`CommError::Disconnected`]. The next command or
+    /// [`kiln_core::Communicator::reconnect`] connects afresh (with the host
+    /// key still pinned). Does nothing when there is no connection. Not
+    /// async, so it can be called from any event handler.
+    pub fn drop_connection_now(&self) {
+        if let Some(s) = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        // Forget the handle too, unless someone holds the lock (they then
+        // find it closed).
+        if let Ok(mut g) = self.handle.try_lock() {
+            *g = None;
+        }
+    }
+
+    fn set_socket(&self, s: std::net::TcpStream) {
+        *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+    }
+
+    /// A TCP connection on which the server has spoken (sent the first
+    /// bytes of its banner, RFC 4253 4.2). Opens another connection every
+    /// [`HEDGE_INTERVAL`] while the open ones are silent. A connection that
+    /// is refused, cannot be made or is closed without a banner is a
+    /// failure of that connection only: the others (one merely slow to
+    /// greet) go on until one speaks or the budget is spent; when every
+    /// one has failed, that is reported at once (the caller retries).
     async fn speaking_stream(&self, budget: Duration) -> Result<TcpStream, AttemptError> {
         let addr = self.addr();
         let deadline = Instant::now() + budget;
         let mut pending = tokio::task::JoinSet::new();
         let mut open = std::collections::VecDeque::new();
+        let mut last_err: Option<String> = None;
         loop {
             if open.len() >= MAX_SILENT {
                 let oldest: tokio::task::AbortHandle = open.pop_front().expect("not empty");
@@ -333,7 +367,15 @@ impl SshCommunicator {
                 };
                 let _ = tcp.set_nodelay(true);
                 tcp.readable().await.map_err(|e| e.to_string())?;
-                Ok(tcp)
+                // Readable at end of file: closed without a banner (a
+                // forwarder whose guest refused it). A failure of this
+                // connection only: the others go on.
+                let mut b = [0u8; 1];
+                match tcp.peek(&mut b).await {
+                    Ok(0) => Err("the connection was closed before the SSH banner".to_string()),
+                    Ok(_) => Ok(tcp),
+                    Err(e) => Err(e.to_string()),
+                }
             }));
             let hedge =
                 tokio::time::sleep_until((Instant::now() + HEDGE_INTERVAL).min(deadline).into());
@@ -342,28 +384,51 @@ impl SshCommunicator {
                 tokio::select! {
                     r = pending.join_next() => match r {
                         Some(Ok(Ok(tcp))) => return Ok(tcp),
+                        // One attempt failed: the others (an older one
+                        // still waiting for its banner, say) go on; only
+                        // when none is left is this a failure.
                         Some(Ok(Err(e))) => {
-                            return Err(AttemptError::NotUp(format!("connecting to {addr}: {e}")))
+                            if pending.is_empty() {
+                                return Err(AttemptError::NotUp(format!("connecting to {addr}: {e}")));
+                            }
+                            last_err = Some(e);
                         }
                         // An aborted oldest connection.
-                        Some(Err(_)) => continue,
+                        Some(Err(_)) => {
+                            if pending.is_empty() {
+                                break;
+                            }
+                        }
                         None => break,
                     },
                     _ = &mut hedge => break,
                 }
             }
             if Instant::now() >= deadline {
-                return Err(AttemptError::NotUp(format!(
-                    "{addr} accepted the connection but sent no SSH banner"
-                )));
+                return Err(AttemptError::NotUp(match last_err {
+                    Some(e) => format!(
+                        "connecting to {addr}: {e} (and an accepted connection sent no SSH banner)"
+                    ),
+                    None => format!("{addr} accepted the connection but sent no SSH banner"),
+                }));
             }
         }
     }
 
     /// One attempt: TCP, handshake, authentication.
-    async fn attempt(&self, budget: Duration) -> Result<Handle<Client>, AttemptError> {
+    async fn attempt(
+        &self,
+        budget: Duration,
+    ) -> Result<(Handle<Client>, std::net::TcpStream), AttemptError> {
         let addr = self.addr();
         let tcp = self.speaking_stream(budget).await?;
+        // Keep a second descriptor of the socket, to shut it down at once.
+        let (tcp, sock) = {
+            let e = |e: std::io::Error| AttemptError::NotUp(format!("connecting to {addr}: {e}"));
+            let std_tcp = tcp.into_std().map_err(e)?;
+            let sock = std_tcp.try_clone().map_err(e)?;
+            (TcpStream::from_std(std_tcp).map_err(e)?, sock)
+        };
         let pinned = self
             .host_key
             .lock()
@@ -424,7 +489,7 @@ impl SshCommunicator {
         if pinned.is_none() {
             *self.host_key.lock().unwrap_or_else(|e| e.into_inner()) = seen_key;
         }
-        Ok(handle)
+        Ok((handle, sock))
     }
 
     async fn authenticate(&self, h: &mut Handle<Client>) -> Result<(), AttemptError> {
@@ -600,8 +665,9 @@ impl SshCommunicator {
                 r = self.attempt(deadline - now) => r,
             };
             match r {
-                Ok(h) => {
+                Ok((h, sock)) => {
                     *self.handle.lock().await = Some(Arc::new(h));
+                    self.set_socket(sock);
                     return Ok(());
                 }
                 Err(AttemptError::NotUp(e)) => {
@@ -673,9 +739,10 @@ impl SshCommunicator {
         }
         *g = None;
         match self.attempt(Duration::from_secs(10)).await {
-            Ok(h) => {
+            Ok((h, sock)) => {
                 let h = Arc::new(h);
                 *g = Some(h.clone());
+                self.set_socket(sock);
                 Ok(h)
             }
             Err(AttemptError::HostKeyChanged { before, now }) => Err(CommError::Other(format!(

@@ -4,14 +4,21 @@
 //!   (`communicator`, `ssh_*`, `pause_before_connecting`,
 //!   `temporary_key_pair_*`, `winrm_*`), honoured or reported as "not
 //!   supported by kiln yet".
-//! - [`TempKeyPair::generate`]: the ed25519 key pair builders hand to the
-//!   machine.
+//! - [`TempKeyPair::for_config`]: the key pair builders hand to the machine,
+//!   of the template's `temporary_key_pair_type` / `_bits` (Packer's types
+//!   and defaults: RSA 4096 unless said otherwise, ECDSA, ed25519; the
+//!   builder passes its default for when the template says nothing);
+//!   [`TempKeyPair::generate`] makes an ed25519 one.
 //! - [`connect`]: connect with fast retries until `ssh_timeout`, fail at once
 //!   on refused credentials, pin the host key for the rest of the build.
 //! - [`SshCommunicator`]: implements [`kiln_core::Communicator`] (commands
 //!   with live output, uploads and downloads of files and directories with
 //!   Packer's semantics, reconnection after a reboot).
 //! - [`clear_authorized_keys`]: Packer's `ssh_clear_authorized_keys`.
+//! - [`SshCommunicator::drop_connection_now`]: for a builder that knows the
+//!   machine was reset (a QMP `RESET` event): the connection is dropped at
+//!   once, the running command returns `Disconnected` (as
+//!   `expect_disconnect` wants) without waiting for keep-alives to miss.
 //!
 //! # Why russh
 //!
@@ -46,6 +53,10 @@
 //! tried and which methods the server offers, unless
 //! `ssh_handshake_attempts` asks kiln to try again (Packer retries 10 times
 //! by default, silently, which makes a wrong password take minutes to show).
+//!
+//! Several TCP connections may be open at once while a machine boots (see
+//! `HEDGE_INTERVAL` in [`client`]): one that is refused or closed without a
+//! banner does not end the others; the attempt fails only when all have.
 //!
 //! The host key seen at the first connection is remembered; a different key
 //! on any later connection of the build (after a reboot, say) is refused.

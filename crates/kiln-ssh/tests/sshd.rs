@@ -498,12 +498,23 @@ async fn file_upload_and_download() {
 
 /// A forwarder in front of the real sshd, accepting every TCP connection
 /// at once, as QEMU's user-mode network does. `forward(n)` says what to do
-/// with the n-th connection (from 0): `None` keeps it open and silent
-/// forever (its SYN to the guest was lost), `Some(delay)` forwards it to
-/// the sshd after `delay`. Returns the port and the count of connections.
+/// with the n-th connection (from 0). Returns the port and the count of
+/// connections.
+/// What the forwarder does with a connection.
+#[derive(Clone, Copy)]
+enum Fwd {
+    /// Keep it open, never answered (its SYN to the guest was lost).
+    Silent,
+    /// Forward it to the sshd after a delay.
+    After(Duration),
+    /// Close it at once (the guest refused it: QEMU closes the accepted
+    /// connection).
+    Close,
+}
+
 async fn forwarder(
     s: &Sshd,
-    forward: fn(usize) -> Option<Duration>,
+    forward: fn(usize) -> Fwd,
 ) -> (
     u16,
     Arc<std::sync::atomic::AtomicUsize>,
@@ -520,9 +531,16 @@ async fn forwarder(
         let mut silent = Vec::new();
         loop {
             let (mut inbound, _) = listener.accept().await.unwrap();
-            let Some(delay) = forward(n.fetch_add(1, Ordering::SeqCst)) else {
-                silent.push(inbound); // kept open, never answered
-                continue;
+            let delay = match forward(n.fetch_add(1, Ordering::SeqCst)) {
+                Fwd::Silent => {
+                    silent.push(inbound);
+                    continue;
+                }
+                Fwd::Close => {
+                    drop(inbound);
+                    continue;
+                }
+                Fwd::After(d) => d,
             };
             let target = target.clone();
             tokio::spawn(async move {
@@ -543,8 +561,14 @@ async fn forwarder(
 async fn a_connection_accepted_but_silent_is_retried_on_a_fresh_one() {
     use std::sync::atomic::Ordering;
     let s = Sshd::start();
-    let (port, accepted, task) =
-        forwarder(&s, |n| if n < 2 { None } else { Some(Duration::ZERO) }).await;
+    let (port, accepted, task) = forwarder(&s, |n| {
+        if n < 2 {
+            Fwd::Silent
+        } else {
+            Fwd::After(Duration::ZERO)
+        }
+    })
+    .await;
     let wd = tempfile::tempdir().unwrap();
     let (_out, ctx) = test_ctx("t", wd.path());
     let cfg = SshConfig {
@@ -574,9 +598,9 @@ async fn a_server_slow_to_greet_still_gets_through() {
     let s = Sshd::start();
     let (port, accepted, task) = forwarder(&s, |n| {
         if n == 0 {
-            Some(Duration::from_secs(5))
+            Fwd::After(Duration::from_secs(5))
         } else {
-            None
+            Fwd::Silent
         }
     })
     .await;
@@ -596,4 +620,271 @@ async fn a_server_slow_to_greet_still_gets_through() {
     let (st, _, _) = run(&*c, "true").await;
     assert_eq!(st, ExitStatus::Code(0));
     task.abort();
+}
+
+/// One connection closed without a banner must not make kiln give up
+/// another one still waiting for its banner: here the first connection
+/// is greeted after 4 s and every later one is closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connection_does_not_stop_one_still_waiting_for_its_banner() {
+    use std::sync::atomic::Ordering;
+    let s = Sshd::start();
+    let (port, accepted, task) = forwarder(&s, |n| {
+        if n == 0 {
+            Fwd::After(Duration::from_secs(4))
+        } else {
+            Fwd::Close
+        }
+    })
+    .await;
+    let wd = tempfile::tempdir().unwrap();
+    let (_out, ctx) = test_ctx("t", wd.path());
+    let cfg = SshConfig {
+        timeout: Duration::from_secs(20),
+        ..key_cfg(&s)
+    };
+    let c = connect(&cfg, "127.0.0.1", port, None, &ctx)
+        .await
+        .expect("the first connection, slow to greet, is used");
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 2,
+        "a fresh connection was tried (and closed) meanwhile"
+    );
+    let (st, o, _) = run(&*c, "echo first").await;
+    assert_eq!(st, ExitStatus::Code(0));
+    assert_eq!(o, vec!["first".to_string()]);
+    task.abort();
+}
+
+/// A directory the test user may write into.
+fn shared_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    d
+}
+
+/// Wait (polling) until `path` exists; the command under test creates it.
+async fn wait_for_file(path: &Path) {
+    for _ in 0..15_000 {
+        if path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "{} never appeared: the command did not start",
+        path.display()
+    );
+}
+
+/// `ssh_keep_alive_interval`: a machine that stops answering (its sshd
+/// session frozen, as a guest that was reset: no FIN, no RST) is noticed,
+/// and the running command ends as disconnected instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_detect_a_dead_peer() {
+    let s = Sshd::start();
+    let wd = tempfile::tempdir().unwrap();
+    let (_out, ctx) = test_ctx("t", wd.path());
+    let cfg = SshConfig {
+        keep_alive_interval: Some(Duration::from_millis(500)),
+        ..key_cfg(&s)
+    };
+    let c = connect(&cfg, &s.host, s.port, None, &ctx).await.unwrap();
+    let shared = shared_dir();
+    let marker = shared.path().join("started");
+    let cmd = format!("touch {}; exec sleep 3600", marker.display());
+    let c2 = c.clone();
+    let running = tokio::spawn(async move {
+        let out = CollectOutput::default();
+        c2.start(&cmd, &out).await
+    });
+    wait_for_file(&marker).await;
+    s.signal_sessions("STOP");
+    // A guard against hanging forever, not a speed check.
+    let st = tokio::time::timeout(Duration::from_secs(300), running)
+        .await
+        .expect("the dead peer was never noticed")
+        .unwrap()
+        .expect("start");
+    assert_eq!(st, ExitStatus::Disconnected);
+    s.signal_sessions("CONT");
+}
+
+/// `drop_connection_now`: a builder that knows the machine was reset drops
+/// the connection at once; the command returns as disconnected (keep-alives
+/// are off here, so nothing else could end it) and the next command
+/// reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_connection_now_ends_the_running_command_and_the_next_reconnects() {
+    let s = Sshd::start();
+    let wd = tempfile::tempdir().unwrap();
+    let (_out, ctx) = test_ctx("t", wd.path());
+    let cfg = SshConfig {
+        keep_alive_interval: None,
+        ..key_cfg(&s)
+    };
+    let c = connect(&cfg, &s.host, s.port, None, &ctx).await.unwrap();
+    let shared = shared_dir();
+    let marker = shared.path().join("started");
+    let cmd = format!("touch {}; exec sleep 3600", marker.display());
+    let c2 = c.clone();
+    let running = tokio::spawn(async move {
+        let out = CollectOutput::default();
+        c2.start(&cmd, &out).await
+    });
+    wait_for_file(&marker).await;
+    // The peer vanishes without a word, then the builder learns of it.
+    s.signal_sessions("STOP");
+    c.drop_connection_now();
+    let st = tokio::time::timeout(Duration::from_secs(300), running)
+        .await
+        .expect("the command did not return")
+        .unwrap()
+        .expect("start");
+    assert_eq!(st, ExitStatus::Disconnected);
+    s.kill_sessions();
+    let before = s.log_count("Accepted publickey for kiln-test");
+    let (st, o, _) = run(&*c, "echo again").await;
+    assert_eq!(st, ExitStatus::Code(0));
+    assert_eq!(o, vec!["again".to_string()]);
+    assert_eq!(s.log_count("Accepted publickey for kiln-test"), before + 1);
+    // Without a connection it does nothing.
+    c.drop_connection_now();
+    c.drop_connection_now();
+    let (st, _, _) = run(&*c, "true").await;
+    assert_eq!(st, ExitStatus::Code(0));
+}
+
+/// `ssh_pty`: the command gets a terminal only when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_pty_gives_the_command_a_terminal() {
+    let s = Sshd::start();
+    let wd = tempfile::tempdir().unwrap();
+    let (_out, ctx) = test_ctx("t", wd.path());
+    let c = connect(&key_cfg(&s), &s.host, s.port, None, &ctx)
+        .await
+        .unwrap();
+    let (st, o, _) = run(&*c, "tty").await;
+    assert_eq!(st, ExitStatus::Code(1));
+    assert_eq!(o, vec!["not a tty".to_string()]);
+    let cfg = SshConfig {
+        pty: true,
+        ..key_cfg(&s)
+    };
+    let c = connect(&cfg, &s.host, s.port, None, &ctx).await.unwrap();
+    let (st, o, _) = run(&*c, "tty; test -t 0 && echo stdin-is-a-tty").await;
+    assert_eq!(st, ExitStatus::Code(0));
+    assert!(o[0].starts_with("/dev/pts/"), "{o:?}");
+    assert_eq!(o[1], "stdin-is-a-tty");
+}
+
+/// `pause_before_connecting`: connect, pause, connect again (Packer's
+/// order): the server sees two logins, the pause is announced between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_before_connecting_connects_twice() {
+    let s = Sshd::start();
+    let wd = tempfile::tempdir().unwrap();
+    let (out, ctx) = test_ctx("t", wd.path());
+    let cfg = SshConfig {
+        pause_before_connecting: Some(Duration::from_secs(1)),
+        ..key_cfg(&s)
+    };
+    let c = connect(&cfg, &s.host, s.port, None, &ctx).await.unwrap();
+    assert_eq!(
+        s.log_count("Accepted publickey for kiln-test"),
+        2,
+        "{}",
+        s.log()
+    );
+    let printed = out.captured();
+    let connected = printed.find("Connected to SSH!").expect("connected");
+    let paused = printed
+        .find("Pausing 1s before connecting...")
+        .expect("the pause is announced");
+    assert!(connected < paused, "{printed}");
+    let (st, _, _) = run(&*c, "true").await;
+    assert_eq!(st, ExitStatus::Code(0));
+    assert_eq!(s.log_count("Accepted publickey for kiln-test"), 2);
+}
+
+/// Removes on drop what a test created outside its temporary directories.
+struct RemoveOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_dir(p);
+        }
+    }
+}
+
+/// `ssh_clear_authorized_keys`: the temporary key's line goes from the
+/// user's `~/.ssh/authorized_keys` and (through sudo) root's; other lines
+/// stay, and no backup is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_authorized_keys_removes_the_temporary_key_only() {
+    let s = Sshd::start();
+    let wd = tempfile::tempdir().unwrap();
+    let (out, ctx) = test_ctx("t", wd.path());
+    let c = connect(&key_cfg(&s), &s.host, s.port, None, &ctx)
+        .await
+        .unwrap();
+    let key = TempKeyPair::generate();
+    let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOtherKeyOtherKeyOtherKeyOtherKey1 someone@else";
+    let home = Path::new("/home").join(&s.user);
+    let ssh_dir = home.join(".ssh");
+    let mut created = Vec::new();
+    if !ssh_dir.exists() {
+        std::fs::create_dir(&ssh_dir).unwrap();
+        created.push(ssh_dir.clone());
+    }
+    let user_keys = ssh_dir.join("authorized_keys");
+    assert!(!user_keys.exists(), "the test user has no keys of its own");
+    created.insert(0, user_keys.clone());
+    std::fs::write(&user_keys, format!("{other}\n{}\n", key.public_authorized)).unwrap();
+    let ok = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(&s.user)
+        .arg(&ssh_dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    // Root's file: made for the test when there is none (and removed
+    // after); an existing one must come out unchanged.
+    let root_keys = Path::new("/root/.ssh/authorized_keys");
+    let root_before = std::fs::read_to_string(root_keys).ok();
+    if root_before.is_none() {
+        if !Path::new("/root/.ssh").exists() {
+            std::fs::create_dir(Path::new("/root/.ssh")).unwrap();
+            created.push("/root/.ssh".into());
+        }
+        std::fs::write(root_keys, format!("{}\n{other}\n", key.public_authorized)).unwrap();
+        created.insert(0, root_keys.to_path_buf());
+    }
+    let _cleanup = RemoveOnDrop(created);
+
+    kiln_ssh::clear_authorized_keys(&*c, &key, &*ctx.ui).await;
+    assert_eq!(
+        std::fs::read_to_string(&user_keys).unwrap(),
+        format!("{other}\n")
+    );
+    assert!(!ssh_dir.join("authorized_keys.bak").exists());
+    match &root_before {
+        None => {
+            assert_eq!(
+                std::fs::read_to_string(root_keys).unwrap(),
+                format!("{other}\n")
+            );
+            assert!(!Path::new("/root/.ssh/authorized_keys.bak").exists());
+        }
+        Some(before) => assert_eq!(&std::fs::read_to_string(root_keys).unwrap(), before),
+    }
+    let printed = out.captured();
+    assert!(
+        printed.contains("Trying to remove ephemeral keys from authorized_keys files"),
+        "{printed}"
+    );
+    assert!(!printed.contains("Error cleaning up"), "{printed}");
 }
