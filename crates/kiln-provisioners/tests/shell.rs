@@ -378,3 +378,117 @@ fn decode_errors_are_packers() {
     assert!(e.contains("inlin_shebang"), "{e}");
     assert!(decode(shell(), r#"{"inline": ["true"], "start_retry_timeout": "5m", "pause_after": "10s", "valid_exit_codes": [0, 1]}"#).is_ok());
 }
+
+/// Output reaches the UI while the script runs: the script prints a line,
+/// then waits for a file that the test creates only once it has seen that
+/// line printed (buffered output would never let it finish).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_streams_while_the_script_runs() {
+    let e = env().await;
+    let shared = remote_dir();
+    let go = shared.path().join("go");
+    let json = format!(
+        r#"{{"inline": ["echo first-line", "echo err-line >&2", "while [ ! -e {go} ]; do sleep 0.05; done", "echo after-go"]}}"#,
+        go = go.display()
+    );
+    let run = e.run(shell(), &json);
+    let watch = async {
+        wait_until(
+            "the first line reaching the UI while the script waits",
+            || {
+                let p = e.printed();
+                p.contains("    t: first-line\n") && p.contains("==> t: err-line\n")
+            },
+        )
+        .await;
+        assert!(!e.printed().contains("after-go"));
+        std::fs::write(&go, "").unwrap();
+    };
+    let (r, ()) = tokio::join!(run, watch);
+    r.unwrap();
+    let out = e.printed();
+    assert!(out.find("first-line") < out.find("after-go"), "{out}");
+}
+
+/// `pause_after` pauses after the scripts, before the provisioner returns:
+/// the pause is announced after the script's output and the provisioner
+/// is still running when it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_after_pauses_before_the_provisioner_returns() {
+    let e = env().await;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let run = async {
+        let r = e
+            .run(
+                shell(),
+                r#"{"inline": ["echo the-script-ran"], "pause_after": "3s"}"#,
+            )
+            .await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    };
+    let watch = async {
+        wait_until("the pause announcement", || {
+            e.printed()
+                .contains("==> t: Pausing 3s after this provisioner...")
+        })
+        .await;
+        assert!(
+            !done.load(std::sync::atomic::Ordering::SeqCst),
+            "returned without pausing"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !done.load(std::sync::atomic::Ordering::SeqCst),
+            "returned without pausing"
+        );
+    };
+    let (r, ()) = tokio::join!(run, watch);
+    r.unwrap();
+    let out = e.printed();
+    assert!(
+        out.find("the-script-ran").unwrap() < out.find("Pausing 3s").unwrap(),
+        "{out}"
+    );
+}
+
+/// The upload and start of a script are retried within
+/// `start_retry_timeout`: the machine's network is down when the
+/// provisioner starts and comes back once it has been tried (and refused);
+/// with too short a `start_retry_timeout` the provisioner fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_and_start_are_retried_within_start_retry_timeout() {
+    let (e, proxy) = env_behind_proxy().await;
+    proxy.down();
+    let run = e.run(
+        shell(),
+        r#"{"inline": ["echo ran-after-retry"], "start_retry_timeout": "2m"}"#,
+    );
+    let watch = async {
+        wait_until("a refused try", || proxy.refused() >= 1).await;
+        assert!(!e.printed().contains("ran-after-retry"));
+        proxy.up();
+    };
+    let (r, ()) = tokio::join!(run, watch);
+    r.unwrap();
+    assert!(e.printed().contains("    t: ran-after-retry\n"));
+    assert!(proxy.refused() >= 1);
+
+    // Down for good, 1s to retry: at least two tries, then the error.
+    proxy.down();
+    let before = proxy.refused();
+    let err = e
+        .run(
+            shell(),
+            r#"{"inline": ["echo never"], "start_retry_timeout": "1s"}"#,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("Error uploading script"), "{err}");
+    assert!(
+        proxy.refused() >= before + 2,
+        "{} tries",
+        proxy.refused() - before
+    );
+    assert!(!e.printed().contains("never"));
+}
