@@ -197,8 +197,22 @@ fn nonempty(v: Option<String>) -> Option<String> {
 /// Resolve the template's keys against the environment (`env` looks a
 /// variable up) and clouds.yaml (`read_file` reads a candidate path).
 ///
-/// Order, as Packer 1.6.6 (gophercloud's clientconfig): template key, then
-/// the cloud named by `cloud`/`OS_CLOUD` in clouds.yaml, then `OS_*`.
+/// Order, as Packer 1.6.6 (its access config and gophercloud's
+/// clientconfig, which it vendors):
+/// - credentials (`auth_url`, user, password, project, domains, token,
+///   application credential): the template's key, then the cloud named by
+///   `cloud`/`OS_CLOUD` in clouds.yaml, then `OS_*` (the environment fills
+///   what the cloud leaves out);
+/// - `OS_IDENTITY_API_VERSION` before the cloud's `identity_api_version`;
+/// - `region`: the template, then `OS_REGION_NAME`, then the cloud's
+///   `region_name`; `cacert`/`cert`/`key`: the template, then `OS_CACERT`/
+///   `OS_CERT`/`OS_KEY` (Packer reads those before it looks at the cloud;
+///   kiln then falls back to the cloud's own, which Packer ignores).
+///
+/// Unlike gophercloud, the template's `cloud` wins over `OS_CLOUD` (with
+/// Packer 1.6.6 `OS_CLOUD` silently picks another cloud than the template
+/// names). `endpoint_type`, `insecure` and their cloud/`OS_*` fallbacks are
+/// kiln's own additions (Packer reads only the template's keys).
 pub fn resolve(
     keys: &AccessKeys,
     env: &dyn Fn(&str) -> Option<String>,
@@ -215,13 +229,12 @@ pub fn resolve(
         None => None,
     };
     let c = |k: &str| cloud.as_ref().and_then(|c| c.auth.get(k).cloned());
-    let has_cloud = cloud.is_some();
-    // With a cloud, its values come before the environment (gophercloud
-    // reads OS_* only when no cloud is selected).
+    // The template, then the cloud, then the environment for what is still
+    // missing (gophercloud fills a cloud's empty values from OS_*).
     let pick = |tmpl: Option<String>, cloud_keys: &[&str], env_keys: &[&str]| -> Option<String> {
         nonempty(tmpl)
             .or_else(|| cloud_keys.iter().find_map(|k| nonempty(c(k))))
-            .or_else(|| if has_cloud { None } else { first(env_keys) })
+            .or_else(|| first(env_keys))
     };
 
     let auth_url = pick(t.identity_endpoint, &["auth_url"], &["OS_AUTH_URL"]).ok_or_else(|| {
@@ -229,10 +242,8 @@ pub fn resolve(
             "no identity endpoint: set identity_endpoint, OS_AUTH_URL, or a cloud (OS_CLOUD) in clouds.yaml".into(),
         )
     })?;
-    let version = match cloud
-        .as_ref()
-        .and_then(|c| c.identity_api_version.clone())
-        .or_else(|| e("OS_IDENTITY_API_VERSION"))
+    let version = match e("OS_IDENTITY_API_VERSION")
+        .or_else(|| cloud.as_ref().and_then(|c| c.identity_api_version.clone()))
     {
         Some(v) => match v.trim_start_matches('v') {
             "2" | "2.0" => Some(IdentityVersion::V2),
@@ -307,13 +318,7 @@ pub fn resolve(
         .or_else(|| cloud.as_ref().and_then(|c| c.region_name.clone()));
     let iface_s = nonempty(t.endpoint_type)
         .or_else(|| cloud.as_ref().and_then(|c| c.interface.clone()))
-        .or_else(|| {
-            if has_cloud {
-                None
-            } else {
-                first(&["OS_INTERFACE", "OS_ENDPOINT_TYPE"])
-            }
-        })
+        .or_else(|| first(&["OS_INTERFACE", "OS_ENDPOINT_TYPE"]))
         .unwrap_or_default();
     let interface = Interface::parse(&iface_s)
         .ok_or_else(|| OsError::Config(format!("invalid endpoint type {iface_s:?}")))?;
@@ -359,6 +364,90 @@ pub fn resolve(
         cert: cert.map(PathBuf::from),
         key: key.map(PathBuf::from),
     };
+    check(&o)?;
+    Ok(o)
+}
+
+/// `keys` (a post-processor's own access keys) over credentials already
+/// resolved for another component (the builder whose image it takes): each
+/// key that is set wins, everything else stays as `base` has it. The
+/// environment and clouds.yaml are not consulted again (`base` went
+/// through them).
+pub fn overlay(base: &AuthOptions, keys: &AccessKeys) -> Result<AuthOptions, OsError> {
+    let mut o = base.clone();
+    let k = keys.clone();
+    if let Some(u) = nonempty(k.identity_endpoint) {
+        o.auth_url = u;
+        o.version = None; // from the new URL
+    }
+    if let Some(u) = nonempty(k.username) {
+        o.username = Some(u);
+        o.user_id = None;
+    }
+    if let Some(u) = nonempty(k.user_id) {
+        o.user_id = Some(u);
+    }
+    if let Some(p) = nonempty(k.password) {
+        o.password = Some(p);
+        o.token = None;
+    }
+    if let Some(t) = nonempty(k.token) {
+        o.token = Some(t);
+        if nonempty(keys.password.clone()).is_none() {
+            o.password = None;
+        }
+    }
+    if let Some(n) = nonempty(k.tenant_name) {
+        o.project_name = Some(n);
+        o.project_id = None;
+    }
+    if let Some(id) = nonempty(k.tenant_id) {
+        o.project_id = Some(id);
+    }
+    if let Some(d) = nonempty(k.domain_name) {
+        o.user_domain_name = Some(d.clone());
+        o.user_domain_id = None;
+        o.project_domain_name = Some(d.clone());
+        o.project_domain_id = None;
+        o.domain_name = Some(d);
+        o.domain_id = None;
+    }
+    if let Some(d) = nonempty(k.domain_id) {
+        o.user_domain_id = Some(d.clone());
+        o.project_domain_id = Some(d.clone());
+        o.domain_id = Some(d);
+    }
+    if let Some(r) = nonempty(k.region) {
+        o.region = Some(r);
+    }
+    if let Some(t) = nonempty(k.endpoint_type) {
+        o.interface = Interface::parse(&t)
+            .ok_or_else(|| OsError::Config(format!("invalid endpoint type {t:?}")))?;
+    }
+    if let Some(i) = k.insecure {
+        o.insecure = i;
+    }
+    if let Some(c) = nonempty(k.cacert) {
+        o.cacert = Some(PathBuf::from(c));
+    }
+    if let Some(c) = nonempty(k.cert) {
+        o.cert = Some(PathBuf::from(c));
+    }
+    if let Some(c) = nonempty(k.key) {
+        o.key = Some(PathBuf::from(c));
+    }
+    let app = (
+        nonempty(k.application_credential_id),
+        nonempty(k.application_credential_name),
+        nonempty(k.application_credential_secret),
+    );
+    if app.0.is_some() || app.1.is_some() {
+        o.app_cred_id = app.0;
+        o.app_cred_name = app.1;
+    }
+    if app.2.is_some() {
+        o.app_cred_secret = app.2;
+    }
     check(&o)?;
     Ok(o)
 }
@@ -660,5 +749,177 @@ clouds:
             e.contains("\"nope\"") && e.contains("/etc/openstack/clouds.yaml"),
             "{e}"
         );
+    }
+
+    /// OS_CLOUD plus other OS_* variables, as Packer 1.6.6 resolves them
+    /// (its access config, then gophercloud's clientconfig v0.0.0-20200508).
+    #[test]
+    fn os_cloud_with_other_os_variables() {
+        let yaml = r#"
+clouds:
+  lab:
+    auth:
+      auth_url: http://cloud:5000/v3
+      username: cloud-user
+      project_name: cloud-project
+    region_name: CloudRegion
+    identity_api_version: 3
+    cacert: /cloud-ca.pem
+    cert: /cloud-cert.pem
+"#;
+        let read = |p: &Path| (p == Path::new("/c/clouds.yaml")).then(|| yaml.to_string());
+        let env = env_of(&[
+            ("OS_CLOUD", "lab"),
+            ("OS_CLIENT_CONFIG_FILE", "/c/clouds.yaml"),
+            // The cloud has these: the cloud's win.
+            ("OS_AUTH_URL", "http://env:5000/v3"),
+            ("OS_USERNAME", "env-user"),
+            ("OS_PROJECT_NAME", "env-project"),
+            // The cloud lacks these: the environment fills them in.
+            ("OS_PASSWORD", "env-password"),
+            ("OS_USER_DOMAIN_NAME", "EnvDomain"),
+            // Packer reads these before looking at the cloud.
+            ("OS_REGION_NAME", "EnvRegion"),
+            ("OS_CACERT", "/env-ca.pem"),
+            ("OS_KEY", "/env-key.pem"),
+            // gophercloud: OS_IDENTITY_API_VERSION over identity_api_version.
+            ("OS_IDENTITY_API_VERSION", "2.0"),
+        ]);
+        let o = resolve(&AccessKeys::default(), &env, &read).unwrap();
+        assert_eq!(o.auth_url, "http://cloud:5000/v3");
+        assert_eq!(o.username.as_deref(), Some("cloud-user"));
+        assert_eq!(o.project_name.as_deref(), Some("cloud-project"));
+        assert_eq!(o.password.as_deref(), Some("env-password"));
+        assert_eq!(o.user_domain_name.as_deref(), Some("EnvDomain"));
+        assert_eq!(o.region.as_deref(), Some("EnvRegion"));
+        assert_eq!(o.cacert.as_deref(), Some(Path::new("/env-ca.pem")));
+        assert_eq!(o.key.as_deref(), Some(Path::new("/env-key.pem")));
+        // Packer ignores the cloud's cert; kiln falls back to it.
+        assert_eq!(o.cert.as_deref(), Some(Path::new("/cloud-cert.pem")));
+        assert_eq!(o.version, Some(IdentityVersion::V2));
+        // Without those variables the cloud's region and version apply,
+        // and the template's keys win over both.
+        let env = env_of(&[
+            ("OS_CLOUD", "lab"),
+            ("OS_CLIENT_CONFIG_FILE", "/c/clouds.yaml"),
+            ("OS_PASSWORD", "pw"),
+        ]);
+        let o = resolve(&AccessKeys::default(), &env, &read).unwrap();
+        assert_eq!(o.region.as_deref(), Some("CloudRegion"));
+        assert_eq!(o.version, Some(IdentityVersion::V3));
+        assert_eq!(o.cacert.as_deref(), Some(Path::new("/cloud-ca.pem")));
+        let keys = AccessKeys {
+            username: Some("tmpl".into()),
+            region: Some("TmplRegion".into()),
+            ..Default::default()
+        };
+        let o = resolve(&keys, &env, &read).unwrap();
+        assert_eq!(o.username.as_deref(), Some("tmpl"));
+        assert_eq!(o.region.as_deref(), Some("TmplRegion"));
+    }
+
+    #[test]
+    fn os_domain_variables_are_the_fallback_domain() {
+        let base = [
+            ("OS_AUTH_URL", "http://a/v3"),
+            ("OS_USERNAME", "u"),
+            ("OS_PASSWORD", "p"),
+            ("OS_PROJECT_NAME", "proj"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut v: Vec<(&str, &str)> = base.to_vec();
+            v.extend_from_slice(extra);
+            resolve(&AccessKeys::default(), &env_of(&v), &no_files).unwrap()
+        };
+        // OS_DOMAIN_NAME: the user's and the project's domain.
+        let o = with(&[("OS_DOMAIN_NAME", "Dom")]);
+        assert_eq!(o.user_domain_name.as_deref(), Some("Dom"));
+        assert_eq!(o.project_domain_name.as_deref(), Some("Dom"));
+        assert_eq!(
+            (o.user_domain_id.clone(), o.project_domain_id.clone()),
+            (None, None)
+        );
+        let b = crate::client::session::v3_auth_body(&o);
+        assert_eq!(
+            b["auth"]["identity"]["password"]["user"]["domain"],
+            serde_json::json!({"name": "Dom"})
+        );
+        assert_eq!(
+            b["auth"]["scope"]["project"]["domain"],
+            serde_json::json!({"name": "Dom"})
+        );
+        // OS_DOMAIN_ID likewise, by id.
+        let o = with(&[("OS_DOMAIN_ID", "d1")]);
+        assert_eq!(o.user_domain_id.as_deref(), Some("d1"));
+        assert_eq!(o.project_domain_id.as_deref(), Some("d1"));
+        // The specific variables win over it.
+        let o = with(&[
+            ("OS_DOMAIN_NAME", "Dom"),
+            ("OS_USER_DOMAIN_NAME", "UserDom"),
+            ("OS_PROJECT_DOMAIN_ID", "pd"),
+        ]);
+        assert_eq!(o.user_domain_name.as_deref(), Some("UserDom"));
+        assert_eq!(o.project_domain_id.as_deref(), Some("pd"));
+        let b = crate::client::session::v3_auth_body(&o);
+        assert_eq!(
+            b["auth"]["scope"]["project"]["domain"],
+            serde_json::json!({"id": "pd"})
+        );
+        // No project: a domain-scoped token.
+        let env = env_of(&[
+            ("OS_AUTH_URL", "http://a/v3"),
+            ("OS_USERNAME", "u"),
+            ("OS_PASSWORD", "p"),
+            ("OS_DOMAIN_NAME", "Dom"),
+        ]);
+        let o = resolve(&AccessKeys::default(), &env, &no_files).unwrap();
+        let b = crate::client::session::v3_auth_body(&o);
+        assert_eq!(
+            b["auth"]["scope"],
+            serde_json::json!({"domain": {"name": "Dom"}})
+        );
+    }
+
+    #[test]
+    fn own_keys_over_resolved_credentials() {
+        let env = env_of(&[
+            ("OS_AUTH_URL", "http://a:5000/v3"),
+            ("OS_USERNAME", "u"),
+            ("OS_PASSWORD", "p"),
+            ("OS_PROJECT_NAME", "proj"),
+            ("OS_USER_DOMAIN_NAME", "Default"),
+            ("OS_PROJECT_DOMAIN_NAME", "Default"),
+        ]);
+        let base = resolve(&AccessKeys::default(), &env, &no_files).unwrap();
+        // Nothing of its own: the same credentials.
+        assert_eq!(overlay(&base, &AccessKeys::default()).unwrap(), base);
+        // Its own keys win, one by one.
+        let o = overlay(
+            &base,
+            &AccessKeys {
+                region: Some("R2".into()),
+                tenant_id: Some("p2".into()),
+                username: Some("other".into()),
+                password: Some("pw2".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(o.region.as_deref(), Some("R2"));
+        assert_eq!(o.project_id.as_deref(), Some("p2"));
+        assert_eq!(o.username.as_deref(), Some("other"));
+        assert_eq!(o.password.as_deref(), Some("pw2"));
+        assert_eq!(o.auth_url, base.auth_url);
+        assert_eq!(o.user_domain_name.as_deref(), Some("Default"));
+        // A token of its own replaces the password.
+        let o = overlay(
+            &base,
+            &AccessKeys {
+                token: Some("tok".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((o.token.as_deref(), o.password), (Some("tok"), None));
     }
 }
