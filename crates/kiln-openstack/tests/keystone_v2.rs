@@ -261,8 +261,9 @@ async fn wrong_password_is_reported() {
 
 #[tokio::test]
 async fn expiring_token_is_renewed_before_use() {
-    // Tokens that expire in 60 s: less than kiln's two-minute margin, so
-    // each use renews first (a long build never presents a stale token).
+    // Tokens issued long ago (the reference's `issued_at`) that expire in
+    // 60 s: within kiln's two-minute margin, so each use renews first (a
+    // long build never presents a stale token).
     let st = Arc::new(Mutex::new(Keystone {
         lifetime: 60,
         ..Default::default()

@@ -69,6 +69,23 @@ pub struct Token {
     pub catalog: Vec<CatalogEntry>,
     pub project_id: Option<String>,
     pub user_id: Option<String>,
+    /// When Keystone issued it (its `issued_at`; else when kiln got it):
+    /// with `expires_at`, the token's lifetime.
+    pub issued_at: OffsetDateTime,
+}
+
+impl Token {
+    /// Should it be renewed before use? Two minutes before it expires, or
+    /// after three quarters of its life when it lives less than eight
+    /// minutes (a cloud with short-lived tokens).
+    pub fn needs_renewal(&self, now: OffsetDateTime) -> bool {
+        let Some(exp) = self.expires_at else {
+            return false;
+        };
+        let life: time::Duration = exp - self.issued_at;
+        let margin = std::cmp::min(life / 4_i32, RENEW_MARGIN);
+        exp - now <= margin
+    }
 }
 
 /// Pick the endpoint for `types` with `interface` and `region` (any
@@ -147,7 +164,14 @@ pub fn parse_v3_token(subject_token: &str, body: &Value) -> Result<Token, OsErro
             .pointer("/user/id")
             .and_then(|v| v.as_str())
             .map(String::from),
+        issued_at: issued(t.get("issued_at")),
     })
+}
+
+fn issued(v: Option<&Value>) -> OffsetDateTime {
+    v.and_then(|v| v.as_str())
+        .and_then(parse_time)
+        .unwrap_or_else(OffsetDateTime::now_utc)
 }
 
 /// Parse Keystone v2.0's `POST /v2.0/tokens` answer (`access`).
@@ -205,6 +229,7 @@ pub fn parse_v2_token(body: &Value) -> Result<Token, OsError> {
             .pointer("/user/id")
             .and_then(|v| v.as_str())
             .map(String::from),
+        issued_at: issued(a.pointer("/token/issued_at")),
     })
 }
 
@@ -339,7 +364,7 @@ pub struct Session {
 }
 
 /// Renew the token when it has less than this left.
-const RENEW_MARGIN: Duration = Duration::from_secs(120);
+const RENEW_MARGIN: time::Duration = time::Duration::minutes(2);
 
 fn default_timeout() -> Duration {
     std::env::var("KILN_OPENSTACK_REQUEST_TIMEOUT")
@@ -412,15 +437,12 @@ impl Session {
         self.reauths.load(Ordering::Relaxed)
     }
 
-    /// The current token, renewed first if it expires within two minutes.
+    /// The current token, renewed first if it is about to expire (see
+    /// [`Token::needs_renewal`]).
     pub async fn token(&self) -> Result<Token, OsError> {
         let mut g = self.token.lock().await;
         if let Some(t) = &*g {
-            let fresh = match t.expires_at {
-                Some(exp) => exp - OffsetDateTime::now_utc() > RENEW_MARGIN,
-                None => true,
-            };
-            if fresh {
+            if !t.needs_renewal(OffsetDateTime::now_utc()) {
                 return Ok(t.clone());
             }
         }
@@ -709,5 +731,41 @@ pub fn describe(e: &reqwest::Error) -> String {
     match last {
         Some(l) => format!("{kind}: {l}"),
         None => kind.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(life_s: i64) -> (Token, OffsetDateTime) {
+        let t0 = OffsetDateTime::now_utc();
+        let t = Token {
+            id: "t".into(),
+            expires_at: Some(t0 + time::Duration::seconds(life_s)),
+            catalog: vec![],
+            project_id: None,
+            user_id: None,
+            issued_at: t0,
+        };
+        (t, t0)
+    }
+
+    #[test]
+    fn renewal_margin_follows_the_token_life() {
+        let s = time::Duration::seconds;
+        // An hour-long token: renewed in its last two minutes.
+        let (t, t0) = token(3600);
+        assert!(!t.needs_renewal(t0 + s(3479)));
+        assert!(t.needs_renewal(t0 + s(3481)));
+        // A 20 s token: renewed in its last quarter (5 s), not at once.
+        let (t, t0) = token(20);
+        assert!(!t.needs_renewal(t0));
+        assert!(!t.needs_renewal(t0 + s(14)));
+        assert!(t.needs_renewal(t0 + s(16)));
+        // No expiry given: never renewed by time (a 401 still renews).
+        let (mut t, t0) = token(1);
+        t.expires_at = None;
+        assert!(!t.needs_renewal(t0 + s(100_000)));
     }
 }
