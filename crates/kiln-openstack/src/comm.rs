@@ -49,7 +49,11 @@ struct SshConnector {
 #[async_trait]
 impl Connector for SshConnector {
     fn generate_key(&self) -> Result<TempKey, BuildError> {
-        let k = TempKeyPair::generate();
+        // `temporary_key_pair_type`/`_bits` when the template sets them
+        // (Packer's builder lets Nova make an RSA key and ignores them);
+        // else ed25519, quick to make and accepted by every current sshd.
+        let k = TempKeyPair::for_config(&self.ssh, kiln_ssh::TempKeyType::Ed25519)
+            .map_err(BuildError::msg)?;
         Ok(TempKey {
             private_openssh: k.private_openssh,
             public_authorized: k.public_authorized,

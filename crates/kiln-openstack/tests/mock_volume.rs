@@ -20,7 +20,10 @@ struct Cloud {
     server_body: Value,
     server: Option<&'static str>,
     volume: Option<&'static str>,
+    volume_body: Value,
     fail_upload: bool,
+    /// The volume is created but the answer is a 500.
+    fail_volume_create: bool,
 }
 
 fn route(
@@ -54,11 +57,30 @@ fn route(
         }
         ("POST", "/volume/v3/proj/volumes") => {
             c.volume = Some("creating");
+            c.volume_body = body.clone();
+            if c.fail_volume_create {
+                return (
+                    500,
+                    json!({"computeFault": {"message": "created, then failed"}}),
+                    vec![],
+                );
+            }
             (
                 202,
                 json!({"volume": {"id": "vol-1", "status": "creating", "size": body["volume"]["size"]}}),
                 vec![],
             )
+        }
+        ("GET", p) if p.starts_with("/volume/v3/proj/volumes/detail?name=") => {
+            let name = c.volume_body["volume"]["name"].clone();
+            let vols = match c.volume {
+                Some(st) if p.ends_with(name.as_str().unwrap_or("-")) => {
+                    vec![json!({"id": "vol-1", "name": name, "status": st,
+                        "metadata": c.volume_body["volume"]["metadata"]})]
+                }
+                _ => vec![],
+            };
+            ok(json!({ "volumes": vols }))
         }
         ("GET", "/volume/v3/proj/volumes/vol-1") => {
             let st = c.volume.unwrap_or("deleted");
@@ -200,6 +222,7 @@ impl Connector for Unused {
 
 async fn build(
     fail_upload: bool,
+    fail_volume_create: bool,
 ) -> (
     Result<Option<Arc<dyn kiln_core::Artifact>>, kiln_core::BuildError>,
     Vec<String>,
@@ -208,6 +231,7 @@ async fn build(
 ) {
     let st = Arc::new(Mutex::new(Cloud {
         fail_upload,
+        fail_volume_create,
         ..Default::default()
     }));
     let base = serve(st.clone()).await;
@@ -259,7 +283,7 @@ fn pos(calls: &[String], c: &str) -> usize {
 
 #[tokio::test]
 async fn boots_from_a_volume_and_images_it() {
-    let (r, calls, server, text) = build(false).await;
+    let (r, calls, server, text) = build(false, false).await;
     let a = r.unwrap_or_else(|e| panic!("{e}\n{text}")).unwrap();
     assert_eq!(a.id(), "img-1");
     assert_eq!(server["server"]["imageRef"], "");
@@ -289,7 +313,7 @@ async fn boots_from_a_volume_and_images_it() {
 
 #[tokio::test]
 async fn a_failed_upload_still_removes_server_and_volume() {
-    let (r, calls, _, text) = build(true).await;
+    let (r, calls, _, text) = build(true, false).await;
     let e = r.err().unwrap().to_string();
     assert!(
         e.contains("Error creating image") && e.contains("upload failed"),
@@ -297,5 +321,24 @@ async fn a_failed_upload_still_removes_server_and_volume() {
     );
     pos(&calls, "DELETE /compute/v2.1/servers/srv-1");
     pos(&calls, "DELETE /volume/v3/proj/volumes/vol-1");
+    assert!(text.contains("Deleting volume: vol-1"), "{text}");
+}
+
+#[tokio::test]
+async fn a_volume_created_behind_a_500_is_found_and_deleted() {
+    // Cinder made the volume but answered 500: kiln does not know its id;
+    // cleanup finds it by its name and kiln's marker.
+    let (r, calls, _, text) = build(false, true).await;
+    let e = r.err().unwrap().to_string();
+    assert!(e.contains("Error creating volume"), "{e}");
+    let list = calls
+        .iter()
+        .find(|c| c.starts_with("GET /volume/v3/proj/volumes/detail?name=packer_"))
+        .unwrap_or_else(|| panic!("no search in {calls:#?}"));
+    assert!(
+        pos(&calls, list) < pos(&calls, "DELETE /volume/v3/proj/volumes/vol-1"),
+        "{calls:#?}"
+    );
+    assert!(!calls.iter().any(|c| c.contains("/servers")), "{calls:#?}");
     assert!(text.contains("Deleting volume: vol-1"), "{text}");
 }

@@ -9,6 +9,7 @@ pub mod steps;
 
 pub use artifact::ImageArtifact;
 pub use config::{CommSettings, Config, ImageFilter, SourceImage};
+pub use steps::MARKER_KEY;
 
 use crate::client::{resolve_from_env, Cloud, Session};
 use kiln_core::communicator::Communicator;

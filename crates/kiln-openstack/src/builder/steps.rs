@@ -1,6 +1,8 @@
 //! The builder's steps, in Packer 1.6.6's order, each with its cleanup.
-//! Resources are recorded in the state and in the build's ledger the moment
-//! they exist, so a failure or a Ctrl-C at any point cleans them up.
+//! Every resource is recorded in the step and in the build's ledger before
+//! it is asked for, and its create request runs to its end even when the
+//! step is dropped ([`InFlight`]), so a failure, a timeout or a Ctrl-C at
+//! any point cleans it up.
 use super::config::{Config, SourceImage};
 use super::{Connector, TempKey};
 use crate::client::api::{FloatingIp, Server, ServerCreate};
@@ -64,6 +66,8 @@ pub fn steps<'a>(config: &'a Config, hook: &'a dyn Hook) -> Vec<Box<dyn Step<Sta
             c: config,
             ledger: None,
             name: None,
+            create: InFlight::default(),
+            unanswered: false,
         }),
         Box::new(SourceImageInfo { c: config }),
         Box::new(DiscoverNetwork { c: config }),
@@ -72,18 +76,25 @@ pub fn steps<'a>(config: &'a Config, hook: &'a dyn Hook) -> Vec<Box<dyn Step<Sta
         v.push(Box::new(CreateVolume {
             c: config,
             ledger: None,
+            create: InFlight::default(),
+            unknown: None,
+            unanswered: false,
         }));
     }
     v.push(Box::new(RunServer {
         c: config,
         ledger: None,
+        create: InFlight::default(),
         unknown: None,
+        unanswered: false,
     }));
     v.push(Box::new(AllocateIp {
         c: config,
         ledger: None,
         temporary: false,
+        create: InFlight::default(),
         unknown: None,
+        unanswered: false,
     }));
     v.push(Box::new(Connect { c: config }));
     v.push(Box::new(Provision { hook }));
@@ -94,7 +105,9 @@ pub fn steps<'a>(config: &'a Config, hook: &'a dyn Hook) -> Vec<Box<dyn Step<Sta
     v.push(Box::new(CreateImage {
         c: config,
         ledger: None,
+        create: InFlight::default(),
         unknown: None,
+        unanswered: false,
     }));
     v.push(Box::new(ImageProperties { c: config }));
     v
@@ -174,6 +187,8 @@ struct KeyPair<'a> {
     c: &'a Config,
     ledger: Option<LedgerId>,
     name: Option<String>,
+    create: InFlight<()>,
+    unanswered: bool,
 }
 
 #[async_trait]
@@ -204,25 +219,65 @@ impl Step<State> for KeyPair<'_> {
         ctx.ui
             .say(&format!("Creating temporary keypair: {name} ..."));
         let key = s.connector.generate_key()?;
-        // Recorded before the request: a timeout may still have created it.
+        // Recorded before the request: a timeout or a Ctrl-C may still
+        // leave it created.
         self.name = Some(name.clone());
         self.ledger = Some(
             ctx.ledger
                 .track(format!("temporary key pair {name} (openstack)")),
         );
-        s.cloud
-            .create_keypair(&name, key.public_authorized.trim())
-            .await
-            .map_err(|e| BuildError::from(e).context("Error creating temporary keypair"))?;
+        let (cloud, n, public) = (
+            s.cloud.clone(),
+            name.clone(),
+            key.public_authorized.trim().to_string(),
+        );
+        let r = self
+            .create
+            .run(async move { cloud.create_keypair(&n, &public).await })
+            .await;
+        if let Err(e) = r {
+            self.unanswered = e.unanswered();
+            if !e.outcome_unknown() {
+                // Refused (e.g. 409: a key pair of that name exists, and
+                // it is not kiln's to delete): nothing was created.
+                self.name = None;
+                if let Some(l) = self.ledger.take() {
+                    ctx.ledger.release(l);
+                }
+            }
+            return Err(BuildError::from(e).context("Error creating temporary keypair"));
+        }
         ctx.ui.say(&format!("Created temporary keypair: {name}"));
         s.temp_key = Some(key);
         s.key_name = Some(name);
         Ok(())
     }
     async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        if let Some(Err(e)) = self.create.settle(ctx, "key pair").await {
+            self.unanswered = e.unanswered();
+            if !e.outcome_unknown() {
+                self.name = None;
+                if let Some(l) = self.ledger.take() {
+                    ctx.ledger.release(l);
+                }
+            }
+        }
         let Some(name) = self.name.take() else {
             return Ok(());
         };
+        if self.unanswered {
+            // Nova may still be creating it: deleting it first would let
+            // it appear afterwards.
+            let _ = find_created(&s.cloud, true, || async {
+                Ok(s.cloud
+                    .keypair_names()
+                    .await?
+                    .into_iter()
+                    .filter(|k| *k == name)
+                    .collect::<Vec<_>>())
+            })
+            .await;
+        }
         ctx.ui
             .say(&format!("Deleting temporary keypair: {name} ..."));
         match retry_cleanup(|| s.cloud.delete_keypair(&name)).await {
@@ -237,6 +292,114 @@ impl Step<State> for KeyPair<'_> {
             ))),
         }
     }
+}
+
+/// A create request that runs to its end even when the step running it is
+/// dropped (a Ctrl-C drops the running step's future): the step's cleanup
+/// awaits its answer, so what it created is known instead of leaked. The
+/// request itself is bounded by the session's request timeout.
+pub struct InFlight<T>(Option<tokio::task::JoinHandle<Result<T, OsError>>>);
+
+impl<T> Default for InFlight<T> {
+    fn default() -> Self {
+        InFlight(None)
+    }
+}
+
+impl<T: Send + 'static> InFlight<T> {
+    /// Send the request and wait for its answer.
+    pub async fn run<F>(&mut self, request: F) -> Result<T, OsError>
+    where
+        F: Future<Output = Result<T, OsError>> + Send + 'static,
+    {
+        let handle = self.0.insert(tokio::spawn(request));
+        let r = handle.await;
+        self.0 = None;
+        joined(r)
+    }
+
+    /// In a cleanup: the answer to a request whose step was dropped before
+    /// it came (`None`: no request was left waiting).
+    pub async fn settle(&mut self, ctx: &BuildCtx, what: &str) -> Option<Result<T, OsError>> {
+        let handle = self.0.take()?;
+        ctx.ui.message(&format!(
+            "Waiting for the answer to the {what} create request before cleaning up..."
+        ));
+        Some(joined(handle.await))
+    }
+
+    /// Is a request waiting for its answer?
+    pub fn pending(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+fn joined<T>(r: Result<Result<T, OsError>, tokio::task::JoinError>) -> Result<T, OsError> {
+    r.unwrap_or_else(|e| {
+        // The outcome is unknown: treat it as a request without an answer.
+        Err(OsError::Transport {
+            method: "request".into(),
+            url: String::new(),
+            message: format!("the request's task ended: {e}"),
+        })
+    })
+}
+
+/// The metadata key kiln puts on the servers and volumes it creates, with a
+/// value unique to the request: a create that got no answer can be found
+/// by it (names need not be unique).
+pub const MARKER_KEY: &str = "kiln_marker";
+
+/// Look for what a create request without a clear answer made: `find`
+/// once after an error answer (the cloud is done with the request); after
+/// no answer at all (`unanswered`), again and again for as long as one
+/// request may take, since the cloud may still be carrying it out.
+async fn find_created<T, F, Fut>(
+    cloud: &Cloud,
+    unanswered: bool,
+    mut find: F,
+) -> Result<Vec<T>, OsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Vec<T>, OsError>>,
+{
+    let until = Instant::now()
+        + if unanswered {
+            cloud.session.request_timeout
+        } else {
+            Duration::ZERO
+        };
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let found = retry_list(&mut find).await?;
+        let now = Instant::now();
+        if !found.is_empty() || now >= until {
+            return Ok(found);
+        }
+        tokio::time::sleep(delay.min(until - now)).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Retry a listing made by a cleanup a few times (a cleanup that gives up
+/// may leak).
+async fn retry_list<T, F, Fut>(mut f: F) -> Result<T, OsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, OsError>>,
+{
+    let mut delay = Duration::from_millis(250);
+    for attempt in 1.. {
+        match f().await {
+            Ok(t) => return Ok(t),
+            Err(e) if attempt >= 5 || matches!(e.status(), Some(400..=404)) => return Err(e),
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    unreachable!()
 }
 
 /// A cleanup call, tried a few times (a cleanup that gives up leaks), and
@@ -388,6 +551,10 @@ pub fn cidr_within(inner: &str, outer: &str) -> bool {
 struct CreateVolume<'a> {
     c: &'a Config,
     ledger: Option<LedgerId>,
+    create: InFlight<String>,
+    /// The volume's name and marker while a create may have made it.
+    unknown: Option<(String, String)>,
+    unanswered: bool,
 }
 
 #[async_trait]
@@ -416,19 +583,49 @@ impl Step<State> for CreateVolume<'_> {
         let az = self
             .c
             .volume_availability_zone
-            .as_deref()
-            .or(self.c.availability_zone.as_deref());
-        let id = s
-            .cloud
-            .create_volume(
-                &name,
-                size,
-                &s.source_image,
-                self.c.volume_type.as_deref(),
-                az,
-            )
-            .await
-            .map_err(|e| BuildError::from(e).context("Error creating volume"))?;
+            .clone()
+            .or(self.c.availability_zone.clone());
+        let marker = uuid::Uuid::new_v4().to_string();
+        // Recorded before the request: a timeout or a Ctrl-C may still
+        // leave it created; cleanup then finds it by name and marker.
+        self.unknown = Some((name.clone(), marker.clone()));
+        self.ledger = Some(
+            ctx.ledger
+                .track(format!("volume {name} being created (openstack)")),
+        );
+        let (cloud, n, img, vt) = (
+            s.cloud.clone(),
+            name.clone(),
+            s.source_image.clone(),
+            self.c.volume_type.clone(),
+        );
+        let md: std::collections::BTreeMap<String, String> =
+            [(MARKER_KEY.to_string(), marker)].into();
+        let r = self
+            .create
+            .run(async move {
+                cloud
+                    .create_volume(&n, size, &img, vt.as_deref(), az.as_deref(), &md)
+                    .await
+            })
+            .await;
+        let id = match r {
+            Ok(id) => id,
+            Err(e) => {
+                self.unanswered = e.unanswered();
+                if !e.outcome_unknown() {
+                    self.unknown = None;
+                    if let Some(l) = self.ledger.take() {
+                        ctx.ledger.release(l);
+                    }
+                }
+                return Err(BuildError::from(e).context("Error creating volume"));
+            }
+        };
+        self.unknown = None;
+        if let Some(l) = self.ledger.take() {
+            ctx.ledger.release(l);
+        }
         self.ledger = Some(ctx.ledger.track(format!("volume {id} (openstack)")));
         s.volume_id = Some(id.clone());
         ctx.ui.message(&format!(
@@ -450,29 +647,56 @@ impl Step<State> for CreateVolume<'_> {
         Ok(())
     }
     async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        let Some(id) = s.volume_id.take() else {
-            return Ok(());
-        };
-        ctx.ui.say(&format!("Deleting volume: {id} ..."));
-        // Deleting needs it detached: wait until it is not in use.
-        let cloud = s.cloud.clone();
-        let _ = wait_for("volume", Duration::from_secs(300), || {
-            let (cloud, id) = (cloud.clone(), id.clone());
-            async move {
-                Ok(match cloud.volume_status(&id).await {
-                    Ok(st) if st == "in-use" || st.ends_with("ing") => Poll::Pending,
-                    _ => Poll::Ready(()),
-                })
+        match self.create.settle(ctx, "volume").await {
+            Some(Ok(id)) => {
+                self.unknown = None;
+                s.volume_id = Some(id);
             }
-        })
-        .await;
-        retry_cleanup(|| s.cloud.delete_volume(&id))
+            Some(Err(e)) if !e.outcome_unknown() => self.unknown = None,
+            Some(Err(e)) => self.unanswered = e.unanswered(),
+            None => {}
+        }
+        let mut ids: Vec<String> = s.volume_id.take().into_iter().collect();
+        if let Some((name, marker)) = self.unknown.clone() {
+            let found = find_created(&s.cloud, self.unanswered, || async {
+                Ok(s.cloud
+                    .volumes_named(&name)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, md)| md.get(MARKER_KEY) == Some(&marker))
+                    .collect::<Vec<_>>())
+            })
             .await
             .map_err(|e| {
                 BuildError::msg(format!(
-                    "Error deleting volume {id}, please delete it manually: {e}"
+                    "Error looking for volume {name}, which may have been created: {e}"
                 ))
             })?;
+            ids.extend(found.into_iter().map(|(id, _)| id));
+        }
+        for id in ids {
+            ctx.ui.say(&format!("Deleting volume: {id} ..."));
+            // Deleting needs it detached: wait until it is not in use.
+            let cloud = s.cloud.clone();
+            let _ = wait_for("volume", Duration::from_secs(300), || {
+                let (cloud, id) = (cloud.clone(), id.clone());
+                async move {
+                    Ok(match cloud.volume_status(&id).await {
+                        Ok(st) if st == "in-use" || st.ends_with("ing") => Poll::Pending,
+                        _ => Poll::Ready(()),
+                    })
+                }
+            })
+            .await;
+            retry_cleanup(|| s.cloud.delete_volume(&id))
+                .await
+                .map_err(|e| {
+                    BuildError::msg(format!(
+                        "Error deleting volume {id}, please delete it manually: {e}"
+                    ))
+                })?;
+        }
+        self.unknown = None;
         if let Some(l) = self.ledger.take() {
             ctx.ledger.release(l);
         }
@@ -483,8 +707,27 @@ impl Step<State> for CreateVolume<'_> {
 struct RunServer<'a> {
     c: &'a Config,
     ledger: Option<LedgerId>,
-    /// The create request got no clear answer: a server may exist.
-    unknown: Option<LedgerId>,
+    create: InFlight<String>,
+    /// The marker of a server the create request may have made (no clear
+    /// answer yet): cleanup looks for it.
+    unknown: Option<String>,
+    unanswered: bool,
+}
+
+impl RunServer<'_> {
+    fn server_stub(&self, s: &State, id: &str) -> Server {
+        Server {
+            id: id.to_string(),
+            status: "BUILD".into(),
+            task_state: None,
+            fault: None,
+            access_ipv4: None,
+            name: self.c.instance_name.clone(),
+            key_name: s.key_name.clone(),
+            metadata: Default::default(),
+            addresses: Default::default(),
+        }
+    }
 }
 
 #[async_trait]
@@ -500,6 +743,9 @@ impl Step<State> for RunServer<'_> {
             })?),
             (None, None) => None,
         };
+        let marker = uuid::Uuid::new_v4().to_string();
+        let mut metadata = self.c.instance_metadata.clone();
+        metadata.insert(MARKER_KEY.to_string(), marker.clone());
         let opts = ServerCreate {
             name: self.c.instance_name.clone(),
             image_ref: Some(s.source_image.clone()),
@@ -510,34 +756,42 @@ impl Step<State> for RunServer<'_> {
             availability_zone: self.c.availability_zone.clone(),
             user_data,
             config_drive: self.c.config_drive,
-            metadata: self.c.instance_metadata.clone(),
+            metadata,
             key_name: s.key_name.clone(),
             boot_volume: s.volume_id.clone(),
         };
         ctx.ui.say("Launching server...");
-        let id = match s.cloud.create_server(&opts).await {
+        // Recorded before the request: a timeout or a Ctrl-C may still
+        // leave it created; cleanup then finds it by its marker.
+        self.unknown = Some(marker.clone());
+        self.ledger = Some(ctx.ledger.track(format!(
+            "server {:?} being created, metadata {MARKER_KEY}={marker} (openstack)",
+            self.c.instance_name
+        )));
+        let cloud = s.cloud.clone();
+        let r = self
+            .create
+            .run(async move { cloud.create_server(&opts).await })
+            .await;
+        let id = match r {
             Ok(id) => id,
             Err(e) => {
-                if e.outcome_unknown() && s.temp_key.is_some() {
-                    self.unknown = Some(ctx.ledger.track(format!(
-                        "server {:?} that may have been created (openstack)",
-                        self.c.instance_name
-                    )));
+                if !e.outcome_unknown() {
+                    // Refused: nothing was created.
+                    self.unknown = None;
+                    if let Some(l) = self.ledger.take() {
+                        ctx.ledger.release(l);
+                    }
                 }
                 return Err(BuildError::from(e).context("Error launching source server"));
             }
         };
+        self.unknown = None;
+        if let Some(l) = self.ledger.take() {
+            ctx.ledger.release(l);
+        }
         self.ledger = Some(ctx.ledger.track(format!("server {id} (openstack)")));
-        s.server = Some(Server {
-            id: id.clone(),
-            status: "BUILD".into(),
-            task_state: None,
-            fault: None,
-            access_ipv4: None,
-            name: self.c.instance_name.clone(),
-            key_name: s.key_name.clone(),
-            addresses: Default::default(),
-        });
+        s.server = Some(self.server_stub(s, &id));
         ctx.ui.message(&format!("Server ID: {id}"));
         ctx.set_generated("ID", id.clone());
         ctx.ui.say("Waiting for server to become ready...");
@@ -565,36 +819,49 @@ impl Step<State> for RunServer<'_> {
         Ok(())
     }
     async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        if let Some(l) = self.unknown.take() {
-            // Find it by its name and its (unique) temporary key pair.
-            let key = s.key_name.clone();
-            let found = s.cloud.list_servers().await.unwrap_or_default();
-            for sv in found
-                .into_iter()
-                .filter(|sv| sv.name == self.c.instance_name && sv.key_name == key)
-            {
-                ctx.ui
-                    .say(&format!("Terminating the source server: {} ...", sv.id));
-                let _ = retry_cleanup(|| s.cloud.delete_server(&sv.id, self.c.force_delete)).await;
-                wait_gone(&s.cloud, &sv.id).await?;
+        match self.create.settle(ctx, "server").await {
+            Some(Ok(id)) => {
+                self.unknown = None;
+                s.server = Some(self.server_stub(s, &id));
             }
-            ctx.ledger.release(l);
+            Some(Err(e)) if !e.outcome_unknown() => self.unknown = None,
+            Some(Err(e)) => self.unanswered = e.unanswered(),
+            None => {}
         }
-        let Some(server) = s.server.take() else {
-            return Ok(());
-        };
-        let id = server.id;
-        ctx.ui
-            .say(&format!("Terminating the source server: {id} ..."));
-        let force = self.c.force_delete;
-        retry_cleanup(|| s.cloud.delete_server(&id, force))
+        let mut ids: Vec<String> = s.server.take().map(|x| x.id).into_iter().collect();
+        if let Some(marker) = self.unknown.clone() {
+            // No answer: look for it by its marker (the name need not be
+            // unique, and there may be no temporary key pair).
+            let found = find_created(&s.cloud, self.unanswered, || async {
+                Ok(s.cloud
+                    .list_servers()
+                    .await?
+                    .into_iter()
+                    .filter(|sv| sv.metadata.get(MARKER_KEY) == Some(&marker))
+                    .collect::<Vec<_>>())
+            })
             .await
             .map_err(|e| {
                 BuildError::msg(format!(
-                    "Error terminating server, may still be around: {e}"
+                    "Error looking for the server that may have been created ({MARKER_KEY}={marker}): {e}"
                 ))
             })?;
-        wait_gone(&s.cloud, &id).await?;
+            ids.extend(found.into_iter().map(|sv| sv.id));
+        }
+        let force = self.c.force_delete;
+        for id in ids {
+            ctx.ui
+                .say(&format!("Terminating the source server: {id} ..."));
+            retry_cleanup(|| s.cloud.delete_server(&id, force))
+                .await
+                .map_err(|e| {
+                    BuildError::msg(format!(
+                        "Error terminating server, may still be around: {e}"
+                    ))
+                })?;
+            wait_gone(&s.cloud, &id).await?;
+        }
+        self.unknown = None;
         if let Some(l) = self.ledger.take() {
             ctx.ledger.release(l);
         }
@@ -638,10 +905,14 @@ async fn wait_gone(cloud: &Cloud, id: &str) -> Result<(), BuildError> {
 struct AllocateIp<'a> {
     c: &'a Config,
     ledger: Option<LedgerId>,
+    /// The floating IP is kiln's (created for this build): deleted at the
+    /// end. A provided or reused one is only given back.
     temporary: bool,
-    /// The port a floating IP was being created on (its create request
-    /// got no clear answer).
-    unknown: Option<(String, LedgerId)>,
+    create: InFlight<FloatingIp>,
+    /// The port a floating IP was being created on while the create
+    /// request had no clear answer.
+    unknown: Option<String>,
+    unanswered: bool,
 }
 
 #[async_trait]
@@ -692,23 +963,39 @@ impl Step<State> for AllocateIp<'_> {
             let port = instance_port(&s.cloud, &server_id, fip_net.as_deref()).await?;
             ctx.ui
                 .say(&format!("Creating floating IP using network {net} ..."));
+            // Recorded before the request: a timeout or a Ctrl-C may still
+            // leave it created; cleanup then finds it by the port.
+            self.temporary = true;
+            self.unknown = Some(port.clone());
+            self.ledger = Some(ctx.ledger.track(format!(
+                "floating IP on port {port} being created (openstack)"
+            )));
             // Created already bound to the server's port: one call instead
             // of Packer's create + associate.
-            self.temporary = true;
-            let f = match s.cloud.create_floating_ip(&net, Some(&port)).await {
+            let (cloud, n, p) = (s.cloud.clone(), net.clone(), port.clone());
+            let r = self
+                .create
+                .run(async move { cloud.create_floating_ip(&n, Some(&p)).await })
+                .await;
+            let f = match r {
                 Ok(f) => f,
                 Err(e) => {
-                    if e.outcome_unknown() {
-                        let l = ctx.ledger.track(format!(
-                            "floating IP on port {port} that may have been created (openstack)"
-                        ));
-                        self.unknown = Some((port.clone(), l));
+                    self.unanswered = e.unanswered();
+                    if !e.outcome_unknown() {
+                        self.unknown = None;
+                        if let Some(l) = self.ledger.take() {
+                            ctx.ledger.release(l);
+                        }
                     }
                     return Err(BuildError::from(e).context(format!(
                         "Error creating floating IP from floating network '{net}'"
                     )));
                 }
             };
+            self.unknown = None;
+            if let Some(l) = self.ledger.take() {
+                ctx.ledger.release(l);
+            }
             self.ledger = Some(
                 ctx.ledger
                     .track(format!("floating IP {} {} (openstack)", f.id, f.address)),
@@ -750,43 +1037,52 @@ impl Step<State> for AllocateIp<'_> {
     }
     async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         if !self.temporary {
+            // Not kiln's: the server's deletion gives it back to the
+            // project (as Packer, it is not deleted).
             return Ok(());
         }
-        if let Some((port, l)) = self.unknown.take() {
-            for f in s.cloud.list_floating_ips().await.unwrap_or_default() {
-                if f.port_id.as_deref() == Some(port.as_str()) {
-                    retry_cleanup(|| s.cloud.delete_floating_ip(&f.id))
-                        .await
-                        .map_err(|e| {
-                            BuildError::msg(format!(
-                                "Error deleting temporary floating IP '{}' ({}): {e}",
-                                f.id, f.address
-                            ))
-                        })?;
-                    ctx.ui.say(&format!(
-                        "Deleted temporary floating IP '{}' ({})",
-                        f.id, f.address
-                    ));
-                }
+        match self.create.settle(ctx, "floating IP").await {
+            Some(Ok(f)) => {
+                self.unknown = None;
+                s.floating_ip = Some(f);
             }
-            ctx.ledger.release(l);
+            Some(Err(e)) if !e.outcome_unknown() => self.unknown = None,
+            Some(Err(e)) => self.unanswered = e.unanswered(),
+            None => {}
         }
-        let Some(f) = s.floating_ip.take() else {
-            // The create request may have been cut off; nothing known to delete.
-            return Ok(());
-        };
-        retry_cleanup(|| s.cloud.delete_floating_ip(&f.id))
+        let mut gone: Vec<FloatingIp> = s.floating_ip.take().into_iter().collect();
+        if let Some(port) = self.unknown.clone() {
+            let all = find_created(&s.cloud, self.unanswered, || async {
+                Ok(s.cloud
+                    .list_floating_ips()
+                    .await?
+                    .into_iter()
+                    .filter(|f| f.port_id.as_deref() == Some(port.as_str()))
+                    .collect::<Vec<_>>())
+            })
             .await
-            .map_err(|e| {
-                BuildError::msg(format!(
-                    "Error deleting temporary floating IP '{}' ({}): {e}",
-                    f.id, f.address
-                ))
-            })?;
-        ctx.ui.say(&format!(
-            "Deleted temporary floating IP '{}' ({})",
-            f.id, f.address
-        ));
+                .map_err(|e| {
+                    BuildError::msg(format!(
+                        "Error looking for the floating IP that may have been created on port {port}: {e}"
+                    ))
+                })?;
+            gone.extend(all);
+        }
+        for f in gone {
+            retry_cleanup(|| s.cloud.delete_floating_ip(&f.id))
+                .await
+                .map_err(|e| {
+                    BuildError::msg(format!(
+                        "Error deleting temporary floating IP '{}' ({}): {e}",
+                        f.id, f.address
+                    ))
+                })?;
+            ctx.ui.say(&format!(
+                "Deleted temporary floating IP '{}' ({})",
+                f.id, f.address
+            ));
+        }
+        self.unknown = None;
         if let Some(l) = self.ledger.take() {
             ctx.ledger.release(l);
         }
@@ -1008,9 +1304,11 @@ impl Step<State> for DetachVolume {
 struct CreateImage<'a> {
     c: &'a Config,
     ledger: Option<LedgerId>,
-    /// createImage got no clear answer: find the image by the server it
-    /// was made from.
-    unknown: Option<(String, LedgerId)>,
+    create: InFlight<String>,
+    /// createImage got no clear answer: the server the image would be
+    /// made from (Nova's snapshots carry its id as `instance_uuid`).
+    unknown: Option<String>,
+    unanswered: bool,
 }
 
 #[async_trait]
@@ -1021,7 +1319,9 @@ impl Step<State> for CreateImage<'_> {
     async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         let c = self.c;
         ctx.ui.say(&format!("Creating the image: {}", c.image_name));
-        let id = if let Some(vol) = s.volume_id.clone() {
+        let cloud = s.cloud.clone();
+        let name = c.image_name.clone();
+        let r = if let Some(vol) = s.volume_id.clone() {
             if !c.image_metadata.is_empty() {
                 if let Err(e) = s
                     .cloud
@@ -1031,26 +1331,58 @@ impl Step<State> for CreateImage<'_> {
                     ctx.ui.error(&format!("Error setting image metadata: {e}"));
                 }
             }
-            s.cloud
-                .volume_to_image(&vol, &c.image_name, c.image_disk_format.as_deref())
-                .await
-        } else {
-            let server = s.server.as_ref().map(|x| x.id.clone()).unwrap_or_default();
-            let r = s
-                .cloud
-                .create_server_image(&server, &c.image_name, &c.image_metadata)
+            self.ledger = Some(ctx.ledger.track(format!(
+                "image {name:?} of volume {vol} being created (openstack)"
+            )));
+            let fmt = c.image_disk_format.clone();
+            let r = self
+                .create
+                .run(async move { cloud.volume_to_image(&vol, &name, fmt.as_deref()).await })
                 .await;
             if let Err(e) = &r {
                 if e.outcome_unknown() {
-                    let l = ctx.ledger.track(format!(
-                        "image of server {server} that may have been created (openstack)"
+                    // Cinder's images carry nothing kiln can find them by.
+                    ctx.ui.error(&format!(
+                        "The upload of the volume to Glance got no clear answer: an image named {:?} may have been created; check Glance",
+                        c.image_name
                     ));
-                    self.unknown = Some((server, l));
+                }
+                if let Some(l) = self.ledger.take() {
+                    ctx.ledger.release(l);
+                }
+            }
+            r
+        } else {
+            let server = s.server.as_ref().map(|x| x.id.clone()).unwrap_or_default();
+            // Recorded before the request: a timeout or a Ctrl-C may still
+            // leave it created; cleanup then finds it by the server's id.
+            self.unknown = Some(server.clone());
+            self.ledger = Some(ctx.ledger.track(format!(
+                "image {name:?} of server {server} being created (openstack)"
+            )));
+            let md = c.image_metadata.clone();
+            let sv = server.clone();
+            let r = self
+                .create
+                .run(async move { cloud.create_server_image(&sv, &name, &md).await })
+                .await;
+            if let Err(e) = &r {
+                self.unanswered = e.unanswered();
+                if !e.outcome_unknown() {
+                    self.unknown = None;
+                    if let Some(l) = self.ledger.take() {
+                        ctx.ledger.release(l);
+                    }
                 }
             }
             r
         }
         .map_err(|e| BuildError::from(e).context("Error creating image"))?;
+        let id = r;
+        self.unknown = None;
+        if let Some(l) = self.ledger.take() {
+            ctx.ledger.release(l);
+        }
         self.ledger = Some(
             ctx.ledger
                 .track(format!("image {id} (openstack, not finished)")),
@@ -1082,45 +1414,63 @@ impl Step<State> for CreateImage<'_> {
         .await
     }
     async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        if let Some((server, l)) = self.unknown.take() {
-            // Nova's snapshots carry the server's id.
-            let q = [("instance_uuid".to_string(), server)];
-            for img in s.cloud.list_images(&q).await.unwrap_or_default() {
-                ctx.ui
-                    .say(&format!("Deleting the unfinished image: {} ...", img.id));
-                retry_cleanup(|| s.cloud.delete_image(&img.id))
-                    .await
-                    .map_err(|e| {
-                        BuildError::msg(format!(
-                            "Error deleting image {}, please delete it manually: {e}",
-                            img.id
-                        ))
-                    })?;
+        match self.create.settle(ctx, "image").await {
+            Some(Ok(id)) => {
+                self.unknown = None;
+                s.image_id = Some(id);
             }
-            ctx.ledger.release(l);
+            Some(Err(e)) if !e.outcome_unknown() => self.unknown = None,
+            Some(Err(e)) => self.unanswered = e.unanswered(),
+            None => {}
         }
-        let Some(l) = self.ledger.take() else {
-            return Ok(());
-        };
         if s.committed {
             // It is the artifact now: the artifact owns it.
-            ctx.ledger.release(l);
+            if let Some(l) = self.ledger.take() {
+                ctx.ledger.release(l);
+            }
             return Ok(());
         }
-        let Some(id) = s.image_id.clone() else {
-            return Ok(());
-        };
-        ctx.ui
-            .say(&format!("Deleting the unfinished image: {id} ..."));
-        retry_cleanup(|| s.cloud.delete_image(&id))
+        let mut ids: Vec<String> = s.image_id.take().into_iter().collect();
+        if let Some(server) = self.unknown.clone() {
+            // Nova's snapshots carry the server's id.
+            let q = [("instance_uuid".to_string(), server.clone())];
+            let name = self.c.image_name.clone();
+            let found = find_created(&s.cloud, self.unanswered, || async {
+                Ok(s.cloud
+                    .list_images(&q)
+                    .await?
+                    .into_iter()
+                    .filter(|i| i.name == name)
+                    .collect::<Vec<_>>())
+            })
             .await
             .map_err(|e| {
                 BuildError::msg(format!(
-                    "Error deleting image {id}, please delete it manually: {e}"
+                    "Error looking for the image of server {server} that may have been created: {e}"
                 ))
             })?;
-        s.image_id = None;
-        ctx.ledger.release(l);
+            let more: Vec<String> = found
+                .into_iter()
+                .filter(|i| !ids.contains(&i.id))
+                .map(|i| i.id)
+                .collect();
+            ids.extend(more);
+        }
+        for id in ids {
+            ctx.ui
+                .say(&format!("Deleting the unfinished image: {id} ..."));
+            retry_cleanup(|| s.cloud.delete_image(&id))
+                .await
+                .map_err(|e| {
+                    BuildError::msg(format!(
+                        "Error deleting image {id}, please delete it manually: {e}"
+                    ))
+                })?;
+        }
+        self.unknown = None;
+        if let Some(l) = self.ledger.take() {
+            ctx.ledger.release(l);
+        }
         Ok(())
     }
 }
@@ -1231,6 +1581,7 @@ mod tests {
             access_ipv4: None,
             name: "n".into(),
             key_name: None,
+            metadata: Default::default(),
             addresses: [
                 ("net6".to_string(), vec![a("fd00::5", 6, false)]),
                 ("private".to_string(), vec![a("10.0.0.5", 4, false)]),

@@ -26,6 +26,13 @@ fn enc(x: &str) -> String {
     }
     out
 }
+fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(|m| m.as_object())
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+        .collect()
+}
 fn field<'a>(v: &'a Value, k: &str, what: &str) -> Result<&'a Value, OsError> {
     v.get(k)
         .ok_or_else(|| OsError::Protocol(format!("{what}: answer without `{k}`")))
@@ -46,6 +53,8 @@ pub struct Server {
     pub access_ipv4: Option<String>,
     pub name: String,
     pub key_name: Option<String>,
+    /// The server's metadata (`instance_metadata`, and kiln's marker).
+    pub metadata: BTreeMap<String, String>,
     /// network name -> addresses
     pub addresses: BTreeMap<String, Vec<Address>>,
 }
@@ -87,6 +96,7 @@ impl Server {
             access_ipv4: opt_s(v, "accessIPv4").filter(|a| !a.is_empty()),
             name: s(v, "name"),
             key_name: opt_s(v, "key_name"),
+            metadata: string_map(v.get("metadata")),
             addresses,
         }
     }
@@ -668,8 +678,12 @@ impl Cloud {
         image_ref: &str,
         volume_type: Option<&str>,
         az: Option<&str>,
+        metadata: &BTreeMap<String, String>,
     ) -> Result<String, OsError> {
         let mut v = json!({"name": name, "size": size_gb, "imageRef": image_ref});
+        if !metadata.is_empty() {
+            v["metadata"] = json!(metadata);
+        }
         if let Some(t) = volume_type {
             v["volume_type"] = json!(t);
         }
@@ -689,6 +703,26 @@ impl Cloud {
             .and_then(|x| x.as_str())
             .map(String::from)
             .ok_or_else(|| OsError::Protocol("volume create: answer without volume.id".into()))
+    }
+
+    /// The ids and metadata of the project's volumes named `name`.
+    pub async fn volumes_named(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(String, BTreeMap<String, String>)>, OsError> {
+        let v = self
+            .get(
+                Service::Volume,
+                &format!("/volumes/detail?name={}", enc(name)),
+            )
+            .await?;
+        Ok(v.get("volumes")
+            .and_then(|x| x.as_array())
+            .into_iter()
+            .flatten()
+            .filter(|x| s(x, "name") == name)
+            .map(|x| (s(x, "id"), string_map(x.get("metadata"))))
+            .collect())
     }
 
     pub async fn volume_status(&self, id: &str) -> Result<String, OsError> {

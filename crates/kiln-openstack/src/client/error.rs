@@ -42,6 +42,11 @@ impl OsError {
     pub fn outcome_unknown(&self) -> bool {
         matches!(self, OsError::Transport { .. }) || matches!(self.status(), Some(500..=599))
     }
+    /// No answer at all (timeout, reset): the cloud may still be carrying
+    /// the request out, and what it creates may appear a little later.
+    pub fn unanswered(&self) -> bool {
+        matches!(self, OsError::Transport { .. })
+    }
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
     }
