@@ -14,7 +14,7 @@
 //! are removed.
 use crate::builder::ImageArtifact;
 use crate::client::api::Image;
-use crate::client::{resolve_from_env, AccessKeys, Cloud, Session};
+use crate::client::{auth, resolve_from_env, AccessKeys, Cloud, OsError, Session};
 use crate::qcow2;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -24,6 +24,7 @@ use md5::Md5;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha512};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -136,16 +137,59 @@ fn input_of(c: &Config, a: &dyn Artifact) -> Result<Input, BuildError> {
 }
 
 /// Removes the image it holds unless disarmed (a failure at any point,
-/// cancellation included, leaves nothing in Glance).
+/// cancellation included, leaves nothing in Glance). Armed before the
+/// image is asked for: the image's id is chosen by kiln, so even a create
+/// request cut off by a Ctrl-C or a timeout leaves nothing unknown.
 struct ImageGuard {
     cloud: Cloud,
     id: Arc<Mutex<Option<String>>>,
+    /// The create request, when it has not been answered yet (it runs on
+    /// to its end: the image is deleted after it has answered, never
+    /// before it exists).
+    create: Mutex<Option<tokio::task::JoinHandle<Result<Image, OsError>>>>,
+    /// The create request got no answer at all: Glance may still be
+    /// making the image.
+    unanswered: std::sync::atomic::AtomicBool,
 }
 
 impl ImageGuard {
     fn take(&self) -> Option<String> {
         self.id.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
+    fn arm(&self, id: &str) {
+        *self.id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.to_string());
+    }
+    fn note(&self, e: &OsError) {
+        if e.unanswered() {
+            self.unanswered
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    fn pending(&self) -> Option<tokio::task::JoinHandle<Result<Image, OsError>>> {
+        self.create.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// The session create_box works with: the input artifact's (the builder's)
+/// when create_box has no access keys of its own; the builder's
+/// credentials with create_box's own keys over them when it has some; its
+/// own keys with `OS_*` and clouds.yaml when the input is not an OpenStack
+/// artifact or create_box names a `cloud`.
+pub async fn session_for(
+    own: &AccessKeys,
+    input: &dyn Artifact,
+) -> Result<(Arc<Session>, Vec<String>), OsError> {
+    let base = crate::builder::artifact::session_of(input);
+    let opts = match base {
+        Some(s) if *own == AccessKeys::default() => {
+            let secrets = s.options().secrets();
+            return Ok((s, secrets));
+        }
+        Some(s) if own.cloud.is_none() => auth::overlay(s.options(), own)?,
+        _ => resolve_from_env(own)?,
+    };
+    let secrets = opts.secrets();
+    Ok((Session::connect(opts).await?, secrets))
 }
 
 #[async_trait]
@@ -158,17 +202,21 @@ impl PostProcessor for CreateBox {
         let b = ctx.build;
         let ui = b.ui.child("create_box");
         let source = input_of(&self.config, input.as_ref())?;
-        let opts = resolve_from_env(&self.config.access)?;
-        for s in opts.secrets() {
-            ui.add_secret(&s);
-        }
         let session = b
-            .cancellable(async { Ok(Session::connect(opts).await?) })
+            .cancellable(async {
+                let (s, secrets) = session_for(&self.config.access, input.as_ref()).await?;
+                for x in secrets {
+                    ui.add_secret(&x);
+                }
+                Ok(s)
+            })
             .await?;
         let cloud = Cloud::new(session);
         let guard = ImageGuard {
             cloud: cloud.clone(),
             id: Arc::new(Mutex::new(None)),
+            create: Mutex::new(None),
+            unanswered: Default::default(),
         };
         let dir = self
             .config
@@ -197,7 +245,29 @@ impl PostProcessor for CreateBox {
                 force_keep: true,
             }),
             Err(e) => {
+                if let Some(h) = guard.pending() {
+                    ui.message(
+                        "Waiting for the answer to the image create request before cleaning up...",
+                    );
+                    if let Ok(Err(e)) = h.await {
+                        guard.note(&e);
+                    }
+                }
                 if let Some(id) = guard.take() {
+                    if guard.unanswered.load(std::sync::atomic::Ordering::SeqCst) {
+                        // Glance may still be making it: let it appear
+                        // before deleting it (for as long as one request
+                        // may take).
+                        let until = std::time::Instant::now() + cloud.session.request_timeout;
+                        while std::time::Instant::now() < until {
+                            match guard.cloud.get_image(&id).await {
+                                Err(e) if e.is_not_found() => {
+                                    tokio::time::sleep(std::time::Duration::from_millis(250)).await
+                                }
+                                _ => break,
+                            }
+                        }
+                    }
                     ui.say(&format!("Deleting the unfinished image {id}"));
                     let mut last = None;
                     for _ in 0..5 {
@@ -535,12 +605,28 @@ async fn upload(
     ui: &dyn kiln_core::Ui,
     guard: &ImageGuard,
 ) -> Result<String, BuildError> {
-    let img = cloud
-        .create_image(create_body(c, name))
-        .await
-        .map_err(|e| BuildError::from(e).context("create_box: creating the image"))?;
-    let id = img.id.clone();
-    *guard.id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
+    // kiln chooses the id (Glance accepts one): the guard knows the image
+    // before it is asked for.
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut body = create_body(c, name);
+    body["id"] = json!(id);
+    guard.arm(&id);
+    let handle = {
+        let cloud = cloud.clone();
+        tokio::spawn(async move { cloud.create_image(body).await })
+    };
+    *guard.create.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+    let answer = poll_create(guard).await;
+    if let Err(e) = &answer {
+        guard.note(e);
+    }
+    let img = answer.map_err(|e| BuildError::from(e).context("create_box: creating the image"))?;
+    if img.id != id {
+        return Err(BuildError::msg(format!(
+            "create_box: Glance made image {} instead of {id}",
+            img.id
+        )));
+    }
     ui.say(&format!("Uploading qcow2 image {name:?} as {id}"));
     let f = tokio::fs::File::open(file)
         .await
@@ -587,6 +673,27 @@ async fn upload(
         got.size.unwrap_or(0)
     ));
     Ok(id)
+}
+
+/// Wait for the guard's create request; if this future is dropped (Ctrl-C)
+/// the request stays with the guard, whose owner awaits it.
+async fn poll_create(guard: &ImageGuard) -> Result<Image, OsError> {
+    std::future::poll_fn(|cx| {
+        let mut g = guard.create.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(h) = g.as_mut() else {
+            return std::task::Poll::Ready(Err(OsError::Cancelled));
+        };
+        match std::pin::Pin::new(h).poll(cx) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(r) => {
+                *g = None;
+                std::task::Poll::Ready(r.unwrap_or_else(|e| {
+                    Err(OsError::Protocol(format!("image create request: {e}")))
+                }))
+            }
+        }
+    })
+    .await
 }
 
 /// Glance's account of the upload must match what was sent.
