@@ -3,7 +3,7 @@
 # hypervisor), Neutron (ML2, no agents), RabbitMQ and MariaDB, all on
 # 127.0.0.1, set up the way the seed's cloud looks to its user.
 #
-#   bash testlab/openstack/up.sh ROOT    # ~2-4 min cold, ~1 min with ROOT/venv kept
+#   bash testlab/openstack/up.sh ROOT    # see README.md for how long it takes
 #   . ROOT/seedrc                        # the seed-style OS_* variables (non-admin user jb23)
 #   bash testlab/openstack/down.sh ROOT  # stops every process this started
 #
@@ -239,7 +239,15 @@ api glance 9292 glance.wsgi.api:application OS_GLANCE_CONFIG_DIR=$R/etc/glance
 api placement 8778 placement.wsgi.api:application OS_PLACEMENT_CONFIG_DIR=$R/etc/placement
 api nova-api 8774 nova.wsgi.osapi_compute:application OS_NOVA_CONFIG_DIR=$R/etc/nova
 api neutron 9696 neutron.wsgi.api:application OS_NEUTRON_CONFIG_DIR=$R/etc/neutron
-for p in 5000 9292 8778 8774 9696; do waitport $p; done
+# a second Keystone API (same database, same fernet keys) whose tokens live
+# LAB_SHORT_TOKEN_EXPIRATION seconds: the token-renewal test builds through it
+SHORT=${LAB_SHORT_TOKEN_EXPIRATION:-20}
+mkdir -p $R/etc/keystone-short
+sed -e "s|^expiration = .*|expiration = $SHORT|" -e "s|^log_file = .*|log_file = $R/log/keystone-short.log|" \
+  $R/etc/keystone/keystone.conf > $R/etc/keystone-short/keystone.conf
+api keystone-short 5001 keystone.wsgi.api:application OS_KEYSTONE_CONFIG_DIR=$R/etc/keystone-short
+echo "{\"port\": 5001, \"token_expiration\": $SHORT}" > $R/short-keystone.json
+for p in 5000 5001 9292 8778 8774 9696; do waitport $p; done
 ts "APIs up"
 cat > $R/adminrc <<EOF
 export PATH=$R/venv/bin:\$PATH PYTHONWARNINGS=ignore OS_AUTH_URL=http://127.0.0.1:5000/v3 OS_IDENTITY_API_VERSION=3 OS_USERNAME=admin OS_PASSWORD=secret OS_PROJECT_NAME=admin OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default OS_REGION_NAME=RegionOne OS_INTERFACE=public

@@ -1,5 +1,6 @@
 //! Benchmark on the OpenStack lab (not a test): in one run,
-//! 1. the seed's template (testlab/openstack/seed) with `kiln build` (the
+//! 1. the seed's template (examples/seed/openstack.json, verbatim, with the
+//!    lab's stand-in scripts from testlab/openstack/seed) with `kiln build` (the
 //!    release binary, built first) and with Packer 1.6.6 (`packer build`),
 //!    alternating, median wall time of each;
 //! 2. the create_box step on a 2 GiB raw image holding 400 MiB of data:
@@ -24,8 +25,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
-fn seed_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testlab/openstack/seed")
+/// A directory like the seed's: its template (examples/seed/openstack.json,
+/// verbatim) with the lab's harmless stand-ins for its scripts and data
+/// (the lab's "instance" is this machine).
+fn seed_dir() -> tempfile::TempDir {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let d = tempfile::tempdir().unwrap();
+    let src = ws.join("testlab/openstack/seed");
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(src.join("scripts"))
+        .arg(src.join("data"))
+        .arg(d.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::copy(
+        ws.join("examples/seed/openstack.json"),
+        d.path().join("template.json"),
+    )
+    .unwrap();
+    d
 }
 
 /// The release `kiln` binary (built here if missing).
@@ -119,7 +139,8 @@ async fn main() {
         .unwrap_or(3);
 
     // ---- 1. the seed's template
-    let seed = seed_dir();
+    let seed_tmp = seed_dir();
+    let seed = seed_tmp.path().to_path_buf();
     let kiln = kiln_binary();
     let (mut kt, mut pt) = (Vec::new(), Vec::new());
     for round in 0..rounds {

@@ -1,5 +1,6 @@
-//! The seed's template.json, verbatim, decodes to the builder configuration
-//! the lab tests use; and template mistakes are reported as Packer does.
+//! The seed's template (examples/seed/openstack.json, verbatim) decodes to
+//! the builder configuration Packer 1.6.6 reads from it; and template
+//! mistakes are reported as Packer does.
 use kiln_openstack::builder::SourceImage;
 use kiln_template::template::{parse, parse_file, BUILDER_CORE_KEYS, POST_PROCESSOR_CORE_KEYS};
 use kiln_template::{Context, Decoder, Diagnostics, Source};
@@ -23,8 +24,7 @@ fn decode_builder(json: &str) -> (kiln_openstack::builder::Config, Diagnostics) 
 
 #[test]
 fn the_seed_template_verbatim() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testlab/openstack/seed/template.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed/openstack.json");
     let t = parse_file(&path).unwrap();
     let ctx = Context::new(t.dir.clone());
     let mut diags = Diagnostics::default();
@@ -34,8 +34,9 @@ fn the_seed_template_verbatim() {
     d.finish();
     assert!(diags.is_empty(), "{diags}");
     assert_eq!(c.flavor, "m1.small");
-    assert_eq!(c.image_name, "ubuntu precise");
-    assert_eq!(c.instance_name, "ubuntu precise");
+    assert_eq!(c.image_name, "image built by Packer");
+    // Packer: the instance is named after the image unless told otherwise.
+    assert_eq!(c.instance_name, "image built by Packer");
     assert_eq!(
         c.source,
         Some(SourceImage::Id(
