@@ -409,6 +409,9 @@ pub enum Fault {
     /// Forward it (the cloud does the work) but never answer: the client
     /// times out not knowing the outcome.
     ForwardAndHang,
+    /// Forward it, then hold the cloud's answer until
+    /// [`FaultProxy::release`] (a slow answer, as long as the test wants).
+    Hold,
     /// Never answer, never forward.
     Hang,
 }
@@ -421,10 +424,16 @@ pub struct Rule {
     pub fault: Fault,
     /// Matching requests to let through first.
     pub skip: usize,
-    /// How many to fault (None: all).
+    /// How many to fault (None: all); an exhausted rule lets the next
+    /// matching rule decide.
     pub times: Option<usize>,
+    /// Only once a request with this method and path substring has been
+    /// seen (e.g. the waits after the stop action).
+    pub after: Option<(&'static str, String)>,
     pub seen: usize,
     pub faulted: usize,
+    /// Faulted requests the cloud has answered (ForwardAndHang, Hold).
+    pub forwarded: usize,
 }
 
 impl Rule {
@@ -435,22 +444,36 @@ impl Rule {
             fault,
             skip: 0,
             times: None,
+            after: None,
             seen: 0,
             faulted: 0,
+            forwarded: 0,
         }
     }
-    pub fn once(mut self) -> Rule {
-        self.times = Some(1);
+    pub fn once(self) -> Rule {
+        self.times(1)
+    }
+    pub fn times(mut self, n: usize) -> Rule {
+        self.times = Some(n);
+        self
+    }
+    pub fn after(mut self, method: &'static str, path: &str) -> Rule {
+        self.after = Some((method, path.to_string()));
         self
     }
 }
 
 /// An HTTP proxy in front of the lab's APIs. Keystone's answers are
-/// rewritten so the service catalog points at the proxy's ports.
+/// rewritten so the service catalog points at the proxy's ports. It logs
+/// every request, and the body of every small non-GET request (what kiln
+/// sent, for the tests to check).
 pub struct FaultProxy {
     pub keystone_url: String,
     pub rules: Arc<Mutex<Vec<Rule>>>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// `(method :port/path, body)` of the requests with a small body.
+    pub bodies: Arc<Mutex<Vec<(String, String)>>>,
+    release: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -462,11 +485,30 @@ impl Drop for FaultProxy {
     }
 }
 
+#[derive(Clone)]
+struct Shared {
+    rules: Arc<Mutex<Vec<Rule>>>,
+    log: Arc<Mutex<Vec<String>>>,
+    bodies: Arc<Mutex<Vec<(String, String)>>>,
+    map: Arc<Vec<(u16, u16)>>,
+    keystone: u16,
+    release: tokio::sync::watch::Receiver<bool>,
+    hung: Arc<Mutex<Vec<TcpStream>>>,
+}
+
 impl FaultProxy {
+    /// In front of the lab's Keystone (5000).
     pub async fn start(rules: Vec<Rule>) -> FaultProxy {
+        FaultProxy::start_with(5000, rules).await
+    }
+    /// In front of the Keystone on `keystone_port` (the lab also runs one
+    /// with short-lived tokens).
+    pub async fn start_with(keystone_port: u16, rules: Vec<Rule>) -> FaultProxy {
         let rules = Arc::new(Mutex::new(rules));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let upstreams = [5000u16, 8774, 9292, 9696, 8778];
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let (release, release_rx) = tokio::sync::watch::channel(false);
+        let upstreams = [keystone_port, 8774, 9292, 9696, 8778];
         let mut listeners = Vec::new();
         let mut map = Vec::new();
         for up in upstreams {
@@ -474,22 +516,28 @@ impl FaultProxy {
             map.push((up, l.local_addr().unwrap().port()));
             listeners.push((up, l));
         }
-        let map = Arc::new(map);
+        let shared = Shared {
+            rules: rules.clone(),
+            log: log.clone(),
+            bodies: bodies.clone(),
+            map: Arc::new(map),
+            keystone: keystone_port,
+            release: release_rx,
+            hung: Arc::new(Mutex::new(Vec::new())),
+        };
         let mut tasks = Vec::new();
         let mut keystone_url = String::new();
         for (up, l) in listeners {
-            if up == 5000 {
+            if up == keystone_port {
                 keystone_url = format!("http://127.0.0.1:{}/v3", l.local_addr().unwrap().port());
             }
-            let (rules, log, map) = (rules.clone(), log.clone(), map.clone());
+            let shared = shared.clone();
             tasks.push(tokio::spawn(async move {
-                let hung = Arc::new(Mutex::new(Vec::new()));
                 loop {
                     let Ok((c, _)) = l.accept().await else { return };
-                    let (rules, log, map, hung) =
-                        (rules.clone(), log.clone(), map.clone(), hung.clone());
+                    let shared = shared.clone();
                     tokio::spawn(async move {
-                        let _ = serve(c, up, rules, log, map, hung).await;
+                        let _ = serve(c, up, shared).await;
                     });
                 }
             }));
@@ -498,11 +546,54 @@ impl FaultProxy {
             keystone_url,
             rules,
             log,
+            bodies,
+            release,
             tasks,
         }
     }
     pub fn faulted(&self) -> usize {
         self.rules.lock().unwrap().iter().map(|r| r.faulted).sum()
+    }
+    /// Faulted requests the cloud has already carried out.
+    pub fn forwarded(&self) -> usize {
+        self.rules.lock().unwrap().iter().map(|r| r.forwarded).sum()
+    }
+    /// Let held answers ([`Fault::Hold`]) through.
+    pub fn release(&self) {
+        let _ = self.release.send(true);
+    }
+    /// Wait (polling) until `n` faulted requests were carried out.
+    pub async fn wait_forwarded(&self, n: usize) {
+        while self.forwarded() < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    /// Requests seen, as `METHOD :port/path`, that contain `part`.
+    pub fn requests(&self, part: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(part))
+            .cloned()
+            .collect()
+    }
+    /// The JSON bodies of the requests whose line contains `part`.
+    pub fn bodies(&self, part: &str) -> Vec<serde_json::Value> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(l, _)| l.contains(part))
+            .filter_map(|(_, b)| serde_json::from_str(b).ok())
+            .collect()
+    }
+    /// How many token requests reached Keystone.
+    pub fn token_requests(&self) -> usize {
+        self.requests("/auth/tokens")
+            .iter()
+            .filter(|l| l.starts_with("POST "))
+            .count()
     }
 }
 
@@ -528,14 +619,36 @@ fn content_length(head: &str) -> Option<usize> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-async fn serve(
-    mut c: TcpStream,
-    up: u16,
-    rules: Arc<Mutex<Vec<Rule>>>,
-    log: Arc<Mutex<Vec<String>>>,
-    map: Arc<Vec<(u16, u16)>>,
-    hung: Arc<Mutex<Vec<TcpStream>>>,
-) -> std::io::Result<()> {
+/// Which fault (and which rule's index) applies to a request.
+fn pick_fault(sh: &Shared, method: &str, path: &str) -> Option<(usize, Fault)> {
+    let log = sh.log.lock().unwrap().clone();
+    let mut rs = sh.rules.lock().unwrap();
+    for (i, r) in rs.iter_mut().enumerate() {
+        if r.method != method || !path.contains(&r.path) {
+            continue;
+        }
+        if let Some((m, p)) = &r.after {
+            let seen = log
+                .iter()
+                .any(|l| l.starts_with(&format!("{m} ")) && l.contains(p.as_str()));
+            if !seen {
+                continue;
+            }
+        }
+        if r.times.is_some_and(|t| r.faulted >= t) {
+            continue;
+        }
+        r.seen += 1;
+        if r.seen <= r.skip {
+            return None;
+        }
+        r.faulted += 1;
+        return Some((i, r.fault));
+    }
+    None
+}
+
+async fn serve(mut c: TcpStream, up: u16, mut sh: Shared) -> std::io::Result<()> {
     let first = read_head(&mut c).await?;
     if first.is_empty() {
         return Ok(());
@@ -547,23 +660,10 @@ async fn serve(
         line.next().unwrap_or("").to_string(),
         line.next().unwrap_or("").to_string(),
     );
-    log.lock().unwrap().push(format!("{method} :{up}{path}"));
-    let fault = {
-        let mut rs = rules.lock().unwrap();
-        let mut f = None;
-        for r in rs.iter_mut() {
-            if r.method == method && path.contains(&r.path) {
-                r.seen += 1;
-                if r.seen > r.skip && r.times.is_none_or(|t| r.faulted < t) {
-                    r.faulted += 1;
-                    f = Some(r.fault);
-                }
-                break;
-            }
-        }
-        f
-    };
-    match fault {
+    let fault = pick_fault(&sh, &method, &path);
+    let what = format!("{method} :{up}{path}");
+    sh.log.lock().unwrap().push(what.clone());
+    match fault.map(|f| f.1) {
         Some(Fault::Status500) => {
             let body =
                 r#"{"computeFault": {"code": 500, "message": "injected by the test proxy"}}"#;
@@ -575,58 +675,100 @@ async fn serve(
             return Ok(());
         }
         Some(Fault::Hang) => {
-            hung.lock().unwrap().push(c);
+            sh.hung.lock().unwrap().push(c);
             return Ok(());
         }
         _ => {}
     }
+    let len = content_length(&head);
+    let small = len.is_some_and(|l| l <= 1 << 20) && !path.ends_with("/file");
+    let buffered = up == sh.keystone || fault.is_some() || (method != "GET" && small);
     let mut u = TcpStream::connect(("127.0.0.1", up)).await?;
-    // Keystone: buffer the exchange and rewrite the catalog's URLs.
-    if up == 5000 || fault == Some(Fault::ForwardAndHang) {
-        let mut req = first.clone();
-        let want = end + content_length(&head).unwrap_or(0);
-        let mut b = [0u8; 8192];
-        while req.len() < want {
-            let n = c.read(&mut b).await?;
-            if n == 0 {
-                break;
-            }
-            req.extend_from_slice(&b[..n]);
-        }
-        u.write_all(&req).await?;
-        let mut resp = Vec::new();
-        u.read_to_end(&mut resp).await?;
-        if fault == Some(Fault::ForwardAndHang) {
-            hung.lock().unwrap().push(c);
-            return Ok(());
-        }
-        let split = resp
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|p| p + 4)
-            .unwrap_or(resp.len());
-        let mut body = String::from_utf8_lossy(&resp[split..]).to_string();
-        for (from, to) in map.iter() {
-            body = body.replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
-        }
-        let rhead = String::from_utf8_lossy(&resp[..split]).to_string();
-        let mut out = String::new();
-        for l in rhead.split("\r\n") {
-            if l.to_ascii_lowercase().starts_with("content-length:") {
-                out.push_str(&format!("Content-Length: {}\r\n", body.len()));
-            } else if !l.is_empty() {
-                out.push_str(l);
-                out.push_str("\r\n");
-            }
-        }
-        out.push_str("\r\n");
-        c.write_all(out.as_bytes()).await?;
-        c.write_all(body.as_bytes()).await?;
+    if !buffered {
+        u.write_all(&first).await?;
+        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
         return Ok(());
     }
-    u.write_all(&first).await?;
-    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+    let mut req = first.clone();
+    let want = end + len.unwrap_or(0);
+    let mut b = [0u8; 8192];
+    while req.len() < want {
+        let n = c.read(&mut b).await?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&b[..n]);
+    }
+    if method != "GET" && up != sh.keystone {
+        let body = String::from_utf8_lossy(&req[end..]).to_string();
+        sh.bodies.lock().unwrap().push((what, body));
+    }
+    u.write_all(&req).await?;
+    if up != sh.keystone && fault.is_none() {
+        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+        return Ok(());
+    }
+    let mut resp = Vec::new();
+    u.read_to_end(&mut resp).await?;
+    if let Some((i, f)) = fault {
+        sh.rules.lock().unwrap()[i].forwarded += 1;
+        match f {
+            Fault::ForwardAndHang => {
+                sh.hung.lock().unwrap().push(c);
+                return Ok(());
+            }
+            Fault::Hold => {
+                let _ = sh.release.wait_for(|r| *r).await;
+            }
+            _ => {}
+        }
+    }
+    if up != sh.keystone {
+        c.write_all(&resp).await?;
+        return Ok(());
+    }
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(resp.len());
+    let mut body = String::from_utf8_lossy(&resp[split..]).to_string();
+    for (from, to) in sh.map.iter() {
+        body = body.replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
+    }
+    let rhead = String::from_utf8_lossy(&resp[..split]).to_string();
+    let mut out = String::new();
+    for l in rhead.split("\r\n") {
+        if l.to_ascii_lowercase().starts_with("content-length:") {
+            out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        } else if !l.is_empty() {
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("\r\n");
+    c.write_all(out.as_bytes()).await?;
+    c.write_all(body.as_bytes()).await?;
     Ok(())
+}
+
+// ---------------------------------------------------------------- env
+
+/// Sets an environment variable for the guard's life (removed even when
+/// the test panics).
+pub struct EnvVar(&'static str);
+
+impl EnvVar {
+    pub fn set(name: &'static str, value: &str) -> EnvVar {
+        std::env::set_var(name, value);
+        EnvVar(name)
+    }
+}
+
+impl Drop for EnvVar {
+    fn drop(&mut self) {
+        std::env::remove_var(self.0);
+    }
 }
 
 // ---------------------------------------------------------------- timing
