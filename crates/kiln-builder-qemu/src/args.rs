@@ -43,6 +43,9 @@ pub struct Runtime {
     pub serial_log: Option<PathBuf>,
     /// kiln's QMP socket.
     pub qmp_socket: PathBuf,
+    /// A second QMP socket of kiln's, on which it only listens to events
+    /// (QEMU's QMP serves one client at a time per socket).
+    pub qmp_events: Option<PathBuf>,
     pub http_ip: String,
     pub http_port: u16,
 }
@@ -142,6 +145,9 @@ pub fn default_args(c: &Config, rt: &Runtime) -> ArgMap {
         "unix:{},server=on,wait=off",
         opt_path(&rt.qmp_socket)
     )];
+    if let Some(e) = &rt.qmp_events {
+        qmp.push(format!("unix:{},server=on,wait=off", opt_path(e)));
+    }
     if c.qmp_enable {
         if let Some(p) = &c.qmp_socket_path {
             qmp.push(format!("unix:{},server=on,wait=off", opt_path(p)));
@@ -318,6 +324,7 @@ mod tests {
             no_display: true,
             serial_log: Some(PathBuf::from("/w/serial.log")),
             qmp_socket: PathBuf::from("/w/qmp.sock"),
+            qmp_events: None,
             http_ip: "10.0.2.2".into(),
             http_port: 8123,
         }
@@ -340,6 +347,19 @@ mod tests {
              -device virtio-net,netdev=user.0 \
              -drive file=out/packer-x,if=virtio,cache=writeback,discard=ignore,format=qcow2 \
              -display none -qmp unix:/w/qmp.sock,server=on,wait=off -serial file:/w/serial.log"
+        );
+    }
+
+    #[test]
+    fn an_events_socket_is_a_second_qmp_monitor() {
+        let mut r = rt();
+        r.qmp_events = Some(PathBuf::from("/w/events.sock"));
+        let args = command_line(&cfg(), &r).unwrap().join(" ");
+        assert!(
+            args.contains(
+                "-qmp unix:/w/qmp.sock,server=on,wait=off -qmp unix:/w/events.sock,server=on,wait=off"
+            ),
+            "{args}"
         );
     }
 

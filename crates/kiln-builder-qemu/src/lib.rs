@@ -34,7 +34,24 @@
 //!   the HTTP server listen on 127.0.0.1 only.
 //! - `use_backing_file` passes the backing file's format (`-F`), which the
 //!   qemu-img of Debian 12 and later requires (Packer 1.6.6 fails there).
+//! - A guest that reboots itself (the seed's `update.sh`) is seen at once:
+//!   kiln listens to QEMU's events on a second QMP socket and, on a
+//!   guest-initiated `RESET`, drops the SSH connection, so the running
+//!   command ends as disconnected (`expect_disconnect`) without waiting
+//!   for keep-alives to give up (15 to 20 s with the defaults; Packer
+//!   waits for those).
+//! - Paths in QEMU's option lists have their commas doubled (`,,`), so an
+//!   `output_directory` with a comma works (with Packer QEMU cannot open
+//!   the disk).
 //! - QEMU never outlives kiln (see [`driver`]).
+//!
+//! Speed under TCG (no usable KVM): almost all of a build's time is guest
+//! work that is the same whichever tool starts QEMU (see the
+//! `seed_vs_packer` benchmark's phase table). Tried and measured here, with
+//! no gain beyond run-to-run noise: `cache=unsafe` on the disk (apt and
+//! dpkg are CPU-bound under TCG, not fsync-bound), a 2 GiB translation
+//! cache (`tb-size`; a seed-like build flushes the default 1 GiB twice),
+//! and `qemu64` instead of `-cpu max`.
 pub mod args;
 pub mod config;
 pub mod download;
@@ -84,7 +101,7 @@ impl QemuBuilder {
         QemuBuilder {
             config,
             driver: Arc::new(HostDriver),
-            connector: Arc::new(SshConnector),
+            connector: Arc::new(SshConnector::default()),
             settle: Duration::from_millis(700),
             after_powerdown: Duration::from_secs(60),
         }

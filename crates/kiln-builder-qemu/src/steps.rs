@@ -24,10 +24,19 @@ pub trait Connector: Send + Sync {
         key: Option<&TempKeyPair>,
         ctx: &BuildCtx,
     ) -> Result<Arc<dyn Communicator>, BuildError>;
+
+    /// QEMU reports that the guest reset itself (a reboot): drop the
+    /// connection made last, now, so that a command running over it ends
+    /// as disconnected at once instead of when keep-alives give up (the
+    /// guest's TCP end vanished without a FIN).
+    fn machine_reset(&self) {}
 }
 
 /// kiln's SSH communicator.
-pub struct SshConnector;
+#[derive(Default)]
+pub struct SshConnector {
+    last: std::sync::Mutex<Option<Arc<kiln_ssh::SshCommunicator>>>,
+}
 
 #[async_trait]
 impl Connector for SshConnector {
@@ -40,9 +49,19 @@ impl Connector for SshConnector {
         ctx: &BuildCtx,
     ) -> Result<Arc<dyn Communicator>, BuildError> {
         let comm = kiln_ssh::connect(&c.comm, host, port, key, ctx).await?;
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(comm.clone());
         Ok(comm)
     }
+
+    fn machine_reset(&self) {
+        if let Some(c) = &*self.last.lock().unwrap_or_else(|e| e.into_inner()) {
+            c.drop_connection_now();
+        }
+    }
 }
+
+/// What to do when the guest resets itself (set once connected).
+pub type ResetHook = Arc<std::sync::Mutex<Option<Arc<dyn Connector>>>>;
 
 /// What the steps share.
 #[derive(Default)]
@@ -66,6 +85,12 @@ pub struct State {
     pub serial_log: PathBuf,
     pub qemu_log: PathBuf,
     pub qmp_socket: PathBuf,
+    /// kiln's second QMP socket, for QEMU's events.
+    pub qmp_events: PathBuf,
+    /// Watches QEMU's events while it runs.
+    pub event_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Told when the guest resets itself (see [`Connector::machine_reset`]).
+    pub on_reset: ResetHook,
     /// When QEMU started, and how long until SSH answered.
     pub qemu_started: Option<Instant>,
     pub time_to_ssh: Option<Duration>,
@@ -80,6 +105,7 @@ impl State {
             serial_log: work_dir.join("serial.log"),
             qemu_log: work_dir.join("qemu.log"),
             qmp_socket: work_dir.join("qmp.sock"),
+            qmp_events: work_dir.join("qmp-events.sock"),
             ..Default::default()
         }
     }
@@ -767,6 +793,7 @@ impl StepRun<'_> {
             no_display,
             serial_log: Some(state.serial_log.clone()),
             qmp_socket: state.qmp_socket.clone(),
+            qmp_events: Some(state.qmp_events.clone()),
             http_ip: "10.0.2.2".into(),
             http_port: state.http_port,
         }
@@ -811,6 +838,7 @@ impl Step<State> for StepRun<'_> {
                 args::command_line(c, &rt).map_err(|e| io_err("Error processing QemuArgs", e))?;
             let _ = std::fs::remove_file(&state.serial_log);
             let _ = std::fs::remove_file(&state.qmp_socket);
+            let _ = std::fs::remove_file(&state.qmp_events);
             let vm = self
                 .d
                 .start_vm(&c.qemu_binary, &args, &state.qmp_socket, &state.qemu_log)
@@ -824,6 +852,7 @@ impl Step<State> for StepRun<'_> {
             match settled {
                 Err(_) => {
                     ctx.set_generated("QemuPid", vm.pid().to_string());
+                    state.event_watch = Some(watch_resets(state, ctx));
                     return Ok(());
                 }
                 Ok(exit) => {
@@ -857,6 +886,9 @@ impl Step<State> for StepRun<'_> {
         kiln_core::bail!("Error launching VM: no free port")
     }
     async fn cleanup(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        if let Some(w) = state.event_watch.take() {
+            w.abort();
+        }
         if let Some(vm) = state.vm.clone() {
             if vm.exited().is_none() {
                 ctx.ui.say("Stopping the virtual machine (QEMU)...");
@@ -873,8 +905,33 @@ impl Step<State> for StepRun<'_> {
             ctx.ledger.release(id);
         }
         let _ = std::fs::remove_file(&state.qmp_socket);
+        let _ = std::fs::remove_file(&state.qmp_events);
         Ok(())
     }
+}
+
+/// Listen to QEMU's events: when the guest resets itself (a reboot, as in
+/// the seed's `update.sh`), say so and drop the SSH connection at once.
+/// Without this the build only learns of the reboot from missed SSH
+/// keep-alives, 15 to 20 s later (Packer waits likewise). If the events
+/// socket cannot be reached, nothing changes but that.
+fn watch_resets(state: &State, ctx: &BuildCtx) -> tokio::task::JoinHandle<()> {
+    let socket = state.qmp_events.clone();
+    let hook = state.on_reset.clone();
+    let ui = ctx.ui.clone();
+    tokio::spawn(async move {
+        let _ = crate::qmp::watch_events(&socket, Duration::from_secs(5), |name, data| {
+            if !crate::qmp::is_guest_reset(name, data) {
+                return;
+            }
+            let connector = hook.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(c) = connector {
+                ui.message("The machine reset itself (a reboot): dropping the SSH connection now");
+                c.machine_reset();
+            }
+        })
+        .await;
+    })
 }
 
 /// Waits for SSH (failing at once if the machine stops meanwhile).
@@ -917,9 +974,11 @@ impl Step<State> for StepConnect<'_> {
             ctx.set_generated("TimeToSSH", format!("{:.3}", d.as_secs_f64()));
         }
         state.comm = Some(comm);
+        *state.on_reset.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.connector.clone());
         Ok(())
     }
     async fn cleanup(&mut self, state: &mut State, _: &BuildCtx) -> Result<(), BuildError> {
+        *state.on_reset.lock().unwrap_or_else(|e| e.into_inner()) = None;
         state.comm = None;
         Ok(())
     }

@@ -299,3 +299,82 @@ async fn a_guest_that_dies_fails_at_once_with_qemus_words() {
     );
     assert!(qemu_left().await.is_empty());
 }
+
+/// Reboots the machine over SSH and checks it came back as a new boot.
+struct Reboot {
+    out: Mutex<Vec<String>>,
+}
+
+impl Reboot {
+    async fn boot_id(&self, comm: &dyn Communicator) -> Result<String, BuildError> {
+        let before = self.out.lock().unwrap().len();
+        match comm
+            .start("cat /proc/sys/kernel/random/boot_id", &Sink(&self.out))
+            .await?
+        {
+            kiln_core::ExitStatus::Code(0) => {}
+            s => return Err(BuildError::msg(format!("boot_id: {s:?}"))),
+        }
+        Ok(self.out.lock().unwrap()[before..].join(""))
+    }
+}
+
+#[async_trait]
+impl Hook for Reboot {
+    async fn provision(
+        &self,
+        _: &BuildCtx,
+        comm: Option<Arc<dyn Communicator>>,
+    ) -> Result<(), BuildError> {
+        let comm = comm.expect("a communicator");
+        let first = self.boot_id(&*comm).await?;
+        // The reboot takes the connection down without a FIN. Keep-alives
+        // are off in this test, so only QEMU's RESET event can end this
+        // command: without it, it would wait out the guard below.
+        let st = tokio::time::timeout(
+            Duration::from_secs(600),
+            comm.start("sudo systemctl reboot; sleep 600", &Sink(&self.out)),
+        )
+        .await
+        .map_err(|_| BuildError::msg("the reboot was never noticed"))??;
+        if st != kiln_core::ExitStatus::Disconnected {
+            return Err(BuildError::msg(format!("reboot command ended with {st:?}")));
+        }
+        comm.reconnect(Duration::from_secs(300)).await?;
+        let second = self.boot_id(&*comm).await?;
+        if first == second || second.is_empty() {
+            return Err(BuildError::msg(format!(
+                "not a new boot: {first:?} then {second:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+#[ignore = "boots or builds a real image (slow): scripts/test.sh runs it with --include-ignored"]
+async fn a_reboot_is_seen_through_qemus_reset_event_not_keep_alives() {
+    let _one = SERIAL.lock().await;
+    let base = base_image().await;
+    let d = tempfile::tempdir().unwrap();
+    let work = d.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let mut c = config(d.path(), &base);
+    c.comm.keep_alive_interval = None;
+    c.skip_compaction = true;
+    let hook = Reboot {
+        out: Mutex::new(vec![]),
+    };
+    let out = output();
+    let ctx = BuildCtx::for_test(out.build_ui("vm"), work.clone());
+    QemuBuilder::new(c)
+        .run(&ctx, &hook)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", out.captured()));
+    let log = out.captured();
+    assert!(
+        log.contains("The machine reset itself (a reboot): dropping the SSH connection now"),
+        "{log}"
+    );
+    assert!(qemu_left().await.is_empty(), "no QEMU left");
+}
