@@ -42,6 +42,9 @@ pub struct Decoder<'a> {
     ignored: Vec<String>,
     /// How unknown-key messages name this object ("`shell` configuration").
     what: String,
+    /// Warnings: problems that do not stop the component (Packer's
+    /// `Prepare` warnings), see [`Decoder::warn`].
+    warnings: Vec<Diagnostic>,
 }
 
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)` of a JSON number literal
@@ -108,6 +111,7 @@ impl<'a> Decoder<'a> {
             raw: Vec::new(),
             ignored: Vec::new(),
             what,
+            warnings: Vec::new(),
         }
     }
     /// How "unknown key" messages name this object, e.g. "`shell`
@@ -498,9 +502,11 @@ impl<'a> Decoder<'a> {
             raw: Vec::new(),
             ignored: Vec::new(),
             what,
+            warnings: Vec::new(),
         };
         let r = f(&mut d);
-        d.finish();
+        let w = d.finish_with_warnings();
+        self.warnings.extend(w);
         r
     }
 
@@ -569,9 +575,24 @@ impl<'a> Decoder<'a> {
     pub fn push(&mut self, d: Diagnostic) {
         self.diags.push(d)
     }
+    /// Record a warning about the object as a whole (Packer's prepare
+    /// warnings, e.g. the file builder's "target will have no content").
+    /// Warnings are not errors; [`Decoder::finish_with_warnings`] returns
+    /// them.
+    pub fn warn(&mut self, message: impl Into<String>) {
+        let d = Diagnostic::at(&self.node.source, self.node.pos, message);
+        self.warnings.push(d);
+    }
+    /// [`Decoder::finish`], returning the warnings recorded.
+    pub fn finish_with_warnings(mut self) -> Vec<Diagnostic> {
+        let w = std::mem::take(&mut self.warnings);
+        self.finish();
+        w
+    }
     /// Report every key never asked for, suggesting the nearest known key.
     /// Keys starting with `packer_` are skipped, as Packer does (they are
-    /// the ones it injects itself).
+    /// the ones it injects itself). Warnings are dropped (see
+    /// [`Decoder::finish_with_warnings`]).
     pub fn finish(self) {
         let Some(entries) = self.node.as_object() else {
             return;

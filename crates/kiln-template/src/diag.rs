@@ -56,6 +56,15 @@ pub struct Diagnostic {
     pub help: Option<String>,
 }
 
+/// What makes two diagnostics the same for [`Diagnostics::dedup`]: source
+/// path, offset, message, help.
+type DedupKey = (
+    Option<std::path::PathBuf>,
+    Option<usize>,
+    String,
+    Option<String>,
+);
+
 /// A non-empty list of diagnostics; the error type of this crate.
 #[derive(Debug, Clone, Default)]
 pub struct Diagnostics(pub Vec<Diagnostic>);
@@ -194,6 +203,47 @@ impl Diagnostics {
     pub fn extend(&mut self, other: Diagnostics) {
         self.0.extend(other.0)
     }
+    /// Drop repeated diagnostics (same source, position, message and
+    /// help), keeping the first of each in order. A component decoded once
+    /// per build reports a problem of its configuration once, not once per
+    /// build.
+    pub fn dedup(&mut self) {
+        let mut seen: Vec<DedupKey> = Vec::new();
+        self.0.retain(|d| {
+            let key = (
+                d.source.as_ref().map(|s| s.path.clone()),
+                d.pos.map(|p| p.offset),
+                d.message.clone(),
+                d.help.clone(),
+            );
+            if seen.contains(&key) {
+                false
+            } else {
+                seen.push(key);
+                true
+            }
+        });
+    }
+    /// Order by place: by source (in order of first appearance), then by
+    /// offset; diagnostics without a position last, in their order.
+    pub fn sort_by_position(&mut self) {
+        let mut sources: Vec<std::path::PathBuf> = Vec::new();
+        for d in &self.0 {
+            if let Some(s) = &d.source {
+                if !sources.contains(&s.path) {
+                    sources.push(s.path.clone());
+                }
+            }
+        }
+        self.0.sort_by_key(|d| match (&d.source, d.pos) {
+            (Some(s), Some(p)) => (
+                0,
+                sources.iter().position(|x| *x == s.path).unwrap_or(0),
+                p.offset,
+            ),
+            _ => (1, 0, 0),
+        });
+    }
     /// `Err(self)` when non-empty.
     pub fn into_result(self) -> Result<(), Diagnostics> {
         if self.0.is_empty() {
@@ -242,6 +292,83 @@ mod tests {
         );
         let ds = Diagnostics(vec![Diagnostic::new("a"), Diagnostic::new("b")]);
         assert_eq!(ds.to_string(), "a\n\nb");
+    }
+
+    #[test]
+    fn dedup_keeps_first_of_each() {
+        let src = Arc::new(Source {
+            path: "t.json".into(),
+            text: "{}".into(),
+        });
+        let at = |off: usize, m: &str| {
+            Diagnostic::at(
+                &src,
+                Pos {
+                    line: 1,
+                    col: off as u32 + 1,
+                    offset: off,
+                },
+                m,
+            )
+        };
+        let mut ds = Diagnostics(vec![
+            at(0, "a"),
+            at(1, "a"),
+            at(0, "a"),
+            at(0, "b"),
+            Diagnostic::new("c"),
+            Diagnostic::new("c"),
+            at(0, "a").with_help("h"),
+        ]);
+        ds.dedup();
+        let got: Vec<String> =
+            ds.0.iter()
+                .map(|d| format!("{:?}:{}:{:?}", d.pos.map(|p| p.offset), d.message, d.help))
+                .collect();
+        assert_eq!(
+            got,
+            [
+                "Some(0):a:None",
+                "Some(1):a:None",
+                "Some(0):b:None",
+                "None:c:None",
+                "Some(0):a:Some(\"h\")"
+            ]
+        );
+    }
+
+    #[test]
+    fn sorted_by_position() {
+        let a = Arc::new(Source {
+            path: "a.json".into(),
+            text: String::new(),
+        });
+        let b = Arc::new(Source {
+            path: "b.json".into(),
+            text: String::new(),
+        });
+        let at = |s: &Arc<Source>, off: usize, m: &str| {
+            Diagnostic::at(
+                s,
+                Pos {
+                    line: 1,
+                    col: 1,
+                    offset: off,
+                },
+                m,
+            )
+        };
+        let mut ds = Diagnostics(vec![
+            Diagnostic::new("loose 1"),
+            at(&b, 5, "b5"),
+            at(&a, 9, "a9"),
+            at(&b, 1, "b1"),
+            Diagnostic::new("loose 2"),
+            at(&a, 2, "a2"),
+        ]);
+        ds.sort_by_position();
+        let got: Vec<&str> = ds.0.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(got, ["b1", "b5", "a2", "a9", "loose 1", "loose 2"]);
     }
 
     #[test]

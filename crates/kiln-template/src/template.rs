@@ -131,6 +131,22 @@ pub const ROOT_KEYS: &[&str] = &[
 /// syntax errors, unknown or duplicate root keys, missing `type`, duplicate
 /// builder names, `only`/`except` naming unknown builds, bad durations...
 pub fn parse_file(path: &Path) -> Result<Template, Diagnostics> {
+    let (t, diags) = parse_file_partial(path);
+    diags.into_result()?;
+    t.ok_or_else(|| Diagnostics::from(Diagnostic::new("the template could not be parsed")))
+}
+
+/// [`parse_file`], but with what could be made of a template that has
+/// problems: see [`parse_partial`].
+pub fn parse_file_partial(path: &Path) -> (Option<Template>, Diagnostics) {
+    match read_source(path) {
+        Ok(src) => parse_partial(src),
+        Err(d) => (None, d),
+    }
+}
+
+/// Read a template file as a [`Source`] (UTF-8 checked).
+pub fn read_source(path: &Path) -> Result<Arc<Source>, Diagnostics> {
     let text = std::fs::read(path).map_err(|e| {
         Diagnostics::from(Diagnostic::new(format!(
             "{}: cannot read template: {e}",
@@ -149,7 +165,7 @@ pub fn parse_file(path: &Path) -> Result<Template, Diagnostics> {
             "the template is not valid UTF-8",
         ))
     })?;
-    parse(Arc::new(Source {
+    Ok(Arc::new(Source {
         path: path.to_path_buf(),
         text,
     }))
@@ -158,7 +174,23 @@ pub fn parse_file(path: &Path) -> Result<Template, Diagnostics> {
 /// Parse a template from a source already read. `path`/`dir` are made
 /// absolute against the current directory.
 pub fn parse(source: Arc<Source>) -> Result<Template, Diagnostics> {
-    let root = crate::json::parse(source.clone())?;
+    let (t, diags) = parse_partial(source);
+    diags.into_result()?;
+    t.ok_or_else(|| Diagnostics::from(Diagnostic::new("the template could not be parsed")))
+}
+
+/// Parse a template and return every problem found, together with the
+/// template made of the definitions that had none (`None` only when the
+/// text is not a JSON object). The partial template is for reporting
+/// further problems in the same run (its components' keys, types and
+/// values): it must not be built when the diagnostics are not empty. A
+/// variable whose default is malformed is kept with an empty default there,
+/// so its uses are not reported again as undefined.
+pub fn parse_partial(source: Arc<Source>) -> (Option<Template>, Diagnostics) {
+    let root = match crate::json::parse(source.clone()) {
+        Ok(r) => r,
+        Err(d) => return (None, d),
+    };
     let path = std::path::absolute(&source.path).unwrap_or_else(|_| source.path.clone());
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut p = TemplateParser {
@@ -184,7 +216,7 @@ pub fn parse(source: Arc<Source>) -> Result<Template, Diagnostics> {
             root.pos,
             format!("a template must be a JSON object, found {}", root.kind()),
         );
-        return Err(p.diags);
+        return (None, p.diags);
     };
     let mut builders_key: Option<Pos> = None;
     let mut raw_provisioners: Vec<&Node> = Vec::new();
@@ -306,8 +338,7 @@ pub fn parse(source: Arc<Source>) -> Result<Template, Diagnostics> {
         let node = root.get("min_packer_version").unwrap_or(&root);
         p.check_min_version(v, node);
     }
-    p.diags.into_result()?;
-    Ok(t)
+    (Some(t), p.diags)
 }
 
 struct TemplateParser {
@@ -387,7 +418,9 @@ impl TemplateParser {
                         _ => d2,
                     };
                     self.diags.push(d2);
-                    continue;
+                    // Kept (empty) so later uses are not reported as
+                    // undefined in the same run; the template is rejected.
+                    Some(String::new())
                 }
             };
             out.push(VariableDef {

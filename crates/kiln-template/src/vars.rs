@@ -218,6 +218,15 @@ fn read_var_file(path: &PathBuf, out: &mut BTreeMap<String, RawVar>, diags: &mut
 /// referring to each other in any order), overridden by `sources` in
 /// order; required (`null`) variables left unset are errors, all reported.
 pub fn resolve(template: &Template, sources: &[VarSource]) -> Result<Variables, Diagnostics> {
+    let (vars, diags) = resolve_partial(template, sources);
+    diags.into_result()?;
+    Ok(vars)
+}
+
+/// [`resolve`], returning the variables that did resolve even when others
+/// did not, with every problem found. The CLI registers the sensitive
+/// values among them before it prints the problems.
+pub fn resolve_partial(template: &Template, sources: &[VarSource]) -> (Variables, Diagnostics) {
     let mut diags = Diagnostics::default();
     let mut cmdline: BTreeMap<String, RawVar> = BTreeMap::new();
     for s in sources {
@@ -297,15 +306,77 @@ pub fn resolve(template: &Template, sources: &[VarSource]) -> Result<Variables, 
         }
     }
     diags.extend(resolver.diags.into_inner());
-    diags.into_result()?;
-    Ok(Variables {
+    let vars = Variables {
         values,
         sensitive: template
             .sensitive_variables
             .iter()
             .map(|s| s.value.clone())
             .collect(),
-    })
+    };
+    (vars, diags)
+}
+
+/// Values known to be sensitive before the template is parsed or its
+/// variables resolved, so that no diagnostic of those stages can print
+/// them: for each name listed in the template's `sensitive-variables`, its
+/// default as written and every value given to it by `sources` (`-var`, and
+/// `-var-file` files that are JSON objects). Best effort: when the template
+/// is not valid JSON, nothing is known to be sensitive (its `-var` values
+/// then appear only where kiln prints them, which a syntax error does not).
+pub fn early_secrets(path: &std::path::Path, sources: &[VarSource]) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let src = Arc::new(Source {
+        path: path.to_path_buf(),
+        text,
+    });
+    let Ok(root) = crate::json::parse(src) else {
+        return Vec::new();
+    };
+    let names: BTreeSet<&str> = match root.get("sensitive-variables").map(|n| &n.value) {
+        Some(Value::Array(items)) => items.iter().filter_map(Node::as_str).collect(),
+        _ => BTreeSet::new(),
+    };
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if let Some(entries) = root.get("variables").and_then(Node::as_object) {
+        for (k, v) in entries {
+            if let (true, Some(d)) = (names.contains(k.name.as_str()), v.as_str()) {
+                out.push(d.to_string());
+            }
+        }
+    }
+    for s in sources {
+        match s {
+            VarSource::Pair { name, value } if names.contains(name.as_str()) => {
+                out.push(value.clone())
+            }
+            VarSource::Pair { .. } => {}
+            VarSource::File(f) => {
+                let Ok(text) = std::fs::read_to_string(f) else {
+                    continue;
+                };
+                let src = Arc::new(Source {
+                    path: f.clone(),
+                    text,
+                });
+                let Ok(root) = crate::json::parse(src) else {
+                    continue;
+                };
+                for (k, v) in root.as_object().unwrap_or_default() {
+                    if let (true, Some(val)) = (names.contains(k.name.as_str()), v.as_str()) {
+                        out.push(val.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out.retain(|v| !v.is_empty());
+    out
 }
 
 /// Parse `name=value` as given to `-var` (the value may contain `=`).

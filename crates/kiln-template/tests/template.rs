@@ -1311,3 +1311,124 @@ fn interp_module_constants() {
     assert_eq!(interp::PACKER_COMPAT_VERSION, "1.6.6");
     assert!(interp::build_placeholder("Host").starts_with("Build_Host. "));
 }
+
+// ------------------------------------------------------------------ staged reporting, secrets, retries
+
+#[test]
+fn partial_parse_keeps_the_valid_definitions() {
+    let (t, d) = template::parse_partial(src(r#"{"bogus": 1,
+      "variables": {"n": 3, "ok": "x"},
+      "builders": [{"type": "file", "name": "a"}, {"name": "no-type"}],
+      "provisioners": [{"type": "shell-local", "max_retries": "-1"}, {"type": "shell-local"}]}"#));
+    let t = t.expect("a partial template");
+    let s = d.to_string();
+    assert_eq!(d.0.len(), 4, "{s}");
+    for want in [
+        "unknown root key `bogus`",
+        "variable `n`: the default must be a string",
+        "builder 2: missing `type`",
+        "`max_retries` must not be negative",
+    ] {
+        assert!(s.contains(want), "missing {want:?} in\n{s}");
+    }
+    assert_eq!(t.builders.len(), 1);
+    assert_eq!(t.provisioners.len(), 2);
+    // A malformed default is kept, empty, so its uses are not "undefined".
+    let n = t.variables.iter().find(|v| v.name.value == "n").unwrap();
+    assert_eq!(n.default.as_deref(), Some(""));
+    // Not JSON, or not an object: nothing to go on.
+    assert!(template::parse_partial(src("{")).0.is_none());
+    assert!(template::parse_partial(src("[]")).0.is_none());
+    // A clean template has no diagnostics, and parse agrees.
+    let (t, d) = template::parse_partial(src(r#"{"builders": [{"type": "null"}]}"#));
+    assert!(t.is_some() && d.is_empty());
+}
+
+#[test]
+fn resolve_partial_returns_what_resolved() {
+    let t = tpl(r#"{"builders": [{"type": "null"}],
+      "variables": {"pw": "{{env `KILN_TEST_PARTIAL_PW`}}", "bad": "{{user `nope`}}", "req": null},
+      "sensitive-variables": ["pw"]}"#)
+    .unwrap();
+    std::env::set_var("KILN_TEST_PARTIAL_PW", "env-secret");
+    let (v, d) = vars::resolve_partial(&t, &[]);
+    assert_eq!(d.0.len(), 2, "{d}");
+    assert_eq!(v.values["pw"], "env-secret");
+    assert_eq!(v.secrets(), vec!["env-secret".to_string()]);
+    assert!(!v.values.contains_key("bad"));
+    assert!(vars::resolve(&t, &[]).is_err());
+}
+
+#[test]
+fn early_secrets_before_parsing_and_resolution() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not a valid template (unknown root key), still valid JSON.
+    let t = write(
+        &dir,
+        "t.json",
+        r#"{"bogus": 1, "variables": {"pw": "default-pw", "other": "public", "tok": null},
+            "sensitive-variables": ["pw", "tok"], "builders": []}"#,
+    );
+    let vf = write(
+        &dir,
+        "v.json",
+        r#"{"tok": "file-token", "other": "also-public"}"#,
+    );
+    let got = vars::early_secrets(
+        &t,
+        &[
+            parse_var_flag("pw=flag-pw").unwrap(),
+            parse_var_flag("other=flag-public").unwrap(),
+            VarSource::File(vf),
+            VarSource::File(dir.path().join("missing.json")),
+            parse_var_flag("tok=").unwrap(),
+        ],
+    );
+    assert_eq!(got, ["default-pw", "flag-pw", "file-token"]);
+    // Not JSON: nothing is known.
+    let bad = write(&dir, "bad.json", r#"{"sensitive-variables": ["pw"], "#);
+    assert!(vars::early_secrets(&bad, &[parse_var_flag("pw=x").unwrap()]).is_empty());
+    // No sensitive variables: nothing.
+    let plain = write(&dir, "plain.json", r#"{"variables": {"pw": "x"}}"#);
+    assert!(vars::early_secrets(&plain, &[]).is_empty());
+}
+
+#[test]
+fn templated_max_retries_resolves_with_user_variables() {
+    let t = tpl(r#"{"builders": [{"type": "null"}],
+      "variables": {"n": "2"},
+      "provisioners": [
+        {"type": "shell-local", "max_retries": "{{user `n`}}"},
+        {"type": "shell-local", "max_retries": 5},
+        {"type": "shell-local", "max_retries": "{{user `word`}}"}
+      ]}"#)
+    .unwrap();
+    let mut ctx = Context::new(std::env::temp_dir());
+    let mut user = BTreeMap::new();
+    user.insert("n".to_string(), "2".to_string());
+    user.insert("word".to_string(), "two".to_string());
+    ctx.user_vars = Arc::new(user);
+    assert_eq!(t.provisioners[0].max_retries, 0);
+    assert_eq!(t.provisioners[0].resolved_max_retries(&ctx).unwrap(), 2);
+    assert_eq!(t.provisioners[1].resolved_max_retries(&ctx).unwrap(), 5);
+    let e = t.provisioners[2].resolved_max_retries(&ctx).unwrap_err();
+    assert!(e.to_string().contains("must be a valid integer"), "{e}");
+}
+
+#[test]
+fn decoder_warnings_are_separate_from_errors() {
+    let node = json::parse(src(r#"{"a": 1, "nested": {"b": 2}}"#)).unwrap();
+    let ctx = Context::new(std::env::temp_dir());
+    let mut diags = Diagnostics::default();
+    let mut d = Decoder::new(&node, &ctx, &mut diags);
+    let _ = d.int("a");
+    d.warn("top-level warning");
+    let _ = d.nested("nested", |n| {
+        let _ = n.int("b");
+        n.warn("nested warning");
+    });
+    let w = d.finish_with_warnings();
+    assert!(diags.is_empty(), "{diags}");
+    let w: Vec<&str> = w.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(w, ["top-level warning", "nested warning"]);
+}
