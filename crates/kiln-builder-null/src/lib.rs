@@ -1,7 +1,7 @@
 //! The `null` builder (Packer 1.6.6 compatible): no machine is created. With
 //! `communicator: none` it only runs provisioners that need no machine
 //! (`shell-local`); with SSH it connects to `ssh_host` and provisions that
-//! existing machine. Its artifact is empty.
+//! existing machine. Its artifact is empty, with Packer's id `Null`.
 use kiln_core::{async_trait, Artifact, BuildCtx, BuildError, Builder, Communicator, Step};
 use kiln_core::{run_steps, FileArtifact, Hook, PrepareOpts, Registry};
 use kiln_ssh::SshConfig;
@@ -85,6 +85,12 @@ impl Builder for NullBuilder {
             vec![Box::new(Connect(&self.ssh)), Box::new(Provision(hook))];
         let mut state = State::default();
         run_steps(&mut steps, &mut state, ctx).await?;
-        Ok(Some(Arc::new(FileArtifact::new(BUILDER_ID, vec![]))))
+        let mut a = FileArtifact::new(BUILDER_ID, vec![]);
+        a.id = ARTIFACT_ID.to_string();
+        Ok(Some(Arc::new(a)))
     }
 }
+
+/// Packer's null artifact's `Id()` (the manifest's `artifact_id`, the
+/// machine-readable `artifact,0,id` record).
+pub const ARTIFACT_ID: &str = "Null";

@@ -194,7 +194,7 @@ pub fn command() -> Command {
                      component's configuration. Every problem is reported at once, each with \
                      file:line:col. Exit status 0 when valid, 1 otherwise.",
                 )
-                .arg(bool_flag("syntax-only", "Only check the JSON and interpolation syntax"))
+                .arg(bool_flag("syntax-only", "Only parse the template: JSON syntax and the template's structure (root keys, variables, builder/provisioner/post-processor definitions), not variable values nor the components' keys and values"))
                 .arg(template_arg(true)),
         )
         .subcommand(

@@ -56,28 +56,61 @@ fn print_diags(output: &Output, diags: &Diagnostics) {
     ));
 }
 
+/// Register as secrets the values known to be sensitive before the
+/// template is parsed, so that no diagnostic of any stage can print them.
+fn early_secrets(output: &Output, path: &Path, common_vars: &[kiln_template::VarSource]) {
+    for s in kiln_template::vars::early_secrets(path, common_vars) {
+        output.add_secret(&s);
+    }
+}
+
 /// Parse the template and resolve its variables; print problems.
+///
+/// Problems are reported in stages, each as complete as it can be:
+/// structural problems (JSON, root keys, definitions) come with the
+/// problems of the components that could be decoded, unless a variable has
+/// a problem too; variable problems stop before the components, whose
+/// values depend on the variables. Component problems of a template whose
+/// structure and variables are sound come from `prepare`.
 fn load(output: &Output, common: &Common) -> Option<(Template, Variables)> {
     let Some(path) = &common.template else {
         output.error("A template path is required.");
         return None;
     };
-    let template = match kiln_template::template::parse_file(path) {
-        Ok(t) => t,
-        Err(d) => {
-            print_diags(output, &d);
-            return None;
-        }
+    early_secrets(output, path, &common.vars);
+    let (template, mut diags) = kiln_template::template::parse_file_partial(path);
+    let Some(template) = template else {
+        print_diags(output, &diags);
+        return None;
     };
-    let vars = match kiln_template::vars::resolve(&template, &common.vars) {
-        Ok(v) => v,
-        Err(d) => {
-            print_diags(output, &d);
-            return None;
-        }
-    };
+    let (vars, var_diags) = kiln_template::vars::resolve_partial(&template, &common.vars);
+    // Every value that did resolve and is sensitive is hidden before
+    // anything is printed.
     for s in vars.secrets() {
         output.add_secret(&s);
+    }
+    if !diags.0.is_empty() {
+        if var_diags.0.is_empty() {
+            diags.extend(build::component_problems(
+                &template,
+                &vars,
+                &registry(),
+                &prepare_opts(common, false),
+            ));
+        } else {
+            diags.extend(var_diags);
+        }
+        diags.dedup();
+        diags.sort_by_position();
+        print_diags(output, &diags);
+        return None;
+    }
+    if !var_diags.0.is_empty() {
+        let mut var_diags = var_diags;
+        var_diags.dedup();
+        var_diags.sort_by_position();
+        print_diags(output, &var_diags);
+        return None;
     }
     Some((template, vars))
 }
@@ -90,19 +123,29 @@ fn prepare_opts(common: &Common, force: bool) -> PrepareOptions {
     }
 }
 
+/// Print the warnings of prepared builds (Packer's prepare warnings).
+fn print_warnings(output: &Output, builds: &[build::PlannedBuild]) {
+    for d in &build::warnings(builds).0 {
+        output.error(&format!("Warning: {d}"));
+    }
+}
+
 fn validate(output: &Output, common: &Common, syntax_only: bool) -> u8 {
     if syntax_only {
         let Some(path) = &common.template else {
             output.error("A template path is required.");
             return 1;
         };
+        early_secrets(output, path, &common.vars);
         return match kiln_template::template::parse_file(path) {
             Ok(_) => {
                 output.raw("Syntax-only check passed. Everything looks okay.");
                 0
             }
-            Err(d) => {
+            Err(mut d) => {
                 output.error("Template validation failed. Errors are shown below.\n");
+                d.dedup();
+                d.sort_by_position();
                 print_diags(output, &d);
                 1
             }
@@ -112,12 +155,15 @@ fn validate(output: &Output, common: &Common, syntax_only: bool) -> u8 {
         return 1;
     };
     match build::prepare(&template, &vars, &registry(), &prepare_opts(common, false)) {
-        Ok(_) => {
+        Ok(builds) => {
+            print_warnings(output, &builds);
             output.raw("Template validated successfully.");
             0
         }
-        Err(d) => {
+        Err(mut d) => {
             output.error("Template validation failed. Errors are shown below.\n");
+            d.dedup();
+            d.sort_by_position();
             print_diags(output, &d);
             1
         }
@@ -125,9 +171,12 @@ fn validate(output: &Output, common: &Common, syntax_only: bool) -> u8 {
 }
 
 fn inspect(output: &Output, path: &Path) -> u8 {
+    early_secrets(output, path, &[]);
     let template = match kiln_template::template::parse_file(path) {
         Ok(t) => t,
-        Err(d) => {
+        Err(mut d) => {
+            d.dedup();
+            d.sort_by_position();
             print_diags(output, &d);
             return 1;
         }
@@ -285,11 +334,14 @@ async fn build_cmd(output: &Output, b: BuildArgs) -> u8 {
         &prepare_opts(&b.common, b.force),
     ) {
         Ok(bs) => bs,
-        Err(d) => {
+        Err(mut d) => {
+            d.dedup();
+            d.sort_by_position();
             print_diags(output, &d);
             return 1;
         }
     };
+    print_warnings(output, &builds);
     let on_error = match b.on_error.as_str() {
         "abort" => OnError::Abort,
         "ask" => OnError::Ask,

@@ -319,7 +319,7 @@ fn inspect_lists_the_template() {
     write(
         d.path(),
         "t.json",
-        r#"{"description": "demo", "variables": {"req": null, "opt": "v", "pw": "p"},
+        r#"{"description": "demo", "variables": {"req": null, "opt": "v", "pw": "hunter2"},
             "sensitive-variables": ["pw"],
             "builders": [{"type": "file", "name": "f", "target": "x", "content": "y"}],
             "post-processors": ["checksum"]}"#,
@@ -334,6 +334,10 @@ fn inspect_lists_the_template() {
     );
     assert!(out.contains("opt = v"), "{out}");
     assert!(out.contains("pw  = <sensitive>"), "{out}");
+    assert!(
+        !out.contains("hunter2") && !err.contains("hunter2"),
+        "{out}"
+    );
     assert!(out.contains("f                    (file)"), "{out}");
     assert!(out.contains("0: checksum"), "{out}");
 }

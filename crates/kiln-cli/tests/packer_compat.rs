@@ -73,14 +73,52 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
                 continue;
             }
             let bytes = std::fs::read(&p).unwrap();
+            if rel.ends_with("manifest.json") {
+                out.insert(rel, normalized_manifest(&bytes));
+                continue;
+            }
             let content = match String::from_utf8(bytes.clone()) {
-                Ok(s) if !rel.ends_with("manifest.json") => s,
+                Ok(s) => s,
                 _ => format!("<{} bytes>", bytes.len()),
             };
             out.insert(rel, content);
         }
     }
     out
+}
+
+/// A manifest with what differs between any two runs (the run's UUID, the
+/// build time) replaced by placeholders, pretty-printed: everything else
+/// (names, builder types, files and sizes, artifact ids, custom data) is
+/// compared.
+fn normalized_manifest(bytes: &[u8]) -> String {
+    let mut v: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => return format!("<unparsable manifest: {e}>"),
+    };
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    match k.as_str() {
+                        "packer_run_uuid" | "last_run_uuid" => {
+                            let ok = x.as_str().is_some_and(|s| s.len() == 36);
+                            *x = format!("<uuid: {ok}>").into();
+                        }
+                        "build_time" => {
+                            let ok = x.as_i64().is_some_and(|t| t > 1_500_000_000);
+                            *x = format!("<time: {ok}>").into();
+                        }
+                        _ => walk(x),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    serde_json::to_string_pretty(&v).unwrap()
 }
 
 fn run(tool: &str, template: &str, args: &[&str]) -> Run {
@@ -340,4 +378,116 @@ fn error_cleanup_provisioner_after_the_file_builder_fails() {
     assert!(!p.files.contains_key("cleaned.txt"), "{}", p.raw);
     assert!(k.files.contains_key("cleaned.txt"), "{}", k.raw);
     assert_eq!(k.printed, vec!["OUT: cleanup ran".to_string()]);
+}
+
+/// The manifest's records: build names and types, files with sizes, and the
+/// artifact ids (`File` for the file builder, `Null` for the null builder,
+/// as Packer's artifacts' `Id()`), for two builds appending to one file.
+#[test]
+fn manifest_records_artifact_ids() {
+    let k = compare(
+        r#"{
+  "builders": [
+    {"type": "file", "name": "a-file", "content": "hello\n", "target": "out/a.txt"},
+    {"type": "null", "name": "b-null", "communicator": "none"}
+  ],
+  "post-processors": [
+    {"type": "manifest", "output": "manifest.json", "custom_data": {"who": "{{build_name}}"}},
+    {"type": "manifest", "output": "stripped-manifest.json", "strip_path": true, "strip_time": true}
+  ]
+}"#,
+        &["-parallel-builds=1"],
+    );
+    let m = &k.files["manifest.json"];
+    assert!(m.contains("\"artifact_id\": \"File\""), "{m}");
+    assert!(m.contains("\"artifact_id\": \"Null\""), "{m}");
+    assert!(m.contains("\"who\": \"a-file\""), "{m}");
+    assert!(
+        m.contains("<uuid: true>") && m.contains("<time: true>"),
+        "{m}"
+    );
+    assert!(
+        !k.files["stripped-manifest.json"].contains("<time"),
+        "{}",
+        k.files["stripped-manifest.json"]
+    );
+    assert!(k.files.contains_key("out/a.txt"), "{:?}", k.files);
+}
+
+/// `-except` naming a post-processor (by its name, which defaults to its
+/// type) skips it and the rest of its chain; other chains run.
+#[test]
+fn except_skips_a_post_processor_and_the_rest_of_its_chain() {
+    let t = r#"{
+  "builders": [{"type": "file", "name": "f", "content": "data\n", "target": "out.txt"}],
+  "post-processors": [
+    [
+      {"type": "shell-local", "name": "first", "inline": ["echo OUT: first"]},
+      {"type": "shell-local", "name": "skipme", "inline": ["echo OUT: skipped"]},
+      {"type": "shell-local", "inline": ["echo OUT: after the skipped one"]}
+    ],
+    [
+      {"type": "checksum", "checksum_types": ["md5"], "output": "out.md5"},
+      {"type": "shell-local", "inline": ["echo OUT: after checksum"]}
+    ],
+    {"type": "shell-local", "name": "other", "inline": ["echo OUT: other chain"]}
+  ]
+}"#;
+    let k = compare(t, &["-except=skipme"]);
+    assert_eq!(
+        k.printed,
+        ["OUT: first", "OUT: after checksum", "OUT: other chain"]
+    );
+    // By type, when the post-processor has no name.
+    let k = compare(t, &["-except=checksum"]);
+    assert!(!k.files.contains_key("out.md5"), "{:?}", k.files);
+    assert!(
+        !k.printed.iter().any(|l| l.contains("after checksum")),
+        "{:?}",
+        k.printed
+    );
+}
+
+/// `max_retries` as a template, rendered with the user variables;
+/// `pause_before` before every attempt.
+#[test]
+fn templated_max_retries_and_pause_before() {
+    let t = r#"{
+  "variables": {"retries": "1"},
+  "builders": [{"type": "null", "communicator": "none"}],
+  "provisioners": [
+    {"type": "shell-local", "max_retries": "{{user `retries`}}", "pause_before": "100ms",
+     "inline": ["n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; echo \"OUT: attempt $n\"; [ $n -ge 3 ]"]},
+    {"type": "shell-local", "inline": ["echo OUT: after"]}
+  ]
+}"#;
+    let k = compare(t, &["-var", "retries=2"]);
+    assert_eq!(k.code, Some(0));
+    assert_eq!(k.printed.len(), 4, "{:?}", k.printed);
+    assert_eq!(k.raw.matches("retrying with").count(), 2, "{}", k.raw);
+    let k = compare(t, &[]);
+    assert_eq!(k.code, Some(1));
+    assert_eq!(k.files["count"], "2\n");
+}
+
+/// A builder name that is a template: the build is named after its
+/// rendering, while provisioners' `only` and `override` name its raw text.
+#[test]
+fn templated_builder_name_raw_for_only_and_override() {
+    compare(
+        r#"{
+  "variables": {"env": "dev"},
+  "builders": [
+    {"type": "null", "name": "box-{{user `env`}}", "communicator": "none"},
+    {"type": "null", "name": "zz-other", "communicator": "none"}
+  ],
+  "provisioners": [
+    {"type": "shell-local", "only": ["box-{{user `env`}}"], "inline": ["echo OUT: only {{build_name}}"]},
+    {"type": "shell-local", "except": ["box-{{user `env`}}"], "inline": ["echo OUT: except {{build_name}}"]},
+    {"type": "shell-local", "inline": ["echo OUT: default {{build_name}}"],
+     "override": {"box-{{user `env`}}": {"inline": ["echo OUT: override {{build_name}}"]}}}
+  ]
+}"#,
+        &["-parallel-builds=1", "-var", "env=prod"],
+    );
 }

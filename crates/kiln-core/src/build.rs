@@ -1,11 +1,30 @@
 //! Preparing a template into builds, and running them.
 //!
 //! [`prepare`] is pure: it decodes every component's configuration through
-//! the registry and reports every problem of the template at once.
-//! [`run_builds`] runs the prepared builds (in parallel up to a limit),
-//! wraps provisioners with `pause_before` / `max_retries` / `timeout`, and
-//! applies post-processor chains with Packer's rules for which artifacts
-//! are kept.
+//! the registry and reports every problem of the template at once (each
+//! once, even when a provisioner or post-processor is decoded for several
+//! builds). [`run_builds`] runs the prepared builds (in parallel up to a
+//! limit, started in template order), wraps provisioners with
+//! `pause_before` / `max_retries` / `timeout`, and applies post-processor
+//! chains with Packer's rules for which artifacts are kept.
+//!
+//! As in Packer 1.6.6 (`core.go`):
+//! - a provisioner's or post-processor's `only`/`except` and a
+//!   provisioner's `override` name builders by their raw (uninterpolated)
+//!   `name`, while `-only`/`-except` on the command line match the
+//!   interpolated build names;
+//! - `-except` also names post-processors, by `name` (which defaults to the
+//!   type): the post-processor and the rest of its chain are skipped;
+//! - `max_retries` may be a template, rendered with the user variables when
+//!   the build is prepared; a failed provisioner is retried at once, with
+//!   "Provisioner failed with ..., retrying with N trie(s) left";
+//! - `pause_before` is waited before every attempt.
+//!
+//! One deliberate difference: Packer 1.6.6 ignores `timeout` when
+//! `pause_before` is set too (it wraps the provisioner in one or the
+//! other); kiln applies both. A timed-out attempt's provisioner is
+//! cancelled (its commands get SIGTERM, then SIGKILL) and waited for before
+//! the attempt fails.
 use crate::artifact::Artifact;
 use crate::communicator::Communicator;
 use crate::component::{
@@ -43,10 +62,10 @@ const INJECTED_KEYS: &[&str] = &[
 /// Command-line choices that shape preparation.
 #[derive(Debug, Clone, Default)]
 pub struct PrepareOptions {
-    /// `-only`: build names (or `*` globs) to run; post-processors are
-    /// filtered by name or type too.
+    /// `-only`: build names (or `*` globs) to run.
     pub only: Vec<String>,
-    /// `-except`: build names to skip; post-processors by name or type.
+    /// `-except`: build names to skip; also post-processors, by `name`
+    /// (which defaults to the type), with the rest of their chain.
     pub except: Vec<String>,
     pub force: bool,
 }
@@ -55,6 +74,8 @@ struct PlannedProvisioner {
     def: ProvisionerDef,
     config: Node,
     factory: ProvisionerFactory,
+    /// `max_retries`, rendered.
+    max_retries: u32,
 }
 
 struct PlannedPostProcessor {
@@ -74,6 +95,16 @@ pub struct PlannedBuild {
     post_processors: Vec<Vec<PlannedPostProcessor>>,
     interp: Context,
     opts: PrepareOpts,
+    /// Warnings of its components' configurations (Packer's prepare
+    /// warnings); see [`warnings`].
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// The warnings of prepared builds, each once.
+pub fn warnings(builds: &[PlannedBuild]) -> Diagnostics {
+    let mut d = Diagnostics(builds.iter().flat_map(|b| b.warnings.clone()).collect());
+    d.dedup();
+    d
 }
 
 impl PlannedBuild {
@@ -146,6 +177,13 @@ fn unknown_type(
     d
 }
 
+/// A post-processor's name for `-except`: its `name`, or its type.
+fn pp_effective_name(p: &PostProcessorDef) -> &str {
+    p.name
+        .as_ref()
+        .map_or(p.type_name.value.as_str(), |n| n.value.as_str())
+}
+
 /// Decode every component of the template for every selected build.
 /// Returns all problems at once.
 pub fn prepare(
@@ -154,6 +192,38 @@ pub fn prepare(
     registry: &Registry,
     opts: &PrepareOptions,
 ) -> Result<Vec<PlannedBuild>, Diagnostics> {
+    let (builds, diags) = prepare_all(template, vars, registry, opts);
+    diags.into_result()?;
+    if builds.is_empty() {
+        let mut d = Diagnostics::default();
+        d.push(Diagnostic::new(
+            "no builds to run: -only/-except excluded every build",
+        ));
+        return Err(d);
+    }
+    Ok(builds)
+}
+
+/// The problems [`prepare`] finds in the components of a template, for a
+/// template that is already known to be invalid (a partial one from
+/// [`kiln_template::template::parse_partial`]): so that its component
+/// problems are reported in the same run as its structural ones. Nothing
+/// is said about an empty selection of builds.
+pub fn component_problems(
+    template: &Template,
+    vars: &Variables,
+    registry: &Registry,
+    opts: &PrepareOptions,
+) -> Diagnostics {
+    prepare_all(template, vars, registry, opts).1
+}
+
+fn prepare_all(
+    template: &Template,
+    vars: &Variables,
+    registry: &Registry,
+    opts: &PrepareOptions,
+) -> (Vec<PlannedBuild>, Diagnostics) {
     let mut diags = Diagnostics::default();
     let popts = PrepareOpts { force: opts.force };
     let mut builds = Vec::new();
@@ -198,17 +268,22 @@ pub fn prepare(
             continue;
         };
         let interp = build_context(template, vars, &name, &type_name);
+        let mut warnings = Vec::new();
         let builder = {
             let mut d = Decoder::new(&b.config, &interp, &mut diags);
+            d.describe(format!("the `{type_name}` builder"));
             d.ignore(BUILDER_CORE_KEYS);
             d.ignore(INJECTED_KEYS);
             let built = factory(&mut d, &popts);
-            d.finish();
+            warnings.extend(d.finish_with_warnings());
             built
         };
+        // Provisioners' and post-processors' only/except/override name the
+        // builder by its raw name, as Packer's `rawName`.
+        let raw_name = b.name.value.as_str();
 
         let mut plan_provisioner = |p: &ProvisionerDef| -> Option<PlannedProvisioner> {
-            if !p.applies_to(&name) {
+            if !p.applies_to(raw_name) {
                 return None;
             }
             let Some(pf) = registry.provisioners.get(p.type_name.value.as_str()) else {
@@ -220,18 +295,27 @@ pub fn prepare(
                 ));
                 return None;
             };
-            let config = p.config_for(&name);
+            let config = p.config_for(raw_name);
             {
                 let mut d = Decoder::new(&config, &interp, &mut diags);
+                d.describe(format!("the `{}` provisioner", p.type_name.value));
                 d.ignore(PROVISIONER_CORE_KEYS);
                 d.ignore(INJECTED_KEYS);
                 let _ = pf(&mut d, &popts);
-                d.finish();
+                warnings.extend(d.finish_with_warnings());
             }
+            let max_retries = match p.resolved_max_retries(&interp) {
+                Ok(n) => n,
+                Err(e) => {
+                    diags.push(e);
+                    0
+                }
+            };
             Some(PlannedProvisioner {
                 def: p.clone(),
                 config,
                 factory: *pf,
+                max_retries,
             })
         };
         let provisioners: Vec<PlannedProvisioner> = template
@@ -248,21 +332,18 @@ pub fn prepare(
         for chain in &template.post_processors {
             let mut planned = Vec::new();
             for pp in chain {
-                if !pp.applies_to(&name) {
+                if !pp.applies_to(raw_name) {
                     continue;
                 }
-                // -only/-except also name post-processors, by name or type.
-                let pp_name = pp
-                    .name
-                    .as_ref()
-                    .map(|n| n.value.clone())
-                    .unwrap_or_else(|| pp.type_name.value.clone());
+                // -except also names post-processors, by name (the type
+                // when unnamed): as Packer 1.6.6, that post-processor and
+                // the rest of its chain are skipped.
                 if opts
                     .except
                     .iter()
-                    .any(|e| glob_match(e, &pp_name) || glob_match(e, &pp.type_name.value))
+                    .any(|e| glob_match(e, pp_effective_name(pp)))
                 {
-                    continue;
+                    break;
                 }
                 let Some(pf) = registry.post_processors.get(pp.type_name.value.as_str()) else {
                     diags.push(unknown_type(
@@ -275,10 +356,11 @@ pub fn prepare(
                 };
                 {
                     let mut d = Decoder::new(&pp.config, &interp, &mut diags);
+                    d.describe(format!("the `{}` post-processor", pp.type_name.value));
                     d.ignore(POST_PROCESSOR_CORE_KEYS);
                     d.ignore(INJECTED_KEYS);
                     let _ = pf(&mut d, &popts);
-                    d.finish();
+                    warnings.extend(d.finish_with_warnings());
                 }
                 planned.push(PlannedPostProcessor {
                     def: pp.clone(),
@@ -300,34 +382,43 @@ pub fn prepare(
                 post_processors: chains,
                 interp,
                 opts: popts.clone(),
+                warnings,
             });
         }
     }
+    let all_pps = || template.post_processors.iter().flatten();
     for (what, list) in [("-only", &opts.only), ("-except", &opts.except)] {
         for pat in list.iter() {
             let matches_build = names.keys().any(|n| glob_match(pat, n));
-            let matches_pp = template.post_processors.iter().flatten().any(|p| {
-                glob_match(pat, &p.type_name.value)
-                    || p.name.as_ref().is_some_and(|n| glob_match(pat, &n.value))
-            });
+            // -except may name a post-processor; -only names builds only
+            // (as Packer), but one naming a post-processor gets the "no
+            // builds to run" error below rather than this one.
+            let matches_pp = all_pps().any(|p| glob_match(pat, pp_effective_name(p)));
             if !matches_build && !matches_pp {
                 let mut d = Diagnostic::new(format!("{what} `{pat}` matches no build"));
-                if let Some(s) = suggest(pat, names.keys().map(|s| s.as_str())) {
+                let by_type =
+                    all_pps().find(|p| p.name.is_some() && glob_match(pat, &p.type_name.value));
+                if let (Some(p), "-except") = (by_type, what) {
+                    d = d.with_help(format!(
+                        "a post-processor is named by its `name` when it has one: the `{}` post-processor is `{}`",
+                        p.type_name.value,
+                        pp_effective_name(p)
+                    ));
+                } else if let Some(s) = suggest(
+                    pat,
+                    names
+                        .keys()
+                        .map(|s| s.as_str())
+                        .chain(all_pps().map(pp_effective_name)),
+                ) {
                     d = d.with_help(format!("did you mean `{s}`?"));
                 }
                 diags.push(d);
             }
         }
     }
-    diags.into_result()?;
-    if builds.is_empty() {
-        let mut d = Diagnostics::default();
-        d.push(Diagnostic::new(
-            "no builds to run: -only/-except excluded every build",
-        ));
-        return Err(d);
-    }
-    Ok(builds)
+    diags.dedup();
+    (builds, diags)
 }
 
 /// Command-line choices that shape a run.
@@ -363,10 +454,12 @@ pub async fn run_builds(builds: Vec<PlannedBuild>, opts: &RunOptions) -> Vec<Bui
     let sem = Arc::new(tokio::sync::Semaphore::new(limit));
     let mut handles = Vec::new();
     for b in builds {
-        let sem = sem.clone();
+        // Take the slot before starting the task, as Packer does, so builds
+        // start in template order when they have to wait for one.
+        let permit = sem.clone().acquire_owned().await;
         let opts = opts.clone();
         handles.push(tokio::spawn(async move {
-            let _permit = sem.acquire_owned().await;
+            let _permit = permit;
             run_one(b, &opts).await
         }));
     }
@@ -430,6 +523,7 @@ async fn run_one(b: PlannedBuild, opts: &RunOptions) -> BuildOutcome {
             }
         }
     };
+    let work_dir_entry = format!("working directory {}", work_dir.path().display());
     let ctx = BuildCtx {
         ui: ui.clone(),
         cancel: opts.cancel.child_token(),
@@ -443,6 +537,7 @@ async fn run_one(b: PlannedBuild, opts: &RunOptions) -> BuildOutcome {
         work_dir: work_dir.path().to_path_buf(),
         failed: Default::default(),
     };
+    let work_dir_id = ctx.ledger.track(work_dir_entry);
     ui.machine(
         "ui",
         &["say", &format!("{} output will be in this color.", b.name)],
@@ -475,12 +570,20 @@ async fn run_one(b: PlannedBuild, opts: &RunOptions) -> BuildOutcome {
             human_duration(duration)
         )),
     }
-    let leftovers = ctx.ledger.live();
-    if result.is_err() && opts.on_error == OnError::Abort {
+    if ctx.ledger.keeping() || (result.is_err() && opts.on_error == OnError::Abort) {
         // Keep the working directory for debugging, as asked.
         let kept = work_dir.keep();
         ui.error(&format!("Working directory kept: {}", kept.display()));
+    } else if opts.abandon.is_cancelled() {
+        // Cleanup was abandoned: the directory stays, listed with the rest.
+        let _ = work_dir.keep();
+    } else {
+        match work_dir.close() {
+            Ok(()) => ctx.ledger.release(work_dir_id),
+            Err(e) => ui.error(&format!("Removing the working directory: {e}")),
+        }
     }
+    let leftovers = ctx.ledger.live();
     BuildOutcome {
         name: b.name,
         result,
@@ -544,7 +647,13 @@ impl Hook for ProvisionHook<'_> {
             "Running the error-cleanup-provisioner ({})...",
             p.def.type_name.value
         ));
-        self.run_provisioner(p, ctx, comm.as_ref())
+        // It is part of the cleanup: a first Ctrl-C does not stop it, only
+        // the second one (which abandons cleanup) does.
+        let cleanup_ctx = BuildCtx {
+            cancel: ctx.abandon.child_token(),
+            ..ctx.clone()
+        };
+        self.run_provisioner(p, &cleanup_ctx, comm.as_ref())
             .await
             .map_err(|e| e.context("error-cleanup-provisioner failed"))
     }
@@ -566,6 +675,7 @@ impl ProvisionHook<'_> {
         let mut diags = Diagnostics::default();
         let prov = {
             let mut d = Decoder::new(&p.config, &interp, &mut diags);
+            d.describe(format!("the `{}` provisioner", p.def.type_name.value));
             d.ignore(PROVISIONER_CORE_KEYS);
             d.ignore(INJECTED_KEYS);
             let prov = (p.factory)(&mut d, self.opts);
@@ -576,63 +686,86 @@ impl ProvisionHook<'_> {
             (Some(p), true) => p,
             _ => return Err(BuildError::msg(diags.to_string())),
         };
-        if let Some(pause) = p.def.pause_before {
+        let retries = p.max_retries;
+        let mut left = retries;
+        let mut last_err;
+        loop {
+            if ctx.cancel.is_cancelled() {
+                return Err(BuildError::Cancelled);
+            }
+            match self.attempt(p, prov.as_ref(), &interp, ctx, comm).await {
+                Ok(()) => return Ok(()),
+                Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
+                Err(e) => last_err = e,
+            }
+            if ctx.cancel.is_cancelled() {
+                return Err(BuildError::Cancelled);
+            }
+            if left == 0 {
+                break;
+            }
+            ctx.ui.say(&format!(
+                "Provisioner failed with {:?}, retrying with {left} trie(s) left",
+                last_err.to_string()
+            ));
+            left -= 1;
+        }
+        if retries > 0 {
+            ctx.ui.say("retry limit reached.");
+        }
+        Err(last_err.context(format!(
+            "Error running {} provisioner",
+            p.def.type_name.value
+        )))
+    }
+
+    /// One attempt: `pause_before`, then the provisioner, within `timeout`.
+    async fn attempt(
+        &self,
+        p: &PlannedProvisioner,
+        prov: &dyn crate::component::Provisioner,
+        interp: &Context,
+        ctx: &BuildCtx,
+        comm: Option<&Arc<dyn Communicator>>,
+    ) -> Result<(), BuildError> {
+        if let Some(pause) = p.def.pause_before.filter(|d| !d.is_zero()) {
             ctx.ui.say(&format!(
                 "Pausing {} before the next provisioner...",
                 go_duration(pause)
             ));
             ctx.sleep(pause).await?;
         }
-        let tries = p.def.max_retries + 1;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let pctx_build = BuildCtx {
-                cancel: ctx.cancel.child_token(),
-                ..ctx.clone()
-            };
-            let pctx = ProvisionCtx {
-                build: &pctx_build,
-                interp: interp.clone(),
-            };
-            let fut = prov.provision(&pctx, comm);
-            let r = match p.def.timeout {
-                Some(t) => {
-                    ctx.ui.say(&format!(
-                        "Setting a {} timeout for the next provisioner...",
-                        go_duration(t)
-                    ));
-                    tokio::select! {
-                        r = fut => r,
-                        _ = tokio::time::sleep(t) => {
-                            pctx_build.cancel.cancel();
-                            ctx.ui.error("Cancelling provisioner after a timeout...");
-                            Err(BuildError::msg(format!(
-                                "{} provisioner timed out after {}",
-                                p.def.type_name.value,
-                                go_duration(t)
-                            )))
-                        }
-                    }
-                }
-                None => fut.await,
-            };
-            match r {
-                Ok(()) => return Ok(()),
-                Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
-                Err(e) if attempt < tries && !ctx.cancel.is_cancelled() => {
-                    ctx.ui.error(&format!(
-                        "Provisioner {} failed (attempt {attempt} of {tries}): {e}. Retrying...",
-                        p.def.type_name.value
-                    ));
-                    ctx.sleep(Duration::from_secs(1)).await?;
-                }
-                Err(e) => {
-                    return Err(e.context(format!(
-                        "Error running {} provisioner",
-                        p.def.type_name.value
-                    )))
-                }
+        let attempt_ctx = BuildCtx {
+            cancel: ctx.cancel.child_token(),
+            ..ctx.clone()
+        };
+        let pctx = ProvisionCtx {
+            build: &attempt_ctx,
+            interp: interp.clone(),
+        };
+        let fut = prov.provision(&pctx, comm);
+        let Some(t) = p.def.timeout.filter(|d| !d.is_zero()) else {
+            return fut.await;
+        };
+        ctx.ui.say(&format!(
+            "Setting a {} timeout for the next provisioner...",
+            go_duration(t)
+        ));
+        tokio::pin!(fut);
+        tokio::select! {
+            r = &mut fut => r,
+            _ = tokio::time::sleep(t) => {
+                ctx.ui.error("Cancelling provisioner after a timeout...");
+                attempt_ctx.cancel.cancel();
+                // Let it stop what it started (SIGTERM, then SIGKILL after
+                // a grace period), but not forever.
+                let grace = crate::local::TERMINATE_GRACE + Duration::from_secs(2);
+                let _ = tokio::time::timeout(grace, &mut fut).await;
+                Err(BuildError::msg(format!(
+                    "{} provisioner timed out after {}",
+                    p.def.type_name.value,
+                    go_duration(t)
+                )))
             }
         }
     }
@@ -688,6 +821,7 @@ async fn run_post_processors(
             let mut diags = Diagnostics::default();
             let proc_ = {
                 let mut d = Decoder::new(&pp.def.config, &interp, &mut diags);
+                d.describe(format!("the `{}` post-processor", pp.def.type_name.value));
                 d.ignore(POST_PROCESSOR_CORE_KEYS);
                 d.ignore(INJECTED_KEYS);
                 let p = (pp.factory)(&mut d, &b.opts);

@@ -45,6 +45,7 @@ struct LedgerInner {
     next: u64,
     live: BTreeMap<u64, String>,
     released: Vec<String>,
+    keep: bool,
 }
 
 /// A ledger entry; pass it back to [`Ledger::release`] once the resource is
@@ -72,6 +73,29 @@ impl Ledger {
     pub fn live(&self) -> Vec<String> {
         let l = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         l.live.values().cloned().collect()
+    }
+    /// The build was aborted (`-on-error=abort`, or that answer to
+    /// `-on-error=ask`): what is left stays, the build's working directory
+    /// included.
+    pub fn keep_all(&self) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).keep = true;
+    }
+    /// Was [`Ledger::keep_all`] called?
+    pub fn keeping(&self) -> bool {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).keep
+    }
+    /// A point in the ledger's history, for [`Ledger::live_since`].
+    pub fn checkpoint(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).next
+    }
+    /// Resources tracked after `checkpoint` and still present, oldest
+    /// first.
+    pub fn live_since(&self, checkpoint: u64) -> Vec<String> {
+        let l = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        l.live
+            .range(checkpoint + 1..)
+            .map(|(_, w)| w.clone())
+            .collect()
     }
     /// Resources released so far, in order.
     pub fn released(&self) -> Vec<String> {

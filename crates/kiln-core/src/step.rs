@@ -30,6 +30,9 @@ pub async fn run_steps<S: Send>(
 ) -> Result<(), BuildError> {
     let mut started = 0;
     let mut result = Ok(());
+    // What these steps create: "could not clean up" is about those only
+    // (the build's working directory, say, is the caller's).
+    let checkpoint = ctx.ledger.checkpoint();
     let mut i = 0;
     while i < steps.len() {
         if ctx.cancel.is_cancelled() {
@@ -65,6 +68,7 @@ pub async fn run_steps<S: Send>(
                                 "Step \"{}\" failed: aborting without cleanup (-on-error=abort)",
                                 step.name()
                             ));
+                            ctx.ledger.keep_all();
                             let left = ctx.ledger.live();
                             if !left.is_empty() {
                                 ctx.ui.error(&format!("Left in place: {}", left.join(", ")));
@@ -82,7 +86,14 @@ pub async fn run_steps<S: Send>(
     if result.as_ref().is_err_and(|e| !e.is_cancelled()) {
         ctx.mark_failed();
     }
-    cleanup(&mut steps[..started], state, ctx, result.is_err()).await;
+    cleanup(
+        &mut steps[..started],
+        state,
+        ctx,
+        result.is_err(),
+        checkpoint,
+    )
+    .await;
     result
 }
 
@@ -91,6 +102,7 @@ async fn cleanup<S: Send>(
     state: &mut S,
     ctx: &BuildCtx,
     failed: bool,
+    checkpoint: u64,
 ) {
     let before = ctx.ledger.released().len();
     for step in steps.iter_mut().rev() {
@@ -130,7 +142,7 @@ async fn cleanup<S: Send>(
             ctx.ui
                 .say(&format!("Cleaned up: {}", released[before..].join(", ")));
         }
-        let left = ctx.ledger.live();
+        let left = ctx.ledger.live_since(checkpoint);
         if !left.is_empty() {
             ctx.ui
                 .error(&format!("Could not clean up: {}", left.join(", ")));

@@ -1,7 +1,13 @@
 //! Packer-style output: `==> name: message` for steps, `    name: output`
 //! for what commands print, one colour per build, `-machine-readable` lines,
-//! optional timestamps, and secrets scrubbed on every line by construction
-//! (every write goes through [`Output::emit`]).
+//! optional timestamps, and secrets scrubbed on every line by construction:
+//! every write goes through one writer, and each message is scrubbed whole
+//! before it is split into prefixed lines (human mode) or escaped
+//! (`-machine-readable`), so a secret containing a newline or a comma is
+//! still found. A multi-line secret is also registered line by line (lines
+//! of at least [`MIN_SECRET_LINE`] characters), so one printed a line at a
+//! time is hidden too; a secret's trimmed form is registered as well (a
+//! password read from a file with its trailing newline).
 use crate::communicator::TransferProgress;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex, RwLock};
@@ -79,11 +85,27 @@ pub struct Output {
 struct OutputInner {
     config: OutputConfig,
     secrets: RwLock<Vec<String>>,
-    lock: Mutex<()>,
+    /// Held for every write, so lines of parallel builds and progress bars
+    /// never interleave.
+    lock: Mutex<WriterState>,
     next_color: Mutex<usize>,
     /// When set, everything is also captured here (tests).
     capture: Option<Mutex<Vec<u8>>>,
 }
+
+/// What the writer knows of the terminal.
+#[derive(Default)]
+struct WriterState {
+    /// A progress bar is drawn on stderr's last line (no newline yet): it
+    /// is cleared before any other line is written, and drawn again by its
+    /// next update.
+    bar_shown: bool,
+}
+
+/// Lines of a multi-line secret shorter than this (trimmed) are not
+/// registered on their own: a line such as `}` or `--` would otherwise hide
+/// every occurrence of it in the output.
+pub const MIN_SECRET_LINE: usize = 4;
 
 /// Replace every occurrence of each secret with `<sensitive>`, longest first
 /// so a secret containing another is replaced whole.
@@ -103,7 +125,7 @@ impl Output {
             inner: Arc::new(OutputInner {
                 config,
                 secrets: RwLock::new(Vec::new()),
-                lock: Mutex::new(()),
+                lock: Mutex::new(WriterState::default()),
                 next_color: Mutex::new(0),
                 capture: None,
             }),
@@ -117,7 +139,7 @@ impl Output {
             inner: Arc::new(OutputInner {
                 config,
                 secrets: RwLock::new(Vec::new()),
-                lock: Mutex::new(()),
+                lock: Mutex::new(WriterState::default()),
                 next_color: Mutex::new(0),
                 capture: Some(Mutex::new(Vec::new())),
             }),
@@ -138,19 +160,36 @@ impl Output {
         &self.inner.config
     }
 
+    /// Scrub `secret` from all further output (see the module docs for
+    /// multi-line secrets).
     pub fn add_secret(&self, secret: &str) {
         if secret.is_empty() {
             return;
+        }
+        let mut forms = vec![secret.to_string()];
+        let trimmed = secret.trim();
+        if !trimmed.is_empty() {
+            forms.push(trimmed.to_string());
+        }
+        if secret.contains('\n') {
+            for l in secret.split('\n') {
+                let l = l.trim();
+                if l.chars().count() >= MIN_SECRET_LINE {
+                    forms.push(l.to_string());
+                }
+            }
         }
         let mut s = self
             .inner
             .secrets
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        if !s.iter().any(|x| x == secret) {
-            s.push(secret.to_string());
-            s.sort_by_key(|x| std::cmp::Reverse(x.len()));
+        for f in forms {
+            if !s.contains(&f) {
+                s.push(f);
+            }
         }
+        s.sort_by_key(|x| std::cmp::Reverse(x.len()));
     }
 
     pub fn scrub(&self, text: &str) -> String {
@@ -160,18 +199,35 @@ impl Output {
 
     fn write(&self, stream: Stream, text: &str) {
         let text = self.scrub(text);
-        let _g = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = &self.inner.capture {
             c.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .extend_from_slice(text.as_bytes());
             return;
         }
+        if st.bar_shown {
+            let _ = std::io::stderr().lock().write_all(b"\r\x1b[2K");
+            st.bar_shown = false;
+        }
         // Write errors (closed pipe) must never abort a build mid-cleanup.
         let _ = match stream {
             Stream::Out => std::io::stdout().lock().write_all(text.as_bytes()),
             Stream::Err => std::io::stderr().lock().write_all(text.as_bytes()),
         };
+    }
+
+    /// Draw a progress bar line on stderr (a terminal), under the output
+    /// lock; `done` ends it with a newline.
+    fn draw_bar(&self, line: &str, done: bool) {
+        let line = self.scrub(line);
+        let mut st = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = write!(
+            std::io::stderr().lock(),
+            "\r\x1b[2K{line}{}",
+            if done { "\n" } else { "" }
+        );
+        st.bar_shown = !done;
     }
 
     fn stamp(&self) -> String {
@@ -187,10 +243,13 @@ impl Output {
 
     fn machine_line(&self, target: &str, kind: &str, data: &[&str]) {
         let ts = time::OffsetDateTime::now_utc().unix_timestamp();
-        let mut line = format!("{ts},{},{}", machine_escape(target), machine_escape(kind));
+        // Scrub each field before escaping: a secret with a comma or a
+        // newline no longer appears as such once escaped.
+        let field = |f: &str| machine_escape(&self.scrub(f));
+        let mut line = format!("{ts},{},{}", field(target), field(kind));
         for d in data {
             line.push(',');
-            line.push_str(&machine_escape(d));
+            line.push_str(&field(d));
         }
         line.push('\n');
         self.write(Stream::Out, &line);
@@ -242,8 +301,11 @@ impl Output {
             _ => ("", ""),
         };
         let stamp = self.stamp();
+        // Scrub the whole message before splitting it, so a secret spanning
+        // lines is found.
+        let msg = self.scrub(msg);
         let mut out = String::new();
-        for l in split_lines(msg) {
+        for l in split_lines(&msg) {
             out.push_str(&format!("{stamp}{c}{prefix}{l}{r}\n"));
         }
         self.write(stream, &out);
@@ -279,6 +341,21 @@ pub fn machine_escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// `    name: msg` (or its machine-readable record).
+fn build_message(out: &Output, name: &str, color: &'static str, msg: &str) {
+    if out.config().mode == Mode::MachineReadable {
+        out.machine_line(name, "ui", &["message", &format!("    {name}: {msg}")]);
+        return;
+    }
+    out.line(
+        Some(color),
+        &format!("    {name}: "),
+        msg,
+        false,
+        Stream::Out,
+    );
+}
+
 struct BuildUi {
     out: Output,
     name: String,
@@ -304,21 +381,7 @@ impl Ui for BuildUi {
         );
     }
     fn message(&self, msg: &str) {
-        if self.out.config().mode == Mode::MachineReadable {
-            self.out.machine_line(
-                &self.name,
-                "ui",
-                &["message", &format!("    {}: {msg}", self.name)],
-            );
-            return;
-        }
-        self.out.line(
-            Some(self.color),
-            &format!("    {}: ", self.name),
-            msg,
-            false,
-            Stream::Out,
-        );
+        build_message(&self.out, &self.name, self.color, msg);
     }
     fn error(&self, msg: &str) {
         if self.out.config().mode == Mode::MachineReadable {
@@ -344,6 +407,7 @@ impl Ui for BuildUi {
         Box::new(Progress::new(
             self.out.clone(),
             self.name.clone(),
+            self.color,
             label.to_string(),
         ))
     }
@@ -363,10 +427,14 @@ impl Ui for BuildUi {
 }
 
 /// A progress bar on stderr when it is a terminal (and output is for
-/// humans); otherwise a single summary line when done.
+/// humans), drawn under the output lock so it never interleaves with other
+/// lines; otherwise (a pipe, a file, `-machine-readable`) a single summary
+/// line when done: `    name: label: 1.5 MiB in 2.0 s (768.0 KiB/s)`,
+/// through the scrubbing writer like every other line.
 struct Progress {
     out: Output,
     name: String,
+    color: &'static str,
     label: String,
     tty: bool,
     state: Mutex<ProgressState>,
@@ -378,16 +446,18 @@ struct ProgressState {
     done: u64,
     last_draw: Option<std::time::Instant>,
     started: Option<std::time::Instant>,
+    finished: bool,
 }
 
 impl Progress {
-    fn new(out: Output, name: String, label: String) -> Self {
+    fn new(out: Output, name: String, color: &'static str, label: String) -> Self {
         let tty = out.config().mode == Mode::Human
             && out.inner.capture.is_none()
             && std::io::stderr().is_terminal();
         Progress {
             out,
             name,
+            color,
             label,
             tty,
             state: Mutex::new(ProgressState::default()),
@@ -410,13 +480,24 @@ impl Progress {
             }
             _ => format!("    {}: {} {done}", self.name, self.label),
         };
-        let line = self.out.scrub(&line);
-        let _ = write!(
-            std::io::stderr(),
-            "\r\x1b[2K{line}{}",
-            if final_ { "\n" } else { "" }
-        );
+        self.out.draw_bar(&line, final_);
     }
+}
+
+/// The summary of a finished transfer: `1.5 MiB in 2.0 s (768.0 KiB/s)`,
+/// with `of <total>` when it stopped short of a known total.
+pub fn progress_summary(done: u64, total: Option<u64>, elapsed: std::time::Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        human_bytes((done as f64 / secs) as u64)
+    } else {
+        human_bytes(done)
+    };
+    let of = match total {
+        Some(t) if t != done => format!(" of {}", human_bytes(t)),
+        _ => String::new(),
+    };
+    format!("{}{of} in {secs:.1} s ({rate}/s)", human_bytes(done))
 }
 
 /// `1.5 MiB` style sizes.
@@ -457,9 +538,146 @@ impl TransferProgress for Progress {
         }
     }
     fn finish(&self) {
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.finished {
+            return;
+        }
+        st.finished = true;
         if self.tty {
             self.draw(&st, true);
+            return;
         }
+        let elapsed = st.started.map(|t| t.elapsed()).unwrap_or_default();
+        let summary = progress_summary(st.done, st.total, elapsed);
+        drop(st);
+        build_message(
+            &self.out,
+            &self.name,
+            self.color,
+            &format!("{}: {summary}", self.label),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capturing(mode: Mode) -> Output {
+        Output::capturing(OutputConfig {
+            mode,
+            color: false,
+            timestamp: false,
+        })
+    }
+
+    #[test]
+    fn machine_readable_scrubs_before_escaping() {
+        let out = capturing(Mode::MachineReadable);
+        out.add_secret("s3,cr\net");
+        let ui = out.build_ui("b");
+        ui.say("the secret is s3,cr\net, really");
+        ui.message("x s3,cr\net y");
+        ui.error("s3,cr\net");
+        out.error("top s3,cr\net");
+        ui.machine("artifact", &["0", "id", "s3,cr\net"]);
+        let got = out.captured();
+        assert!(!got.contains("s3"), "{got}");
+        assert!(!got.contains("cr\\net"), "{got}");
+        assert_eq!(got.matches("<sensitive>").count(), 5, "{got}");
+        assert!(
+            got.contains(",b,ui,say,==> b: the secret is <sensitive>%!(PACKER_COMMA) really"),
+            "{got}"
+        );
+        assert!(got.contains(",b,artifact,0,id,<sensitive>\n"), "{got}");
+    }
+
+    #[test]
+    fn human_mode_scrubs_multi_line_secrets_whole_and_by_line() {
+        let key = "-----BEGIN KEY-----\nAAAAbbbbCCCC\nddddEEEEffff\n-----END KEY-----\n";
+        let out = capturing(Mode::Human);
+        out.add_secret(key);
+        let ui = out.build_ui("b");
+        ui.say(&format!("key: {key}"));
+        ui.message("AAAAbbbbCCCC");
+        ui.error("line ddddEEEEffff here");
+        out.raw(key);
+        let got = out.captured();
+        for part in ["AAAA", "dddd", "BEGIN KEY", "END KEY"] {
+            assert!(!got.contains(part), "{part} leaked:\n{got}");
+        }
+        assert!(got.contains("==> b: key: <sensitive>\n"), "{got}");
+        assert!(got.contains("    b: <sensitive>\n"), "{got}");
+        assert!(got.contains("==> b: line <sensitive> here\n"), "{got}");
+    }
+
+    #[test]
+    fn short_lines_of_a_secret_are_not_registered_alone() {
+        let out = capturing(Mode::Human);
+        out.add_secret("{\n\"pw\": \"hunter22\"\n}\n");
+        out.raw("{ and } stay");
+        out.raw("\"pw\": \"hunter22\"");
+        let got = out.captured();
+        assert!(got.contains("{ and } stay"), "{got}");
+        assert!(!got.contains("hunter22"), "{got}");
+    }
+
+    #[test]
+    fn trimmed_form_of_a_secret_is_scrubbed() {
+        let out = capturing(Mode::Human);
+        out.add_secret("pw-from-file\n");
+        out.raw("password pw-from-file!");
+        assert_eq!(out.captured(), "password <sensitive>!\n");
+    }
+
+    #[test]
+    fn progress_off_a_terminal_prints_one_summary_line() {
+        let out = capturing(Mode::Human);
+        out.add_secret("topsecret");
+        let ui = out.build_ui("b");
+        let p = ui.progress("Uploading topsecret.img");
+        p.start(Some(3 * 1024 * 1024));
+        for _ in 0..3 {
+            p.advance(1024 * 1024);
+        }
+        assert_eq!(out.captured(), "", "nothing before the end");
+        p.finish();
+        p.finish();
+        let got = out.captured();
+        assert_eq!(got.lines().count(), 1, "{got}");
+        assert!(
+            got.starts_with("    b: Uploading <sensitive>.img: 3.0 MiB in "),
+            "{got}"
+        );
+        assert!(got.trim_end().ends_with("/s)"), "{got}");
+        assert!(!got.contains(" of "), "{got}");
+    }
+
+    #[test]
+    fn progress_summary_machine_readable_and_short() {
+        let out = capturing(Mode::MachineReadable);
+        let ui = out.build_ui("b");
+        let p = ui.progress("Hashing x");
+        p.start(Some(2048));
+        p.advance(1024);
+        p.finish();
+        let got = out.captured();
+        assert_eq!(got.lines().count(), 1, "{got}");
+        assert!(
+            got.contains(",b,ui,message,    b: Hashing x: 1.0 KiB of 2.0 KiB in "),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn summary_text() {
+        let s = progress_summary(
+            3 * 1024 * 1024,
+            Some(3 * 1024 * 1024),
+            std::time::Duration::from_secs(2),
+        );
+        assert_eq!(s, "3.0 MiB in 2.0 s (1.5 MiB/s)");
+        let s = progress_summary(10, None, std::time::Duration::ZERO);
+        assert_eq!(s, "10 B in 0.0 s (10 B/s)");
     }
 }
