@@ -24,6 +24,18 @@ fn factory(d: &mut Decoder<'_>, _: &PrepareOpts) -> Option<Box<dyn Builder>> {
     if !ssh.is_none() && ssh.host.as_deref().unwrap_or("").is_empty() {
         d.error_here("`ssh_host` must be specified (or set `communicator` to \"none\")");
     }
+    // The null builder makes no machine, so there is no temporary key to
+    // fall back on: as Packer, one way to authenticate must be given.
+    if !ssh.is_none()
+        && ssh.password.as_deref().unwrap_or("").is_empty()
+        && ssh.private_key_file.is_none()
+        && !ssh.agent_auth
+    {
+        d.error_here(
+            "one authentication method must be specified: `ssh_password`, \
+             `ssh_private_key_file` or `ssh_agent_auth`",
+        );
+    }
     Some(Box::new(NullBuilder { ssh }))
 }
 

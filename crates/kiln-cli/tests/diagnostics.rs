@@ -416,3 +416,35 @@ fn secrets_are_hidden_from_variable_and_template_errors() {
         }
     }
 }
+
+#[test]
+fn null_builder_over_ssh_needs_a_way_to_authenticate() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "t.json",
+        r#"{"builders": [{"type": "null", "ssh_host": "127.0.0.1", "ssh_username": "u"}]}"#,
+    );
+    let (code, _, err) = run(d.path(), &["validate", "t.json"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("one authentication method must be specified"),
+        "{err}"
+    );
+    // Any one of them is enough.
+    for key in [
+        r#""ssh_password": "pw""#,
+        r#""ssh_private_key_file": "k""#,
+        r#""ssh_agent_auth": true"#,
+    ] {
+        write(
+            d.path(),
+            "t.json",
+            &format!(
+                r#"{{"builders": [{{"type": "null", "ssh_host": "127.0.0.1", "ssh_username": "u", {key}}}]}}"#
+            ),
+        );
+        let (_, _, err) = run(d.path(), &["validate", "t.json"]);
+        assert!(!err.contains("one authentication method"), "{key}: {err}");
+    }
+}
