@@ -498,3 +498,83 @@ fn a_failed_build_says_what_it_cleaned_up() {
         let _ = std::fs::remove_dir_all(kept);
     }
 }
+
+/// `-on-error=ask`, answered on stdin as a user would at the prompt: an
+/// unknown answer is asked again, `r` retries the failed step, `c` cleans
+/// up, `a` aborts and keeps everything, and end of input means clean up.
+#[test]
+fn on_error_ask_retries_cleans_up_or_aborts_as_answered() {
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    // Fails until its second attempt.
+    write(
+        d.path(),
+        "t.json",
+        r#"{
+  "builders": [{"type": "null", "communicator": "none"}],
+  "provisioners": [{"type": "shell-local", "inline": ["n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; echo \"OUT: attempt $n\"; [ $n -ge {{user `ok_at`}} ]"]}],
+  "error-cleanup-provisioner": {"type": "shell-local", "inline": ["touch cleaned"]},
+  "variables": {"ok_at": "2"}
+}"#,
+    );
+    let ask = |answers: Option<&str>, ok_at: &str| {
+        let _ = std::fs::remove_file(d.path().join("count"));
+        let _ = std::fs::remove_file(d.path().join("cleaned"));
+        let mut c = kiln(d.path());
+        c.args(["build", "-on-error=ask", "-var"])
+            .arg(format!("ok_at={ok_at}"))
+            .arg("t.json")
+            .stdin(Stdio::piped());
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(a) = answers {
+            stdin.write_all(a.as_bytes()).unwrap();
+        }
+        drop(stdin);
+        let o = child.wait_with_output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let prompt = "[c] Clean up and exit, [a] abort without cleanup, or [r] retry step";
+
+    // Retry once, and the step then succeeds: the build goes on and passes.
+    let (code, out, err) = ask(Some("x\nr\n"), "2");
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert_eq!(printed(&out), ["OUT: attempt 1", "OUT: attempt 2"], "{out}");
+    assert_eq!(err.matches(prompt).count(), 2, "x is asked again:\n{err}");
+    assert!(!d.path().join("cleaned").exists());
+
+    // Retry, fail again, then clean up.
+    let (code, out, err) = ask(Some("r\nc\n"), "99");
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert_eq!(printed(&out), ["OUT: attempt 1", "OUT: attempt 2"], "{out}");
+    assert_eq!(err.matches(prompt).count(), 2, "{err}");
+    assert!(d.path().join("cleaned").exists(), "{out}\n{err}");
+    assert!(!err.contains("Working directory kept"), "{err}");
+
+    // No answer at all (stdin closed): clean up.
+    let (code, out, err) = ask(None, "99");
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert_eq!(printed(&out), ["OUT: attempt 1"], "{out}");
+    assert!(d.path().join("cleaned").exists(), "{out}\n{err}");
+
+    // Abort: nothing is cleaned up, the working directory is kept and
+    // listed.
+    let (code, out, err) = ask(Some("a\n"), "99");
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(!d.path().join("cleaned").exists(), "{out}\n{err}");
+    let kept = err
+        .lines()
+        .find_map(|l| l.strip_prefix("==> null: Working directory kept: "))
+        .unwrap_or_else(|| panic!("no kept directory:\n{err}"))
+        .to_string();
+    assert!(Path::new(&kept).is_dir(), "{kept}");
+    std::fs::remove_dir_all(&kept).unwrap();
+}
