@@ -378,3 +378,73 @@ async fn a_reboot_is_seen_through_qemus_reset_event_not_keep_alives() {
     );
     assert!(qemu_left().await.is_empty(), "no QEMU left");
 }
+
+/// Ctrl-C (the build's cancel token, which the CLI's SIGINT handler
+/// cancels: crates/kiln-cli/tests/signals.rs) with a real guest, once while
+/// it boots and kiln waits for SSH, once while a provisioner command runs
+/// in it: QEMU is stopped, the output directory and every file kiln made
+/// are removed, and nothing is left in the ledger.
+#[tokio::test]
+#[ignore = "boots or builds a real image (slow): scripts/test.sh runs it with --include-ignored"]
+async fn a_cancelled_build_leaves_no_qemu_no_files_no_output() {
+    let _one = SERIAL.lock().await;
+    let base = base_image().await;
+    // What runs in the guest; whether to cancel while it boots (as soon as
+    // QEMU runs) or once the command has started.
+    let cases = [("true", true), ("echo started; sleep 600", false)];
+    for (cmd, while_booting) in cases {
+        let d = tempfile::tempdir().unwrap();
+        let work = d.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let c = config(d.path(), &base);
+        let hook = Commands {
+            cmds: vec![cmd.into()],
+            out: Mutex::new(vec![]),
+        };
+        let out = output();
+        let ctx = BuildCtx::for_test(out.build_ui("vm"), work.clone());
+        let cancel = ctx.cancel.clone();
+        let builder = QemuBuilder::new(c.clone());
+        let started = std::time::Instant::now();
+        let run = builder.run(&ctx, &hook);
+        tokio::pin!(run);
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    let now = if while_booting {
+                        // QEMU runs: the guest is booting, no SSH yet.
+                        let said = out.captured();
+                        !pids_of_children().is_empty()
+                            && said.contains("Waiting for SSH to become available")
+                            && !said.contains("Connected to SSH")
+                    } else {
+                        hook.out.lock().unwrap().iter().any(|l| l == "started")
+                    };
+                    if now && !cancel.is_cancelled() {
+                        cancel.cancel();
+                    }
+                    assert!(
+                        started.elapsed() < Duration::from_secs(600),
+                        "{cmd}: never reached the point to cancel at: {}",
+                        out.captured()
+                    );
+                }
+            }
+        };
+        let e = result.err().expect("a cancelled build fails");
+        assert!(e.is_cancelled(), "{cmd}: cancelled, not another error: {e}");
+        assert!(qemu_left().await.is_empty(), "{cmd}: no QEMU left");
+        assert!(
+            !d.path().join("output-vm").exists(),
+            "{cmd}: output removed"
+        );
+        let left: Vec<_> = std::fs::read_dir(&work)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{cmd}: {left:?}");
+        assert!(ctx.ledger.live().is_empty(), "{cmd}");
+    }
+}

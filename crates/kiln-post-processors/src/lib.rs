@@ -23,7 +23,6 @@ pub mod blockgz;
 pub mod checksum;
 pub mod compress;
 mod glob;
-use kiln_core::local as local_exec;
 pub mod manifest;
 pub mod shell_local;
 

@@ -156,23 +156,6 @@ fn env_var_format_is_go_sprintf() {
     assert_eq!(go_sprintf("100%% %v", &["x"]), "100% x");
 }
 
-#[test]
-fn flattened_env_sorts_and_quotes() {
-    let mut c = config(&[]);
-    c.vars = vec!["ZED=it's".into(), "ALPHA=a=b".into()];
-    let generated = std::collections::BTreeMap::from([
-        ("PackerHTTPAddr".to_string(), "10.0.2.2:8080".to_string()),
-        (
-            "PackerHTTPIP".to_string(),
-            "ERR_HTTP_IP_NOT_IMPLEMENTED_BY_BUILDER".to_string(),
-        ),
-    ]);
-    assert_eq!(
-        c.flattened_env("web", "qemu", &generated),
-        "ALPHA='a=b' PACKER_BUILDER_TYPE='qemu' PACKER_BUILD_NAME='web' PACKER_HTTP_ADDR='10.0.2.2:8080' ZED='it'\"'\"'s' "
-    );
-}
-
 // The following need the template engine ({{.Vars}}, {{.Script}}).
 
 #[tokio::test]
