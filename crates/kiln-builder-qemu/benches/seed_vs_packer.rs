@@ -1,7 +1,10 @@
 //! Benchmark (not a test): the seed's example (`examples/seed/local.json`)
-//! built from the same base image by kiln and by Debian's Packer 1.6.6, one
-//! after the other in one run. Prints both wall times, their ratio, the
-//! time from QEMU's start to SSH for each, and kiln's peak memory.
+//! built from the same base image by kiln and by Debian's Packer 1.6.6, in
+//! one run: `KILN_BENCH_ROUNDS` rounds (default 2), the order alternating
+//! (kiln first, then Packer first, ...) so that neither always meets a
+//! cold or warm package mirror and disk. Prints each round's wall times
+//! and ratio, the medians and their ratio, the time from QEMU's start to
+//! SSH, a per-phase table, and kiln's peak memory.
 //!
 //!   cargo bench -p kiln-builder-qemu --bench seed_vs_packer
 //!
@@ -164,57 +167,47 @@ fn packer_time_to_ssh(log: &str) -> Option<i64> {
     Some(clock_secs(conn)? - clock_secs(start)?)
 }
 
-fn main() {
-    let seed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
-    let seed = seed.canonicalize().expect("examples/seed");
-    std::env::set_current_dir(&seed).unwrap();
-    let scratch = tempfile::Builder::new()
-        .prefix("kiln-bench-")
-        .tempdir()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+/// One build by one tool.
+struct Run {
+    wall: Duration,
+    /// QEMU start to SSH, seconds.
+    ssh: Option<f64>,
+    ok: bool,
+    transcript: String,
+}
 
-    let base = match std::env::var_os("KILN_BENCH_BASE") {
-        Some(p) => PathBuf::from(p),
-        None => seed.join("output-base/debian-12.qcow2"),
-    };
-    if !base.is_file() {
-        eprintln!("Building the base image {} (not timed)...", base.display());
-        let dir = base.parent().unwrap().to_path_buf();
-        rt.block_on(kiln_build(
-            &seed.join("base.json"),
-            &[("output_directory", dir.display().to_string())],
-        ));
-        eprintln!("Base image built.");
-    }
-
-    // kiln.
-    let kiln_out = scratch.path().join("kiln-out");
+fn run_kiln(rt: &tokio::runtime::Runtime, seed: &Path, base: &Path, out: &Path) -> (Run, String) {
     eprintln!("Building the seed example with kiln (its transcript follows the build)...");
     let t = Instant::now();
-    let (states, kiln_transcript) = rt.block_on(kiln_build(
+    let (states, transcript) = rt.block_on(kiln_build(
         &seed.join("local.json"),
         &[
             ("base_image", base.display().to_string()),
-            ("output_directory", kiln_out.display().to_string()),
+            ("output_directory", out.display().to_string()),
         ],
     ));
-    let kiln_wall = t.elapsed();
-    let kiln_rss = peak_rss_kib();
-    eprintln!("{kiln_transcript}");
-    let kiln_ssh: Option<f64> = states
+    let wall = t.elapsed();
+    eprintln!("{transcript}");
+    let ssh = states
         .first()
         .and_then(|s| s.get("timeToSSH")?.parse().ok());
-    let kiln_accel = states
+    let accel = states
         .first()
         .and_then(|s| s.get("domainType").cloned())
         .unwrap_or_default();
+    let run = Run {
+        wall,
+        ssh,
+        ok: true,
+        transcript,
+    };
+    (run, accel)
+}
 
-    // Packer 1.6.6 on the same template, adapted as described above.
-    let key = scratch.path().join("id_ed25519");
+/// The seed's template as Packer needs it here (see the crate docs above),
+/// written into `scratch`.
+fn packer_template(scratch: &Path, seed: &Path) -> PathBuf {
+    let key = scratch.join("id_ed25519");
     let st = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "packer-bench", "-f"])
         .arg(&key)
@@ -222,7 +215,7 @@ fn main() {
         .expect("ssh-keygen");
     assert!(st.success());
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    let cd = scratch.path().join("cidata");
+    let cd = scratch.join("cidata");
     std::fs::create_dir(&cd).unwrap();
     std::fs::write(
         cd.join("user-data"),
@@ -245,10 +238,14 @@ fn main() {
         cd.join("meta-data").display().to_string()
     ]);
     b["cd_label"] = "cidata".into();
-    let packer_tpl = scratch.path().join("packer-local.json");
+    let packer_tpl = scratch.join("packer-local.json");
     std::fs::write(&packer_tpl, serde_json::to_string_pretty(&tpl).unwrap()).unwrap();
-    let packer_out = scratch.path().join("packer-out");
-    let packer_log = scratch.path().join("packer.log");
+    packer_tpl
+}
+
+fn run_packer(scratch: &Path, template: &Path, base: &Path, out: &Path, round: usize) -> Run {
+    eprintln!("Building the seed example with Packer 1.6.6...");
+    let log_path = scratch.join(format!("packer-{round}.log"));
     let t = Instant::now();
     let mut child = Command::new("packer")
         .arg("build")
@@ -258,17 +255,17 @@ fn main() {
         .arg("-var")
         .arg(format!("base_image={}", base.display()))
         .arg("-var")
-        .arg(format!("output_directory={}", packer_out.display()))
-        .arg(&packer_tpl)
+        .arg(format!("output_directory={}", out.display()))
+        .arg(template)
         .env("PACKER_LOG", "1")
-        .env("PACKER_LOG_PATH", &packer_log)
-        .env("PACKER_CACHE_DIR", scratch.path().join("packer_cache"))
+        .env("PACKER_LOG_PATH", &log_path)
+        .env("PACKER_CACHE_DIR", scratch.join("packer_cache"))
         .env("CHECKPOINT_DISABLE", "1")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("running packer (apt-get install packer)");
     // Show Packer's transcript live and keep it for the phase table.
-    let mut packer_transcript = String::new();
+    let mut transcript = String::new();
     {
         use std::io::BufRead;
         let stdout = child.stdout.take().unwrap();
@@ -277,13 +274,13 @@ fn main() {
             .map_while(Result::ok)
         {
             eprintln!("{line}");
-            packer_transcript.push_str(&line);
-            packer_transcript.push('\n');
+            transcript.push_str(&line);
+            transcript.push('\n');
         }
     }
     let st = child.wait().expect("waiting for packer");
-    let packer_wall = t.elapsed();
-    let log = std::fs::read_to_string(&packer_log).unwrap_or_default();
+    let wall = t.elapsed();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     if !st.success() {
         let tail: Vec<&str> = log.lines().rev().take(40).collect();
         eprintln!(
@@ -291,38 +288,134 @@ fn main() {
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
-    let packer_ssh = packer_time_to_ssh(&log);
+    Run {
+        wall,
+        ssh: packer_time_to_ssh(&log).map(|s| s as f64),
+        ok: st.success(),
+        transcript,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn main() {
+    let seed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
+    let seed = seed.canonicalize().expect("examples/seed");
+    std::env::set_current_dir(&seed).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-bench-")
+        .tempdir()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Rounds alternate which tool goes first (kiln, Packer, then Packer,
+    // kiln, ...), so that neither always meets a cold or a warm package
+    // mirror, page cache or disk.
+    let rounds: usize = std::env::var("KILN_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(2);
+
+    let base = match std::env::var_os("KILN_BENCH_BASE") {
+        Some(p) => PathBuf::from(p),
+        None => seed.join("output-base/debian-12.qcow2"),
+    };
+    if !base.is_file() {
+        eprintln!("Building the base image {} (not timed)...", base.display());
+        let dir = base.parent().unwrap().to_path_buf();
+        rt.block_on(kiln_build(
+            &seed.join("base.json"),
+            &[("output_directory", dir.display().to_string())],
+        ));
+        eprintln!("Base image built.");
+    }
+    let packer_tpl = packer_template(scratch.path(), &seed);
+
+    let mut kiln_runs = Vec::new();
+    let mut packer_runs = Vec::new();
+    let mut kiln_accel = String::new();
+    for round in 0..rounds {
+        let kiln_out = scratch.path().join(format!("kiln-out-{round}"));
+        let packer_out = scratch.path().join(format!("packer-out-{round}"));
+        let mut kiln = || {
+            let (r, accel) = run_kiln(&rt, &seed, &base, &kiln_out);
+            kiln_accel = accel;
+            let _ = std::fs::remove_dir_all(&kiln_out);
+            r
+        };
+        let packer = || {
+            let r = run_packer(scratch.path(), &packer_tpl, &base, &packer_out, round);
+            let _ = std::fs::remove_dir_all(&packer_out);
+            r
+        };
+        if round % 2 == 0 {
+            kiln_runs.push(kiln());
+            packer_runs.push(packer());
+        } else {
+            packer_runs.push(packer());
+            kiln_runs.push(kiln());
+        }
+    }
+    let kiln_rss = peak_rss_kib();
 
     let secs = |d: Duration| d.as_secs_f64();
+    let opt = |x: Option<f64>| x.map_or("?".to_string(), |s| format!("{s:.1}"));
     println!();
     println!(
-        "seed example from {} (kiln accelerator: {kiln_accel}; Packer: tcg)",
+        "seed example from {} (kiln accelerator: {kiln_accel}; Packer: tcg), {rounds} round(s), order alternating",
         base.display()
     );
+    for round in 0..rounds {
+        let (k, p) = (&kiln_runs[round], &packer_runs[round]);
+        let first = if round % 2 == 0 { "kiln" } else { "Packer" };
+        println!(
+            "  round {} ({first} first): kiln {:>6.1} s (SSH after {} s), Packer 1.6.6 {:>6.1} s (SSH after {} s){}, ratio {:.2}",
+            round + 1,
+            secs(k.wall),
+            opt(k.ssh),
+            secs(p.wall),
+            opt(p.ssh),
+            if p.ok { "" } else { " FAILED" },
+            secs(k.wall) / secs(p.wall)
+        );
+    }
+    let km = median(kiln_runs.iter().map(|r| secs(r.wall)).collect());
+    let pm = median(packer_runs.iter().map(|r| secs(r.wall)).collect());
     println!(
-        "  kiln        wall {:>7.1} s   QEMU start -> SSH {:>5.1} s   peak memory {:.1} MiB",
-        secs(kiln_wall),
-        kiln_ssh.unwrap_or(f64::NAN),
+        "  median wall: kiln {km:.1} s, Packer 1.6.6 {pm:.1} s; kiln's peak memory {:.1} MiB",
         kiln_rss as f64 / 1024.0
     );
     println!(
-        "  Packer 1.6.6 wall {:>7.1} s   QEMU start -> SSH {:>5} s   {}",
-        secs(packer_wall),
-        packer_ssh
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "?".into()),
-        if st.success() { "ok" } else { "FAILED" }
-    );
-    println!(
-        "  ratio kiln/Packer: {:.2} (target: at most 0.85)",
-        secs(kiln_wall) / secs(packer_wall)
+        "  ratio kiln/Packer (medians): {:.2} (target: at most 0.85)",
+        km / pm
     );
     println!();
-    println!("  phase (from the transcripts, 1 s resolution)   kiln   Packer");
-    let k = phase_times(&timeline(&kiln_transcript));
-    let p = phase_times(&timeline(&packer_transcript));
-    let show = |x: Option<i64>| x.map_or("?".to_string(), |s| format!("{s} s"));
+    println!("  phase, median over rounds (transcripts, 1 s resolution)   kiln   Packer");
+    let per_phase = |runs: &[Run]| -> Vec<Option<f64>> {
+        let all: Vec<Vec<Option<i64>>> = runs
+            .iter()
+            .map(|r| phase_times(&timeline(&r.transcript)))
+            .collect();
+        (0..PHASES.len())
+            .map(|i| {
+                let v: Option<Vec<f64>> = all.iter().map(|p| p[i].map(|s| s as f64)).collect();
+                v.map(median)
+            })
+            .collect()
+    };
+    let (k, p) = (per_phase(&kiln_runs), per_phase(&packer_runs));
+    let show = |x: Option<f64>| x.map_or("?".to_string(), |s| format!("{s:.0} s"));
     for (i, (name, _)) in PHASES.iter().enumerate() {
-        println!("  {name:<46} {:>6} {:>8}", show(k[i]), show(p[i]));
+        println!("  {name:<57} {:>6} {:>8}", show(k[i]), show(p[i]));
     }
 }
