@@ -167,7 +167,7 @@ pub enum Form {
     PostProcessor,
 }
 
-/// A valid `shell-local` configuration.
+/// A `shell-local` configuration (run only when it decoded without problems).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Uninterpolated inline commands (`command` becomes one).
