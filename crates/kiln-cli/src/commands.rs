@@ -5,7 +5,7 @@ use kiln_core::build::{self, PrepareOptions, RunOptions};
 use kiln_core::context::{AskAnswer, Asker};
 use kiln_core::ui::{Mode, OutputConfig};
 use kiln_core::{OnError, Output};
-use kiln_template::{Diagnostics, Template, Variables};
+use kiln_template::{Diagnostics, Source, Template, Variables};
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
@@ -44,7 +44,10 @@ pub async fn run(cli: Cli, machine_readable: bool) -> u8 {
     }
 }
 
-fn print_diags(output: &Output, diags: &Diagnostics) {
+/// Print problems, each once, in file order, and their count.
+fn print_diags(output: &Output, mut diags: Diagnostics) {
+    diags.dedup();
+    diags.sort_by_position();
     for d in &diags.0 {
         output.error(&d.to_string());
         output.error("");
@@ -56,12 +59,19 @@ fn print_diags(output: &Output, diags: &Diagnostics) {
     ));
 }
 
-/// Register as secrets the values known to be sensitive before the
-/// template is parsed, so that no diagnostic of any stage can print them.
-fn early_secrets(output: &Output, path: &Path, common_vars: &[kiln_template::VarSource]) {
-    for s in kiln_template::vars::early_secrets(path, common_vars) {
+/// Read the template, and register as secrets the values known to be
+/// sensitive before it is parsed, so that no diagnostic of any stage can
+/// print them.
+fn read_template(
+    output: &Output,
+    path: &Path,
+    vars: &[kiln_template::VarSource],
+) -> Result<Arc<Source>, Diagnostics> {
+    let src = kiln_template::template::read_source(path)?;
+    for s in kiln_template::vars::early_secrets_in(src.clone(), vars) {
         output.add_secret(&s);
     }
+    Ok(src)
 }
 
 /// Parse the template and resolve its variables; print problems.
@@ -77,10 +87,16 @@ fn load(output: &Output, common: &Common) -> Option<(Template, Variables)> {
         output.error("A template path is required.");
         return None;
     };
-    early_secrets(output, path, &common.vars);
-    let (template, mut diags) = kiln_template::template::parse_file_partial(path);
+    let src = match read_template(output, path, &common.vars) {
+        Ok(src) => src,
+        Err(d) => {
+            print_diags(output, d);
+            return None;
+        }
+    };
+    let (template, mut diags) = kiln_template::template::parse_partial(src);
     let Some(template) = template else {
-        print_diags(output, &diags);
+        print_diags(output, diags);
         return None;
     };
     let (vars, var_diags) = kiln_template::vars::resolve_partial(&template, &common.vars);
@@ -100,16 +116,11 @@ fn load(output: &Output, common: &Common) -> Option<(Template, Variables)> {
         } else {
             diags.extend(var_diags);
         }
-        diags.dedup();
-        diags.sort_by_position();
-        print_diags(output, &diags);
+        print_diags(output, diags);
         return None;
     }
     if !var_diags.0.is_empty() {
-        let mut var_diags = var_diags;
-        var_diags.dedup();
-        var_diags.sort_by_position();
-        print_diags(output, &var_diags);
+        print_diags(output, var_diags);
         return None;
     }
     Some((template, vars))
@@ -136,17 +147,16 @@ fn validate(output: &Output, common: &Common, syntax_only: bool) -> u8 {
             output.error("A template path is required.");
             return 1;
         };
-        early_secrets(output, path, &common.vars);
-        return match kiln_template::template::parse_file(path) {
+        let parsed =
+            read_template(output, path, &common.vars).and_then(kiln_template::template::parse);
+        return match parsed {
             Ok(_) => {
                 output.raw("Syntax-only check passed. Everything looks okay.");
                 0
             }
-            Err(mut d) => {
+            Err(d) => {
                 output.error("Template validation failed. Errors are shown below.\n");
-                d.dedup();
-                d.sort_by_position();
-                print_diags(output, &d);
+                print_diags(output, d);
                 1
             }
         };
@@ -160,24 +170,19 @@ fn validate(output: &Output, common: &Common, syntax_only: bool) -> u8 {
             output.raw("Template validated successfully.");
             0
         }
-        Err(mut d) => {
+        Err(d) => {
             output.error("Template validation failed. Errors are shown below.\n");
-            d.dedup();
-            d.sort_by_position();
-            print_diags(output, &d);
+            print_diags(output, d);
             1
         }
     }
 }
 
 fn inspect(output: &Output, path: &Path) -> u8 {
-    early_secrets(output, path, &[]);
-    let template = match kiln_template::template::parse_file(path) {
+    let template = match read_template(output, path, &[]).and_then(kiln_template::template::parse) {
         Ok(t) => t,
-        Err(mut d) => {
-            d.dedup();
-            d.sort_by_position();
-            print_diags(output, &d);
+        Err(d) => {
+            print_diags(output, d);
             return 1;
         }
     };
@@ -334,10 +339,8 @@ async fn build_cmd(output: &Output, b: BuildArgs) -> u8 {
         &prepare_opts(&b.common, b.force),
     ) {
         Ok(bs) => bs,
-        Err(mut d) => {
-            d.dedup();
-            d.sort_by_position();
-            print_diags(output, &d);
+        Err(d) => {
+            print_diags(output, d);
             return 1;
         }
     };

@@ -177,6 +177,36 @@ fn unknown_type(
     d
 }
 
+/// Which kind of component a [`component_decoder`] decodes.
+#[derive(Clone, Copy)]
+enum Kind {
+    Builder,
+    Provisioner,
+    PostProcessor,
+}
+
+/// A decoder for one component's configuration: named in messages ("the
+/// `shell` provisioner"), with the keys the engine handles itself (its
+/// kind's core keys and the injected ones) left out.
+fn component_decoder<'a>(
+    node: &'a Node,
+    interp: &'a Context,
+    diags: &'a mut Diagnostics,
+    kind: Kind,
+    type_name: &str,
+) -> Decoder<'a> {
+    let (what, core) = match kind {
+        Kind::Builder => ("builder", BUILDER_CORE_KEYS),
+        Kind::Provisioner => ("provisioner", PROVISIONER_CORE_KEYS),
+        Kind::PostProcessor => ("post-processor", POST_PROCESSOR_CORE_KEYS),
+    };
+    let mut d = Decoder::new(node, interp, diags);
+    d.describe(format!("the `{type_name}` {what}"));
+    d.ignore(core);
+    d.ignore(INJECTED_KEYS);
+    d
+}
+
 /// A post-processor's name for `-except`: its `name`, or its type.
 fn pp_effective_name(p: &PostProcessorDef) -> &str {
     p.name
@@ -270,10 +300,8 @@ fn prepare_all(
         let interp = build_context(template, vars, &name, &type_name);
         let mut warnings = Vec::new();
         let builder = {
-            let mut d = Decoder::new(&b.config, &interp, &mut diags);
-            d.describe(format!("the `{type_name}` builder"));
-            d.ignore(BUILDER_CORE_KEYS);
-            d.ignore(INJECTED_KEYS);
+            let mut d =
+                component_decoder(&b.config, &interp, &mut diags, Kind::Builder, &type_name);
             let built = factory(&mut d, &popts);
             warnings.extend(d.finish_with_warnings());
             built
@@ -297,10 +325,13 @@ fn prepare_all(
             };
             let config = p.config_for(raw_name);
             {
-                let mut d = Decoder::new(&config, &interp, &mut diags);
-                d.describe(format!("the `{}` provisioner", p.type_name.value));
-                d.ignore(PROVISIONER_CORE_KEYS);
-                d.ignore(INJECTED_KEYS);
+                let mut d = component_decoder(
+                    &config,
+                    &interp,
+                    &mut diags,
+                    Kind::Provisioner,
+                    &p.type_name.value,
+                );
                 let _ = pf(&mut d, &popts);
                 warnings.extend(d.finish_with_warnings());
             }
@@ -355,10 +386,13 @@ fn prepare_all(
                     continue;
                 };
                 {
-                    let mut d = Decoder::new(&pp.config, &interp, &mut diags);
-                    d.describe(format!("the `{}` post-processor", pp.type_name.value));
-                    d.ignore(POST_PROCESSOR_CORE_KEYS);
-                    d.ignore(INJECTED_KEYS);
+                    let mut d = component_decoder(
+                        &pp.config,
+                        &interp,
+                        &mut diags,
+                        Kind::PostProcessor,
+                        &pp.type_name.value,
+                    );
                     let _ = pf(&mut d, &popts);
                     warnings.extend(d.finish_with_warnings());
                 }
@@ -674,10 +708,13 @@ impl ProvisionHook<'_> {
         let interp = runtime_context(self.interp, ctx);
         let mut diags = Diagnostics::default();
         let prov = {
-            let mut d = Decoder::new(&p.config, &interp, &mut diags);
-            d.describe(format!("the `{}` provisioner", p.def.type_name.value));
-            d.ignore(PROVISIONER_CORE_KEYS);
-            d.ignore(INJECTED_KEYS);
+            let mut d = component_decoder(
+                &p.config,
+                &interp,
+                &mut diags,
+                Kind::Provisioner,
+                &p.def.type_name.value,
+            );
             let prov = (p.factory)(&mut d, self.opts);
             d.finish();
             prov
@@ -820,10 +857,13 @@ async fn run_post_processors(
             let interp = runtime_context(&b.interp, ctx);
             let mut diags = Diagnostics::default();
             let proc_ = {
-                let mut d = Decoder::new(&pp.def.config, &interp, &mut diags);
-                d.describe(format!("the `{}` post-processor", pp.def.type_name.value));
-                d.ignore(POST_PROCESSOR_CORE_KEYS);
-                d.ignore(INJECTED_KEYS);
+                let mut d = component_decoder(
+                    &pp.def.config,
+                    &interp,
+                    &mut diags,
+                    Kind::PostProcessor,
+                    &pp.def.type_name.value,
+                );
                 let p = (pp.factory)(&mut d, &b.opts);
                 d.finish();
                 p

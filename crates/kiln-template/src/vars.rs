@@ -332,7 +332,13 @@ pub fn early_secrets(path: &std::path::Path, sources: &[VarSource]) -> Vec<Strin
         path: path.to_path_buf(),
         text,
     });
-    let Ok(root) = crate::json::parse(src) else {
+    early_secrets_in(src, sources)
+}
+
+/// [`early_secrets`] of a template already read (so the caller reads it
+/// once for this and for parsing).
+pub fn early_secrets_in(template: Arc<Source>, sources: &[VarSource]) -> Vec<String> {
+    let Ok(root) = crate::json::parse(template) else {
         return Vec::new();
     };
     let names: BTreeSet<&str> = match root.get("sensitive-variables").map(|n| &n.value) {
