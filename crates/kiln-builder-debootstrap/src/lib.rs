@@ -37,7 +37,7 @@ use config::{Config, Format, PARTITION_OFFSET};
 use driver::{Driver, HostDriver};
 use kiln_core::context::LedgerId;
 use kiln_core::{
-    async_trait, run_steps, Artifact, BuildCtx, BuildError, Builder, FileArtifact, Hook,
+    async_trait, run_steps, Artifact, BuildCtx, BuildError, Builder, FileArtifact, Hook, Outcome,
     PrepareOpts, Registry, Step,
 };
 use kiln_template::Decoder;
@@ -91,8 +91,6 @@ pub struct State {
     pub pgid: Arc<AtomicI32>,
     /// The finished image.
     pub image: Option<PathBuf>,
-    /// Every step succeeded (the output is kept).
-    pub done: bool,
 }
 
 #[async_trait]
@@ -128,7 +126,6 @@ impl Builder for DebootstrapBuilder {
             }),
             Box::new(StepConvert { c, d: d.clone() }),
             Box::new(StepProvision { hook }),
-            Box::new(StepDone),
         ];
         run_steps(&mut steps, &mut state, ctx).await?;
         let image = state
@@ -235,9 +232,14 @@ impl Step<State> for StepOutputDir {
         );
         Ok(())
     }
-    async fn cleanup(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        _: &mut State,
+        ctx: &BuildCtx,
+        outcome: Outcome,
+    ) -> Result<(), BuildError> {
         if let Some(id) = self.created.take() {
-            if !state.done {
+            if !outcome.succeeded() {
                 ctx.ui.say("Deleting output directory...");
                 match tokio::fs::remove_dir_all(&self.dir).await {
                     Ok(()) => {}
@@ -320,7 +322,12 @@ impl Step<State> for StepBootstrap<'_> {
         ));
         Ok(())
     }
-    async fn cleanup(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        state: &mut State,
+        ctx: &BuildCtx,
+        _: Outcome,
+    ) -> Result<(), BuildError> {
         let pgid = state.pgid.load(Ordering::SeqCst);
         if pgid > 0 && driver::group_alive(pgid) {
             // Cancelled mid-way: mmdebstrap got SIGTERM and unmounts what it
@@ -472,7 +479,12 @@ impl Step<State> for StepDisk<'_> {
             .map_err(|e| io_err(format!("writing the MBR of {}", state.raw.display()), e))?;
         Ok(())
     }
-    async fn cleanup(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        state: &mut State,
+        ctx: &BuildCtx,
+        _: Outcome,
+    ) -> Result<(), BuildError> {
         if let Some(id) = self.mounted.take() {
             self.d.umount(&state.mnt).await?;
             ctx.ledger.release(id);
@@ -574,20 +586,12 @@ impl Step<State> for StepProvision<'_> {
     async fn run(&mut self, _: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         self.hook.provision(ctx, None).await
     }
-    async fn cleanup(&mut self, _: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        self.hook.cleanup(ctx, None).await
-    }
-}
-
-struct StepDone;
-
-#[async_trait]
-impl Step<State> for StepDone {
-    fn name(&self) -> &'static str {
-        "done"
-    }
-    async fn run(&mut self, state: &mut State, _: &BuildCtx) -> Result<(), BuildError> {
-        state.done = true;
-        Ok(())
+    async fn cleanup(
+        &mut self,
+        _: &mut State,
+        ctx: &BuildCtx,
+        outcome: Outcome,
+    ) -> Result<(), BuildError> {
+        self.hook.cleanup(ctx, None, outcome).await
     }
 }

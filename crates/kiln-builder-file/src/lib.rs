@@ -10,7 +10,7 @@
 //! `artifact,0,id` record). Unlike Packer, a `source` that does not exist is
 //! reported when the template is validated, not when the build runs.
 use kiln_core::{async_trait, Artifact, BuildCtx, BuildError, Builder, FileArtifact, Hook};
-use kiln_core::{PrepareOpts, Registry};
+use kiln_core::{Outcome, PrepareOpts, Registry};
 use kiln_template::Decoder;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -106,8 +106,7 @@ impl Builder for FileBuilder {
         }
         if let Err(e) = hook.provision(ctx, None).await {
             if !e.is_cancelled() {
-                ctx.mark_failed();
-                if let Err(c) = hook.cleanup(ctx, None).await {
+                if let Err(c) = hook.cleanup(ctx, None, Outcome::Failed).await {
                     ctx.ui.error(&c.to_string());
                 }
             }

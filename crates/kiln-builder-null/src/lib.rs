@@ -3,7 +3,7 @@
 //! (`shell-local`); with SSH it connects to `ssh_host` and provisions that
 //! existing machine. Its artifact is empty, with Packer's id `Null`.
 use kiln_core::{async_trait, Artifact, BuildCtx, BuildError, Builder, Communicator, Step};
-use kiln_core::{run_steps, FileArtifact, Hook, PrepareOpts, Registry};
+use kiln_core::{run_steps, FileArtifact, Hook, Outcome, PrepareOpts, Registry};
 use kiln_ssh::SshConfig;
 use kiln_template::Decoder;
 use std::sync::Arc;
@@ -64,7 +64,12 @@ impl Step<State> for Connect<'_> {
         state.comm = Some(c);
         Ok(())
     }
-    async fn cleanup(&mut self, state: &mut State, _ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        state: &mut State,
+        _ctx: &BuildCtx,
+        _: Outcome,
+    ) -> Result<(), BuildError> {
         // Dropping the communicator closes the connection.
         state.comm = None;
         Ok(())
@@ -81,8 +86,13 @@ impl Step<State> for Provision<'_> {
     async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         self.0.provision(ctx, state.comm.clone()).await
     }
-    async fn cleanup(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        self.0.cleanup(ctx, state.comm.clone()).await
+    async fn cleanup(
+        &mut self,
+        state: &mut State,
+        ctx: &BuildCtx,
+        outcome: Outcome,
+    ) -> Result<(), BuildError> {
+        self.0.cleanup(ctx, state.comm.clone(), outcome).await
     }
 }
 

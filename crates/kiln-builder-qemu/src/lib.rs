@@ -153,7 +153,6 @@ impl Builder for QemuBuilder {
                 after_powerdown: self.after_powerdown,
             }),
             Box::new(StepConvertDisk { c, d: d.clone() }),
-            Box::new(StepDone),
         ];
         let r = run_steps(&mut steps, &mut state, ctx).await;
         if let Err(e) = &r {

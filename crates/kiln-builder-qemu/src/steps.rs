@@ -6,7 +6,7 @@ use crate::config::{Accel, Config};
 use crate::driver::{Driver, Vm};
 use crate::{download, http, iso, ports};
 use kiln_core::context::LedgerId;
-use kiln_core::{async_trait, BuildCtx, BuildError, Communicator, Hook, Step};
+use kiln_core::{async_trait, BuildCtx, BuildError, Communicator, Hook, Outcome, Step};
 use kiln_ssh::TempKeyPair;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,7 +96,6 @@ pub struct State {
     pub time_to_ssh: Option<Duration>,
     /// The error message already shows the machine's console.
     pub console_shown: bool,
-    pub done: bool,
 }
 
 impl State {
@@ -261,7 +260,12 @@ impl Step<State> for StepCheckHost<'_> {
         }
         Ok(())
     }
-    async fn cleanup(&mut self, state: &mut State, _: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        state: &mut State,
+        _: &BuildCtx,
+        _: Outcome,
+    ) -> Result<(), BuildError> {
         // Dropping the probe's future kills its QEMU (kill_on_drop).
         if let Some(p) = state.kvm_probe.take() {
             p.abort();
@@ -327,9 +331,14 @@ impl Step<State> for StepOutputDir<'_> {
         );
         Ok(())
     }
-    async fn cleanup(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        _: &mut State,
+        ctx: &BuildCtx,
+        outcome: Outcome,
+    ) -> Result<(), BuildError> {
         if let Some(id) = self.id.take() {
-            if !state.done {
+            if !outcome.succeeded() {
                 let dir = &self.c.output_directory;
                 ctx.ui.say("Deleting output directory...");
                 match tokio::fs::remove_dir_all(dir).await {
@@ -392,7 +401,12 @@ impl Step<State> for StepCreateCd<'_> {
         }
         Ok(())
     }
-    async fn cleanup(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        state: &mut State,
+        ctx: &BuildCtx,
+        _: Outcome,
+    ) -> Result<(), BuildError> {
         for f in CD_FILES {
             let p = ctx.work_dir.join(f);
             let _ = if p.is_dir() {
@@ -657,7 +671,12 @@ impl Step<State> for StepHttp<'_> {
             }
         }
     }
-    async fn cleanup(&mut self, state: &mut State, _: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        state: &mut State,
+        _: &BuildCtx,
+        _: Outcome,
+    ) -> Result<(), BuildError> {
         state.http = None;
         Ok(())
     }
@@ -885,7 +904,12 @@ impl Step<State> for StepRun<'_> {
         }
         kiln_core::bail!("Error launching VM: no free port")
     }
-    async fn cleanup(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        state: &mut State,
+        ctx: &BuildCtx,
+        _: Outcome,
+    ) -> Result<(), BuildError> {
         if let Some(w) = state.event_watch.take() {
             w.abort();
         }
@@ -977,7 +1001,12 @@ impl Step<State> for StepConnect<'_> {
         *state.on_reset.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.connector.clone());
         Ok(())
     }
-    async fn cleanup(&mut self, state: &mut State, _: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        state: &mut State,
+        _: &BuildCtx,
+        _: Outcome,
+    ) -> Result<(), BuildError> {
         *state.on_reset.lock().unwrap_or_else(|e| e.into_inner()) = None;
         state.comm = None;
         Ok(())
@@ -1005,11 +1034,16 @@ impl Step<State> for StepProvision<'_> {
         .await
         .inspect_err(|e| state.console_shown = e.to_string().contains("serial console"))
     }
-    async fn cleanup(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        state: &mut State,
+        ctx: &BuildCtx,
+        outcome: Outcome,
+    ) -> Result<(), BuildError> {
         // Only does something when the template has an
         // error-cleanup-provisioner; if the guest died, its SSH connection
         // is gone and the provisioner fails at once.
-        self.hook.cleanup(ctx, state.comm.clone()).await
+        self.hook.cleanup(ctx, state.comm.clone(), outcome).await
     }
 }
 
@@ -1247,19 +1281,6 @@ impl Step<State> for StepConvertDisk<'_> {
             .map_err(|e| io_err("Error moving converted hard drive", e))?;
         ctx.ui
             .message(&format!("Converted in {:.1} s", t.elapsed().as_secs_f64()));
-        Ok(())
-    }
-}
-
-pub struct StepDone;
-
-#[async_trait]
-impl Step<State> for StepDone {
-    fn name(&self) -> &'static str {
-        "done"
-    }
-    async fn run(&mut self, state: &mut State, _: &BuildCtx) -> Result<(), BuildError> {
-        state.done = true;
         Ok(())
     }
 }

@@ -33,6 +33,7 @@ use crate::component::{
 };
 use crate::context::{Asker, BuildCtx, Ledger, OnError};
 use crate::error::BuildError;
+use crate::step::Outcome;
 use crate::ui::{Output, Ui};
 use async_trait::async_trait;
 use kiln_template::diag::suggest;
@@ -569,7 +570,6 @@ async fn run_one(b: PlannedBuild, opts: &RunOptions) -> BuildOutcome {
         ledger: Ledger::default(),
         generated: Default::default(),
         work_dir: work_dir.path().to_path_buf(),
-        failed: Default::default(),
     };
     let work_dir_id = ctx.ledger.track(work_dir_entry);
     ui.machine(
@@ -670,11 +670,12 @@ impl Hook for ProvisionHook<'_> {
         &self,
         ctx: &BuildCtx,
         comm: Option<Arc<dyn Communicator>>,
+        outcome: Outcome,
     ) -> Result<(), BuildError> {
         let Some(p) = self.error_cleanup else {
             return Ok(());
         };
-        if !ctx.has_failed() || ctx.cancel.is_cancelled() {
+        if outcome != Outcome::Failed || ctx.cancel.is_cancelled() {
             return Ok(());
         }
         ctx.ui.say(&format!(

@@ -4,6 +4,7 @@ use crate::artifact::Artifact;
 use crate::communicator::Communicator;
 use crate::context::BuildCtx;
 use crate::error::BuildError;
+use crate::step::Outcome;
 use async_trait::async_trait;
 use kiln_template::Decoder;
 use std::collections::BTreeMap;
@@ -26,13 +27,14 @@ pub trait Hook: Send + Sync {
     ) -> Result<(), BuildError>;
 
     /// Called by a builder from the cleanup of its provisioning step, while
-    /// the machine is still reachable: if the build failed (not when it was
-    /// cancelled), runs the template's `error-cleanup-provisioner`, as
-    /// Packer does.
+    /// the machine is still reachable, with how the build ended: if it
+    /// failed (not when it was cancelled), runs the template's
+    /// `error-cleanup-provisioner`, as Packer does.
     async fn cleanup(
         &self,
         _ctx: &BuildCtx,
         _comm: Option<Arc<dyn Communicator>>,
+        _outcome: Outcome,
     ) -> Result<(), BuildError> {
         Ok(())
     }

@@ -2,7 +2,6 @@
 //! tokens, the error policy, and the ledger of resources it created.
 use crate::ui::Ui;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -122,10 +121,6 @@ pub struct BuildCtx {
     pub generated: Arc<Mutex<BTreeMap<String, String>>>,
     /// Working directory for temporary files of this build.
     pub work_dir: std::path::PathBuf,
-    /// Set once a step of the build failed (not when it was cancelled):
-    /// cleanups that only apply to failed builds (the template's
-    /// `error-cleanup-provisioner`) look at it.
-    pub failed: Arc<AtomicBool>,
 }
 
 impl BuildCtx {
@@ -141,14 +136,6 @@ impl BuildCtx {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-    /// Record that the build failed (see [`BuildCtx::failed`]).
-    pub fn mark_failed(&self) {
-        self.failed.store(true, Ordering::SeqCst);
-    }
-    /// Did a step of this build fail?
-    pub fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::SeqCst)
     }
     /// Run `fut` unless the build is cancelled first.
     pub async fn cancellable<T>(
@@ -183,7 +170,6 @@ impl BuildCtx {
             ledger: Ledger::default(),
             generated: Default::default(),
             work_dir,
-            failed: Default::default(),
         }
     }
 }

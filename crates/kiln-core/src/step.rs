@@ -4,6 +4,33 @@ use crate::context::{AskAnswer, BuildCtx, OnError};
 use crate::error::BuildError;
 use async_trait::async_trait;
 
+/// How a list of steps ended, as each step's cleanup sees it (Packer's
+/// `StateCancelled`/`StateHalted` flags, typed): a cleanup keeps what the
+/// build made only when every step succeeded, and knows whether the
+/// failure was the build's or the user's interrupt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every step ran to its end: keep what the build made (its output).
+    Succeeded,
+    /// A step failed: remove what the build made.
+    Failed,
+    /// The user interrupted the build (Ctrl-C, SIGTERM) or a timeout hit.
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn succeeded(self) -> bool {
+        self == Outcome::Succeeded
+    }
+    fn of(r: &Result<(), BuildError>) -> Outcome {
+        match r {
+            Ok(()) => Outcome::Succeeded,
+            Err(e) if e.is_cancelled() => Outcome::Cancelled,
+            Err(_) => Outcome::Failed,
+        }
+    }
+}
+
 /// One unit of a builder's work. `S` is the builder's own typed state,
 /// where steps leave what later steps (and cleanups) need.
 #[async_trait]
@@ -14,8 +41,14 @@ pub trait Step<S: Send>: Send {
     /// ledger) as soon as it exists, so a cancel mid-way can still clean it.
     async fn run(&mut self, state: &mut S, ctx: &BuildCtx) -> Result<(), BuildError>;
     /// Undo what `run` did, as far as it got. Called for every step whose
-    /// `run` started, including the one that failed or was interrupted.
-    async fn cleanup(&mut self, _state: &mut S, _ctx: &BuildCtx) -> Result<(), BuildError> {
+    /// `run` started, including the one that failed or was interrupted,
+    /// with how the whole list ended.
+    async fn cleanup(
+        &mut self,
+        _state: &mut S,
+        _ctx: &BuildCtx,
+        _outcome: Outcome,
+    ) -> Result<(), BuildError> {
         Ok(())
     }
 }
@@ -83,14 +116,11 @@ pub async fn run_steps<S: Send>(
             }
         }
     }
-    if result.as_ref().is_err_and(|e| !e.is_cancelled()) {
-        ctx.mark_failed();
-    }
     cleanup(
         &mut steps[..started],
         state,
         ctx,
-        result.is_err(),
+        Outcome::of(&result),
         checkpoint,
     )
     .await;
@@ -101,7 +131,7 @@ async fn cleanup<S: Send>(
     steps: &mut [Box<dyn Step<S> + '_>],
     state: &mut S,
     ctx: &BuildCtx,
-    failed: bool,
+    outcome: Outcome,
     checkpoint: u64,
 ) {
     let before = ctx.ledger.released().len();
@@ -113,7 +143,7 @@ async fn cleanup<S: Send>(
         let r = tokio::select! {
             biased;
             _ = ctx.abandon.cancelled() => Err(BuildError::Cancelled),
-            r = step.cleanup(state, ctx) => r,
+            r = step.cleanup(state, ctx, outcome) => r,
         };
         match r {
             Ok(()) => {}
@@ -136,7 +166,7 @@ async fn cleanup<S: Send>(
         }
         return;
     }
-    if failed {
+    if !outcome.succeeded() {
         let released = ctx.ledger.released();
         if released.len() > before {
             ctx.ui

@@ -4,7 +4,7 @@
 //! left.
 use kiln_core::build::test_ui;
 use kiln_core::context::{AskAnswer, Asker};
-use kiln_core::{run_steps, BuildCtx, BuildError, OnError, Step};
+use kiln_core::{run_steps, BuildCtx, BuildError, OnError, Outcome, Step};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +13,8 @@ type Log = Arc<Mutex<Vec<String>>>;
 #[derive(Default)]
 struct State {
     log: Vec<String>,
+    /// What each cleanup was told of how the steps ended.
+    outcomes: Vec<Outcome>,
 }
 
 enum Behaviour {
@@ -47,7 +49,13 @@ impl Step<State> for Recorder {
             }
         }
     }
-    async fn cleanup(&mut self, _state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        state: &mut State,
+        ctx: &BuildCtx,
+        outcome: Outcome,
+    ) -> Result<(), BuildError> {
+        state.outcomes.push(outcome);
         if let Behaviour::SlowCleanup = self.behaviour {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
@@ -114,6 +122,7 @@ async fn success_cleans_up_in_reverse() {
             "cleanup a"
         ]
     );
+    assert_eq!(st.outcomes, [Outcome::Succeeded; 3]);
     assert!(ctx.ledger.live().is_empty());
 }
 
@@ -133,6 +142,7 @@ async fn failure_cleans_up_started_steps_only() {
     let err = run_steps(&mut s, &mut st, &ctx).await.unwrap_err();
     assert_eq!(err.to_string(), "b failed");
     assert_eq!(log_of(&log), ["run a", "run b", "cleanup b", "cleanup a"]);
+    assert_eq!(st.outcomes, [Outcome::Failed; 2]);
     assert!(out
         .captured()
         .contains("Cleaned up: resource of b, resource of a"));
@@ -159,6 +169,7 @@ async fn cancel_mid_step_cleans_up_the_interrupted_step_too() {
     let err = run_steps(&mut s, &mut st, &ctx).await.unwrap_err();
     assert!(err.is_cancelled());
     assert_eq!(log_of(&log), ["run a", "run b", "cleanup b", "cleanup a"]);
+    assert_eq!(st.outcomes, [Outcome::Cancelled; 2]);
 }
 
 #[tokio::test]

@@ -67,12 +67,13 @@ impl Builder for OpenStackBuilder {
         let mut state = steps::State::new(cloud.clone(), self.connector.clone());
         let mut list = steps::steps(&self.config, hook);
         kiln_core::run_steps(&mut list, &mut state, ctx).await?;
+        // Every step succeeded: the image is the build's artifact.
         match state.image_id.take() {
-            Some(id) if state.committed => {
+            Some(id) => {
                 ctx.set_generated("ImageID", id.clone());
                 Ok(Some(Arc::new(ImageArtifact::new(cloud, id))))
             }
-            _ => Ok(None),
+            None => Ok(None),
         }
     }
 }

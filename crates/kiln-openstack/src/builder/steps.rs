@@ -9,7 +9,7 @@ use crate::client::api::{FloatingIp, Server, ServerCreate};
 use crate::client::{Cloud, OsError};
 use kiln_core::communicator::Communicator;
 use kiln_core::context::LedgerId;
-use kiln_core::{async_trait, BuildCtx, BuildError, Hook, Step};
+use kiln_core::{async_trait, BuildCtx, BuildError, Hook, Outcome, Step};
 use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
@@ -32,8 +32,6 @@ pub struct State {
     pub host: Option<String>,
     pub comm: Option<Arc<dyn Communicator>>,
     pub image_id: Option<String>,
-    /// Every step succeeded: the image is the build's artifact.
-    pub committed: bool,
 }
 
 impl State {
@@ -53,7 +51,6 @@ impl State {
             host: None,
             comm: None,
             image_id: None,
-            committed: false,
         }
     }
 }
@@ -252,7 +249,12 @@ impl Step<State> for KeyPair<'_> {
         s.key_name = Some(name);
         Ok(())
     }
-    async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        s: &mut State,
+        ctx: &BuildCtx,
+        _: Outcome,
+    ) -> Result<(), BuildError> {
         if let Some(Err(e)) = self.create.settle(ctx, "key pair").await {
             self.unanswered = e.unanswered();
             if !e.outcome_unknown() {
@@ -646,7 +648,12 @@ impl Step<State> for CreateVolume<'_> {
         ctx.ui.message(&format!("Volume ID: {id}"));
         Ok(())
     }
-    async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        s: &mut State,
+        ctx: &BuildCtx,
+        _: Outcome,
+    ) -> Result<(), BuildError> {
         match self.create.settle(ctx, "volume").await {
             Some(Ok(id)) => {
                 self.unknown = None;
@@ -818,7 +825,12 @@ impl Step<State> for RunServer<'_> {
         s.server = Some(server);
         Ok(())
     }
-    async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        s: &mut State,
+        ctx: &BuildCtx,
+        _: Outcome,
+    ) -> Result<(), BuildError> {
         match self.create.settle(ctx, "server").await {
             Some(Ok(id)) => {
                 self.unknown = None;
@@ -1035,7 +1047,12 @@ impl Step<State> for AllocateIp<'_> {
         s.floating_ip = Some(f);
         Ok(())
     }
-    async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        s: &mut State,
+        ctx: &BuildCtx,
+        _: Outcome,
+    ) -> Result<(), BuildError> {
         if !self.temporary {
             // Not kiln's: the server's deletion gives it back to the
             // project (as Packer, it is not deleted).
@@ -1218,8 +1235,13 @@ impl Step<State> for Provision<'_> {
     async fn run(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         self.hook.provision(ctx, s.comm.clone()).await
     }
-    async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        self.hook.cleanup(ctx, s.comm.clone()).await
+    async fn cleanup(
+        &mut self,
+        s: &mut State,
+        ctx: &BuildCtx,
+        outcome: Outcome,
+    ) -> Result<(), BuildError> {
+        self.hook.cleanup(ctx, s.comm.clone(), outcome).await
     }
 }
 
@@ -1413,7 +1435,12 @@ impl Step<State> for CreateImage<'_> {
         })
         .await
     }
-    async fn cleanup(&mut self, s: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn cleanup(
+        &mut self,
+        s: &mut State,
+        ctx: &BuildCtx,
+        outcome: Outcome,
+    ) -> Result<(), BuildError> {
         match self.create.settle(ctx, "image").await {
             Some(Ok(id)) => {
                 self.unknown = None;
@@ -1423,7 +1450,7 @@ impl Step<State> for CreateImage<'_> {
             Some(Err(e)) => self.unanswered = e.unanswered(),
             None => {}
         }
-        if s.committed {
+        if outcome.succeeded() {
             // It is the artifact now: the artifact owns it.
             if let Some(l) = self.ledger.take() {
                 ctx.ledger.release(l);
@@ -1524,7 +1551,6 @@ impl Step<State> for ImageProperties<'_> {
                 })?;
             }
         }
-        s.committed = true;
         Ok(())
     }
 }
