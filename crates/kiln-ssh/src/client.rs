@@ -846,7 +846,7 @@ impl SshCommunicator {
             .await
             .map_err(|e| match e {
                 BuildError::Cancelled => CommError::Other("cancelled".into()),
-                BuildError::Failed(m) => CommError::Disconnected(m),
+                e => CommError::Disconnected(e.to_string()),
             })
     }
 }

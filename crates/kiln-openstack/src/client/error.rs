@@ -56,7 +56,7 @@ impl From<OsError> for BuildError {
     fn from(e: OsError) -> Self {
         match e {
             OsError::Cancelled => BuildError::Cancelled,
-            e => BuildError::Failed(e.to_string()),
+            e => BuildError::new(e),
         }
     }
 }
