@@ -339,14 +339,8 @@ pub fn decode(d: &mut Decoder<'_>, force: bool) -> Option<Config> {
         }
         None => derived_uuid(&c),
     };
-    if !c.force && c.output_directory.exists() {
-        d.error(
-            "output_directory",
-            format!(
-                "Output directory '{}' already exists. It must not exist (or use -force).",
-                c.output_directory.display()
-            ),
-        );
+    if let Some(p) = kiln_commonsteps::output_dir_problem(&c.output_directory, c.force) {
+        d.error("output_directory", p);
         ok = false;
     }
     ok.then_some(c)

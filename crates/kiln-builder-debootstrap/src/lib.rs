@@ -35,6 +35,7 @@ pub mod image;
 
 use config::{Config, Format, PARTITION_OFFSET};
 use driver::{Driver, HostDriver};
+use kiln_commonsteps::{HasMachine, Machine, StepOutputDir, StepProvision};
 use kiln_core::context::LedgerId;
 use kiln_core::{
     async_trait, run_steps, Artifact, BuildCtx, BuildError, Builder, FileArtifact, Hook, Outcome,
@@ -91,6 +92,14 @@ pub struct State {
     pub pgid: Arc<AtomicI32>,
     /// The finished image.
     pub image: Option<PathBuf>,
+    /// No machine runs: provisioners get no communicator.
+    pub machine: Machine,
+}
+
+impl HasMachine for State {
+    fn machine(&mut self) -> &mut Machine {
+        &mut self.machine
+    }
 }
 
 #[async_trait]
@@ -110,7 +119,7 @@ impl Builder for DebootstrapBuilder {
         };
         let mut steps: Vec<Box<dyn Step<State> + '_>> = vec![
             Box::new(StepCheckHost { driver: d.clone() }),
-            Box::new(StepOutputDir::new(c)),
+            Box::new(StepOutputDir::new(&c.output_directory, c.force)),
             Box::new(StepEpoch { c, d: d.clone() }),
             Box::new(StepBootstrap {
                 c,
@@ -182,72 +191,6 @@ impl Step<State> for StepCheckHost {
                     missing.join(", ")
                 );
             }
-        }
-        Ok(())
-    }
-}
-
-/// Creates the output directory (removing an old one with `-force`);
-/// removes it again unless the build succeeds.
-struct StepOutputDir {
-    dir: PathBuf,
-    force: bool,
-    created: Option<LedgerId>,
-}
-
-impl StepOutputDir {
-    fn new(c: &Config) -> Self {
-        StepOutputDir {
-            dir: c.output_directory.clone(),
-            force: c.force,
-            created: None,
-        }
-    }
-}
-
-#[async_trait]
-impl Step<State> for StepOutputDir {
-    fn name(&self) -> &'static str {
-        "output directory"
-    }
-    async fn run(&mut self, _: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        if self.dir.exists() {
-            if !self.force {
-                kiln_core::bail!(
-                    "Output directory '{}' already exists. It must not exist (or use -force).",
-                    self.dir.display()
-                );
-            }
-            ctx.ui.say("Deleting previous output directory...");
-            tokio::fs::remove_dir_all(&self.dir)
-                .await
-                .map_err(|e| io_err(format!("removing {}", self.dir.display()), e))?;
-        }
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .map_err(|e| io_err(format!("creating {}", self.dir.display()), e))?;
-        self.created = Some(
-            ctx.ledger
-                .track(format!("output directory {}", self.dir.display())),
-        );
-        Ok(())
-    }
-    async fn cleanup(
-        &mut self,
-        _: &mut State,
-        ctx: &BuildCtx,
-        outcome: Outcome,
-    ) -> Result<(), BuildError> {
-        if let Some(id) = self.created.take() {
-            if !outcome.succeeded() {
-                ctx.ui.say("Deleting output directory...");
-                match tokio::fs::remove_dir_all(&self.dir).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err(format!("removing {}", self.dir.display()), e)),
-                }
-            }
-            ctx.ledger.release(id);
         }
         Ok(())
     }
@@ -570,28 +513,5 @@ impl Step<State> for StepConvert<'_> {
         ));
         state.image = Some(out);
         Ok(())
-    }
-}
-
-/// Runs the provisioners (without a communicator: there is no machine).
-struct StepProvision<'a> {
-    hook: &'a dyn Hook,
-}
-
-#[async_trait]
-impl Step<State> for StepProvision<'_> {
-    fn name(&self) -> &'static str {
-        "provision"
-    }
-    async fn run(&mut self, _: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        self.hook.provision(ctx, None).await
-    }
-    async fn cleanup(
-        &mut self,
-        _: &mut State,
-        ctx: &BuildCtx,
-        outcome: Outcome,
-    ) -> Result<(), BuildError> {
-        self.hook.cleanup(ctx, None, outcome).await
     }
 }

@@ -2,8 +2,9 @@
 //! `communicator: none` it only runs provisioners that need no machine
 //! (`shell-local`); with SSH it connects to `ssh_host` and provisions that
 //! existing machine. Its artifact is empty, with Packer's id `Null`.
-use kiln_core::{async_trait, Artifact, BuildCtx, BuildError, Builder, Communicator, Step};
-use kiln_core::{run_steps, FileArtifact, Hook, Outcome, PrepareOpts, Registry};
+use kiln_commonsteps::{HasMachine, Machine, SshConnector, StepConnect, StepProvision};
+use kiln_core::{async_trait, Artifact, BuildCtx, BuildError, Builder, Step};
+use kiln_core::{run_steps, FileArtifact, Hook, PrepareOpts, Registry};
 use kiln_ssh::SshConfig;
 use kiln_template::Decoder;
 use std::sync::Arc;
@@ -41,58 +42,12 @@ fn factory(d: &mut Decoder<'_>, _: &PrepareOpts) -> Option<Box<dyn Builder>> {
 
 #[derive(Default)]
 struct State {
-    comm: Option<Arc<dyn Communicator>>,
+    machine: Machine,
 }
 
-struct Connect<'a>(&'a SshConfig);
-
-#[async_trait]
-impl Step<State> for Connect<'_> {
-    fn name(&self) -> &'static str {
-        "connect"
-    }
-    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        if self.0.is_none() {
-            return Ok(());
-        }
-        let host = self.0.host.clone().unwrap_or_default();
-        let port = self.0.port;
-        ctx.set_generated("Host", &host);
-        ctx.set_generated("Port", port.to_string());
-        ctx.set_generated("User", self.0.username.clone());
-        let c = kiln_ssh::connect(self.0, &host, port, None, ctx).await?;
-        state.comm = Some(c);
-        Ok(())
-    }
-    async fn cleanup(
-        &mut self,
-        state: &mut State,
-        _ctx: &BuildCtx,
-        _: Outcome,
-    ) -> Result<(), BuildError> {
-        // Dropping the communicator closes the connection.
-        state.comm = None;
-        Ok(())
-    }
-}
-
-struct Provision<'a>(&'a dyn Hook);
-
-#[async_trait]
-impl Step<State> for Provision<'_> {
-    fn name(&self) -> &'static str {
-        "provision"
-    }
-    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        self.0.provision(ctx, state.comm.clone()).await
-    }
-    async fn cleanup(
-        &mut self,
-        state: &mut State,
-        ctx: &BuildCtx,
-        outcome: Outcome,
-    ) -> Result<(), BuildError> {
-        self.0.cleanup(ctx, state.comm.clone(), outcome).await
+impl HasMachine for State {
+    fn machine(&mut self) -> &mut Machine {
+        &mut self.machine
     }
 }
 
@@ -103,9 +58,17 @@ impl Builder for NullBuilder {
         ctx: &BuildCtx,
         hook: &dyn Hook,
     ) -> Result<Option<Arc<dyn Artifact>>, BuildError> {
-        let mut steps: Vec<Box<dyn Step<State> + '_>> =
-            vec![Box::new(Connect(&self.ssh)), Box::new(Provision(hook))];
+        let mut steps: Vec<Box<dyn Step<State> + '_>> = vec![
+            Box::new(StepConnect {
+                connector: Arc::new(SshConnector::new(self.ssh.clone())),
+                none: self.ssh.is_none(),
+                user: self.ssh.username.clone(),
+            }),
+            Box::new(StepProvision { hook }),
+        ];
         let mut state = State::default();
+        state.machine.host = self.ssh.host.clone();
+        state.machine.port = Some(self.ssh.port);
         run_steps(&mut steps, &mut state, ctx).await?;
         let mut a = FileArtifact::new(BUILDER_ID, vec![]);
         a.id = ARTIFACT_ID.to_string();

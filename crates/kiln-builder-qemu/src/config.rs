@@ -561,11 +561,8 @@ pub fn decode(d: &mut Decoder<'_>, force: bool) -> Option<Config> {
         ok = false;
     }
 
-    if !c.force && c.output_directory.exists() {
-        d.error_here(format!(
-            "Output directory '{}' already exists. It must not exist.",
-            c.output_directory.display()
-        ));
+    if let Some(p) = kiln_commonsteps::output_dir_problem(&c.output_directory, c.force) {
+        d.error_here(p);
         ok = false;
     }
     ok.then_some(c)

@@ -64,6 +64,9 @@ pub mod steps;
 
 use config::Config;
 use driver::{Driver, HostDriver};
+use kiln_commonsteps::{
+    Connector, MachineStopped, SshConnector, StepConnect, StepOutputDir, StepProvision,
+};
 use kiln_core::{
     async_trait, run_steps, Artifact, BuildCtx, BuildError, Builder, FileArtifact, Hook,
     PrepareOpts, Registry, Step,
@@ -99,9 +102,9 @@ pub struct QemuBuilder {
 impl QemuBuilder {
     pub fn new(config: Config) -> Self {
         QemuBuilder {
+            connector: Arc::new(SshConnector::new(config.comm.clone())),
             config,
             driver: Arc::new(HostDriver),
-            connector: Arc::new(SshConnector::default()),
             settle: Duration::from_millis(700),
             after_powerdown: Duration::from_secs(60),
         }
@@ -129,7 +132,7 @@ impl Builder for QemuBuilder {
         let mut steps: Vec<Box<dyn Step<State> + '_>> = vec![
             Box::new(StepCheckHost { c, d: d.clone() }),
             Box::new(StepDownload { c }),
-            Box::new(StepOutputDir { c, id: None }),
+            Box::new(StepOutputDir::new(&c.output_directory, c.force)),
             Box::new(StepCreateCd { c, d: d.clone() }),
             Box::new(StepCreateDisk { c, d: d.clone() }),
             Box::new(StepCopyDisk { c, d: d.clone() }),
@@ -139,12 +142,14 @@ impl Builder for QemuBuilder {
             Box::new(StepRun {
                 c,
                 d: d.clone(),
+                connector: self.connector.clone(),
                 id: None,
                 settle: self.settle,
             }),
             Box::new(StepConnect {
-                c,
                 connector: self.connector.clone(),
+                none: c.comm.is_none(),
+                user: c.comm.username.clone(),
             }),
             Box::new(StepProvision { hook }),
             Box::new(StepCleanupTempKeys { c }),
@@ -156,7 +161,8 @@ impl Builder for QemuBuilder {
         ];
         let r = run_steps(&mut steps, &mut state, ctx).await;
         if let Err(e) = &r {
-            if state.qemu_started.is_some() && !state.console_shown && !e.is_cancelled() {
+            let console_shown = e.find::<MachineStopped>().is_some();
+            if state.machine.started.is_some() && !console_shown && !e.is_cancelled() {
                 let tail = serial_tail(&state.serial_log, 20);
                 if !tail.is_empty() {
                     ctx.ui.error(&format!(
@@ -224,7 +230,7 @@ fn artifact(c: &Config, state: &State) -> FileArtifact {
     ] {
         a.state.insert(k.into(), v);
     }
-    if let Some(t) = state.time_to_ssh {
+    if let Some(t) = state.machine.time_to_connect {
         a.state
             .insert("timeToSSH".into(), format!("{:.3}", t.as_secs_f64()));
     }

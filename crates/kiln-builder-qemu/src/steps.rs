@@ -5,63 +5,14 @@ use crate::args::{self, AccelChoice, Runtime};
 use crate::config::{Accel, Config};
 use crate::driver::{Driver, Vm};
 use crate::{download, http, iso, ports};
+use kiln_commonsteps::{Connector, HasMachine, Liveness, Machine, MachineStopped};
 use kiln_core::context::LedgerId;
-use kiln_core::{async_trait, BuildCtx, BuildError, Communicator, Hook, Outcome, Step};
+use kiln_core::{async_trait, BuildCtx, BuildError, Outcome, Step};
 use kiln_ssh::TempKeyPair;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-/// Connects to the machine (kiln-ssh in production, a stub in tests).
-#[async_trait]
-pub trait Connector: Send + Sync {
-    async fn connect(
-        &self,
-        c: &Config,
-        host: &str,
-        port: u16,
-        key: Option<&TempKeyPair>,
-        ctx: &BuildCtx,
-    ) -> Result<Arc<dyn Communicator>, BuildError>;
-
-    /// QEMU reports that the guest reset itself (a reboot): drop the
-    /// connection made last, now, so that a command running over it ends
-    /// as disconnected at once instead of when keep-alives give up (the
-    /// guest's TCP end vanished without a FIN).
-    fn machine_reset(&self) {}
-}
-
-/// kiln's SSH communicator.
-#[derive(Default)]
-pub struct SshConnector {
-    last: std::sync::Mutex<Option<Arc<kiln_ssh::SshCommunicator>>>,
-}
-
-#[async_trait]
-impl Connector for SshConnector {
-    async fn connect(
-        &self,
-        c: &Config,
-        host: &str,
-        port: u16,
-        key: Option<&TempKeyPair>,
-        ctx: &BuildCtx,
-    ) -> Result<Arc<dyn Communicator>, BuildError> {
-        let comm = kiln_ssh::connect(&c.comm, host, port, key, ctx).await?;
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(comm.clone());
-        Ok(comm)
-    }
-
-    fn machine_reset(&self) {
-        if let Some(c) = &*self.last.lock().unwrap_or_else(|e| e.into_inner()) {
-            c.drop_connection_now();
-        }
-    }
-}
-
-/// What to do when the guest resets itself (set once connected).
-pub type ResetHook = Arc<std::sync::Mutex<Option<Arc<dyn Connector>>>>;
 
 /// What the steps share.
 #[derive(Default)]
@@ -70,8 +21,6 @@ pub struct State {
     pub source: Option<PathBuf>,
     pub disks: Vec<PathBuf>,
     pub cds: Vec<PathBuf>,
-    /// The per-build key put on the machine through cloud-init.
-    pub key: Option<TempKeyPair>,
     pub http: Option<http::HttpServer>,
     pub http_port: u16,
     pub ssh_host_port: Option<u16>,
@@ -81,7 +30,9 @@ pub struct State {
     /// disk is prepared; the run step waits for its answer.
     pub kvm_probe: Option<tokio::task::JoinHandle<Result<(), String>>>,
     pub vm: Option<Arc<dyn Vm>>,
-    pub comm: Option<Arc<dyn Communicator>>,
+    /// What the common steps share: the address, the per-build key put on
+    /// the machine through cloud-init, the communicator, QEMU's liveness.
+    pub machine: Machine,
     pub serial_log: PathBuf,
     pub qemu_log: PathBuf,
     pub qmp_socket: PathBuf,
@@ -89,13 +40,12 @@ pub struct State {
     pub qmp_events: PathBuf,
     /// Watches QEMU's events while it runs.
     pub event_watch: Option<tokio::task::JoinHandle<()>>,
-    /// Told when the guest resets itself (see [`Connector::machine_reset`]).
-    pub on_reset: ResetHook,
-    /// When QEMU started, and how long until SSH answered.
-    pub qemu_started: Option<Instant>,
-    pub time_to_ssh: Option<Duration>,
-    /// The error message already shows the machine's console.
-    pub console_shown: bool,
+}
+
+impl HasMachine for State {
+    fn machine(&mut self) -> &mut Machine {
+        &mut self.machine
+    }
 }
 
 impl State {
@@ -199,18 +149,24 @@ pub async fn machine_stopped(vm: &dyn Vm, poll: Duration) -> String {
     }
 }
 
-/// Run `fut` unless the machine stops first; then fail at once with why.
-async fn while_running<T>(
-    state_vm: Option<Arc<dyn Vm>>,
-    serial_log: &Path,
-    what: &str,
-    fut: impl std::future::Future<Output = Result<T, BuildError>>,
-) -> Result<T, BuildError> {
-    let Some(vm) = state_vm else { return fut.await };
-    tokio::select! {
-        r = fut => r,
-        why = machine_stopped(vm.as_ref(), Duration::from_millis(250)) => {
-            Err(BuildError::msg(death_report(vm.as_ref(), &format!("{why} while {what}"), serial_log)))
+/// QEMU as the common steps watch it: stopped when QEMU exits or stops
+/// the machine (see [`machine_stopped`]), with QEMU's last words and the
+/// console's tail as the report.
+pub struct QemuLiveness {
+    pub vm: Arc<dyn Vm>,
+    pub serial_log: PathBuf,
+}
+
+#[async_trait]
+impl Liveness for QemuLiveness {
+    async fn stopped(&self, what: &str) -> MachineStopped {
+        let why = machine_stopped(self.vm.as_ref(), Duration::from_millis(250)).await;
+        MachineStopped {
+            report: death_report(
+                self.vm.as_ref(),
+                &format!("{why} while {what}"),
+                &self.serial_log,
+            ),
         }
     }
 }
@@ -298,61 +254,6 @@ impl Step<State> for StepDownload<'_> {
     }
 }
 
-pub struct StepOutputDir<'a> {
-    pub c: &'a Config,
-    pub id: Option<LedgerId>,
-}
-
-#[async_trait]
-impl Step<State> for StepOutputDir<'_> {
-    fn name(&self) -> &'static str {
-        "output directory"
-    }
-    async fn run(&mut self, _: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        let dir = &self.c.output_directory;
-        if dir.exists() {
-            if !self.c.force {
-                kiln_core::bail!(
-                    "Output directory '{}' already exists. It must not exist.",
-                    dir.display()
-                );
-            }
-            ctx.ui.say("Deleting previous output directory...");
-            tokio::fs::remove_dir_all(dir)
-                .await
-                .map_err(|e| io_err(format!("removing {}", dir.display()), e))?;
-        }
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| io_err(format!("creating {}", dir.display()), e))?;
-        self.id = Some(
-            ctx.ledger
-                .track(format!("output directory {}", dir.display())),
-        );
-        Ok(())
-    }
-    async fn cleanup(
-        &mut self,
-        _: &mut State,
-        ctx: &BuildCtx,
-        outcome: Outcome,
-    ) -> Result<(), BuildError> {
-        if let Some(id) = self.id.take() {
-            if !outcome.succeeded() {
-                let dir = &self.c.output_directory;
-                ctx.ui.say("Deleting output directory...");
-                match tokio::fs::remove_dir_all(dir).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err(format!("removing {}", dir.display()), e)),
-                }
-            }
-            ctx.ledger.release(id);
-        }
-        Ok(())
-    }
-}
-
 /// `cd_files` on a CD, and the cloud-init seed (a CD labelled `cidata`
 /// with the per-build key and user) when the build makes one.
 pub struct StepCreateCd<'a> {
@@ -415,7 +316,7 @@ impl Step<State> for StepCreateCd<'_> {
                 std::fs::remove_file(&p)
             };
         }
-        state.key = None;
+        state.machine.key = None;
         Ok(())
     }
 }
@@ -449,7 +350,7 @@ impl StepCreateCd<'_> {
         .map_err(|e| io_err("writing meta-data", e))?;
         ctx.set_generated("SSHPublicKey", key.public_authorized.clone());
         ctx.set_generated("SSHPrivateKey", key.private_openssh.clone());
-        state.key = Some(key);
+        state.machine.key = Some(key);
         Ok(())
     }
 }
@@ -756,6 +657,8 @@ static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
 pub struct StepRun<'a> {
     pub c: &'a Config,
     pub d: Arc<dyn Driver>,
+    /// Told when the guest resets itself.
+    pub connector: Arc<dyn Connector>,
     pub id: Option<LedgerId>,
     /// How long QEMU must stay up to count as started.
     pub settle: Duration,
@@ -865,13 +768,20 @@ impl Step<State> for StepRun<'_> {
                 .map_err(|e| e.context("Error launching VM"))?;
             self.id = Some(ctx.ledger.track(format!("QEMU process {}", vm.pid())));
             state.vm = Some(vm.clone());
-            state.qemu_started = Some(Instant::now());
+            state.machine.started = Some(Instant::now());
             // QEMU fails fast on bad arguments or a taken port.
             let settled = tokio::time::timeout(self.settle, vm.wait()).await;
             match settled {
                 Err(_) => {
                     ctx.set_generated("QemuPid", vm.pid().to_string());
-                    state.event_watch = Some(watch_resets(state, ctx));
+                    state.event_watch = Some(watch_resets(state, ctx, self.connector.clone()));
+                    state.machine.liveness = Some(Arc::new(QemuLiveness {
+                        vm,
+                        serial_log: state.serial_log.clone(),
+                    }));
+                    state.machine.host =
+                        Some(c.comm.host.clone().unwrap_or_else(|| "127.0.0.1".into()));
+                    state.machine.port = Some(state.ssh_host_port.unwrap_or(c.comm.port));
                     return Ok(());
                 }
                 Ok(exit) => {
@@ -913,6 +823,7 @@ impl Step<State> for StepRun<'_> {
         if let Some(w) = state.event_watch.take() {
             w.abort();
         }
+        state.machine.liveness = None;
         if let Some(vm) = state.vm.clone() {
             if vm.exited().is_none() {
                 ctx.ui.say("Stopping the virtual machine (QEMU)...");
@@ -939,112 +850,21 @@ impl Step<State> for StepRun<'_> {
 /// Without this the build only learns of the reboot from missed SSH
 /// keep-alives, 15 to 20 s later (Packer waits likewise). If the events
 /// socket cannot be reached, nothing changes but that.
-fn watch_resets(state: &State, ctx: &BuildCtx) -> tokio::task::JoinHandle<()> {
+fn watch_resets(
+    state: &State,
+    ctx: &BuildCtx,
+    connector: Arc<dyn Connector>,
+) -> tokio::task::JoinHandle<()> {
     let socket = state.qmp_events.clone();
-    let hook = state.on_reset.clone();
     let ui = ctx.ui.clone();
     tokio::spawn(async move {
         let _ = crate::qmp::watch_events(&socket, Duration::from_secs(5), |name, data| {
-            if !crate::qmp::is_guest_reset(name, data) {
-                return;
-            }
-            let connector = hook.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if let Some(c) = connector {
-                ui.message("The machine reset itself (a reboot): dropping the SSH connection now");
-                c.machine_reset();
+            if crate::qmp::is_guest_reset(name, data) && connector.machine_reset() {
+                ui.message("The machine reset itself (a reboot): dropped the SSH connection");
             }
         })
         .await;
     })
-}
-
-/// Waits for SSH (failing at once if the machine stops meanwhile).
-pub struct StepConnect<'a> {
-    pub c: &'a Config,
-    pub connector: Arc<dyn Connector>,
-}
-
-#[async_trait]
-impl Step<State> for StepConnect<'_> {
-    fn name(&self) -> &'static str {
-        "connect"
-    }
-    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        let c = self.c;
-        if c.comm.is_none() {
-            return Ok(());
-        }
-        let host = c.comm.host.clone().unwrap_or_else(|| "127.0.0.1".into());
-        let port = state.ssh_host_port.unwrap_or(c.comm.port);
-        ctx.set_generated("Host", host.clone());
-        ctx.set_generated("Port", port.to_string());
-        ctx.set_generated("User", c.comm.username.clone());
-        let key = state.key.clone();
-        let comm = while_running(
-            state.vm.clone(),
-            &state.serial_log,
-            "waiting for SSH",
-            self.connector.connect(c, &host, port, key.as_ref(), ctx),
-        )
-        .await
-        .inspect_err(|e| state.console_shown = e.to_string().contains("serial console"))?;
-        if let Some(t) = state.qemu_started {
-            let d = t.elapsed();
-            state.time_to_ssh = Some(d);
-            ctx.ui.message(&format!(
-                "SSH answered {:.1} s after QEMU started",
-                d.as_secs_f64()
-            ));
-            ctx.set_generated("TimeToSSH", format!("{:.3}", d.as_secs_f64()));
-        }
-        state.comm = Some(comm);
-        *state.on_reset.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.connector.clone());
-        Ok(())
-    }
-    async fn cleanup(
-        &mut self,
-        state: &mut State,
-        _: &BuildCtx,
-        _: Outcome,
-    ) -> Result<(), BuildError> {
-        *state.on_reset.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        state.comm = None;
-        Ok(())
-    }
-}
-
-/// Runs the provisioners (failing at once if the machine stops).
-pub struct StepProvision<'a> {
-    pub hook: &'a dyn Hook,
-}
-
-#[async_trait]
-impl Step<State> for StepProvision<'_> {
-    fn name(&self) -> &'static str {
-        "provision"
-    }
-    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        let comm = state.comm.clone();
-        while_running(
-            state.vm.clone(),
-            &state.serial_log,
-            "provisioning",
-            self.hook.provision(ctx, comm),
-        )
-        .await
-        .inspect_err(|e| state.console_shown = e.to_string().contains("serial console"))
-    }
-    async fn cleanup(
-        &mut self,
-        state: &mut State,
-        ctx: &BuildCtx,
-        outcome: Outcome,
-    ) -> Result<(), BuildError> {
-        // Only does something when the template has an
-        // error-cleanup-provisioner; if the guest died, its SSH connection
-        // is gone and the provisioner fails at once.
-        self.hook.cleanup(ctx, state.comm.clone(), outcome).await
-    }
 }
 
 /// Removes the per-build key from the machine's `authorized_keys` (it is
@@ -1059,7 +879,7 @@ impl Step<State> for StepCleanupTempKeys<'_> {
         "cleanup temp keys"
     }
     async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        let (Some(comm), Some(key)) = (&state.comm, &state.key) else {
+        let (Some(comm), Some(key)) = (&state.machine.comm, &state.machine.key) else {
             return Ok(());
         };
         if self.c.comm.clear_authorized_keys {
@@ -1163,6 +983,7 @@ impl Step<State> for StepShutdown<'_> {
         } else if let Some(cmd) = &c.shutdown_command {
             ctx.ui.say("Gracefully halting virtual machine...");
             let comm = state
+                .machine
                 .comm
                 .clone()
                 .ok_or_else(|| BuildError::msg("no communicator"))?;
@@ -1208,7 +1029,7 @@ impl Step<State> for StepShutdown<'_> {
             )
             .await
         };
-        state.comm = None;
+        state.machine.comm = None;
         match stopped {
             Stopped::ByItself => ctx.ui.message("The machine powered off."),
             Stopped::Powerdown => ctx.ui.message("The machine powered off after the power button."),

@@ -3,8 +3,9 @@
 //! failed build leaves (nothing).
 use kiln_builder_qemu::config::{Accel, Config};
 use kiln_builder_qemu::driver::{Driver, Vm, VmExit};
-use kiln_builder_qemu::steps::{machine_stopped, stop_machine, Connector, Stopped};
+use kiln_builder_qemu::steps::{machine_stopped, stop_machine, Stopped};
 use kiln_builder_qemu::QemuBuilder;
+use kiln_commonsteps::Connector;
 use kiln_core::communicator::{CommError, FileMeta, TransferProgress};
 use kiln_core::ui::{Mode, OutputConfig};
 use kiln_core::{
@@ -334,11 +335,10 @@ struct FakeConnector {
 impl Connector for FakeConnector {
     async fn connect(
         &self,
-        _: &Config,
+        _: &BuildCtx,
         host: &str,
         port: u16,
         key: Option<&kiln_ssh::TempKeyPair>,
-        _: &BuildCtx,
     ) -> Result<Arc<dyn Communicator>, BuildError> {
         assert_eq!(host, "127.0.0.1");
         assert!(key.is_some(), "the per-build key is offered");
@@ -585,11 +585,10 @@ struct FailingShutdownConnector;
 impl Connector for FailingShutdownConnector {
     async fn connect(
         &self,
-        _: &Config,
+        _: &BuildCtx,
         _: &str,
         _: u16,
         _: Option<&kiln_ssh::TempKeyPair>,
-        _: &BuildCtx,
     ) -> Result<Arc<dyn Communicator>, BuildError> {
         Ok(Arc::new(FailingShutdown))
     }

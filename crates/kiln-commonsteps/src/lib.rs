@@ -1,0 +1,27 @@
+//! The steps and pieces every machine builder shares, so that a builder is
+//! only what is new about it (Packer's `commonsteps`, typed).
+//!
+//! A machine builder's state embeds a [`Machine`] and implements
+//! [`HasMachine`]; its step list mixes its own steps with these:
+//!
+//! - [`StepOutputDir`]: the output directory (refused when it exists
+//!   without `-force`; removed again unless the build succeeded), with
+//!   [`output_dir_problem`] for the same check at validate time;
+//! - [`StepConnect`]: connects the communicator through a [`Connector`]
+//!   ([`SshConnector`] in production) to [`Machine::host`]:[`Machine::port`];
+//! - [`StepProvision`]: runs the template's provisioners, and in its cleanup
+//!   the `error-cleanup-provisioner` when the build failed;
+//! - [`Liveness`] / [`while_alive`]: a builder that can see its machine die
+//!   (QEMU exiting) sets [`Machine::liveness`], and the waits above fail at
+//!   once with a [`MachineStopped`] error instead of timing out.
+//!
+//! See `docs/adding-a-builder.md` for how a new builder is put together.
+pub mod connect;
+pub mod machine;
+pub mod output_dir;
+pub mod provision;
+
+pub use connect::{Connector, SshConnector, StepConnect};
+pub use machine::{while_alive, HasMachine, Liveness, Machine, MachineStopped};
+pub use output_dir::{output_dir_problem, StepOutputDir};
+pub use provision::StepProvision;
