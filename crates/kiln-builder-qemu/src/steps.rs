@@ -860,7 +860,7 @@ fn watch_resets(
     tokio::spawn(async move {
         let _ = crate::qmp::watch_events(&socket, Duration::from_secs(5), |name, data| {
             if crate::qmp::is_guest_reset(name, data) && connector.machine_reset() {
-                ui.message("The machine reset itself (a reboot): dropped the SSH connection");
+                ui.message("The machine reset itself (a reboot): dropping the SSH connection now");
             }
         })
         .await;
