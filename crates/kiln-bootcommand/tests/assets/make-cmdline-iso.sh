@@ -43,13 +43,15 @@ SERIAL 0 115200
 PROMPT 1
 TIMEOUT 0
 DEFAULT k
-SAY KILN-BOOT-PROMPT
 LABEL k
   KERNEL /k/linux
   APPEND initrd=/k/initrd.gz
 CFG
 
-xorriso -as mkisofs -quiet -o "$out.tmp" -V KILN_CMDLINE -J -R \
+if ! xorriso -as mkisofs -quiet -o "$out.tmp" -V KILN_CMDLINE -J -R \
   -b isolinux/isolinux.bin -c isolinux/boot.cat \
-  -no-emul-boot -boot-load-size 4 -boot-info-table "$work/iso" 2>&1 | grep -v '^xorriso : UPDATE' >&2 || true
+  -no-emul-boot -boot-load-size 4 -boot-info-table "$work/iso" 2>"$work/xorriso.log"; then
+  cat "$work/xorriso.log" >&2
+  exit 1
+fi
 mv "$out.tmp" "$out"
