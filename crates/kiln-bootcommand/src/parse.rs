@@ -420,44 +420,68 @@ pub(crate) fn go_parse_duration(s: &str) -> Option<Duration> {
         .map(|(_, d)| d)
 }
 
-/// Go's `time.ParseDuration` of text that matched [`match_duration`]:
-/// (negative?, magnitude). A sign is allowed only at the start, and the
-/// total must fit Go's int64 nanoseconds.
+/// Go's `time.ParseDuration` of text that matched [`match_duration`].
 fn go_duration(s: &str) -> Result<(bool, Duration), String> {
+    parse_go_duration(s)
+}
+
+/// Go's `time.ParseDuration`: an optional sign, then one or more decimal
+/// numbers (with an optional fraction) each followed by a unit (`ns`,
+/// `us`, `µs`, `μs`, `ms`, `s`, `m`, `h`), or `0`. Returns (negative?,
+/// magnitude); the total must fit Go's int64 nanoseconds. Fractions are
+/// truncated to whole nanoseconds.
+pub fn parse_go_duration(s: &str) -> Result<(bool, Duration), String> {
     let invalid = || format!("invalid duration {s:?}");
-    let (neg, mut rest) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s),
+    let (neg, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
     };
+    if rest == "0" {
+        return Ok((neg, Duration::ZERO));
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
     let mut total: u128 = 0;
     while !rest.is_empty() {
         let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if int_len == 0 {
-            // An interior sign: Go accepts one only at the start.
-            return Err(invalid());
-        }
-        let int: u128 = rest[..int_len].parse().map_err(|_| invalid())?;
+        let int_part = &rest[..int_len];
         rest = &rest[int_len..];
         let mut frac = "";
         if let Some(r) = rest.strip_prefix('.') {
             let n = r.bytes().take_while(u8::is_ascii_digit).count();
             frac = &r[..n];
             rest = &r[n..];
+            if int_part.is_empty() && frac.is_empty() {
+                return Err(invalid());
+            }
+        } else if int_part.is_empty() {
+            return Err(invalid());
         }
-        let u = match_unit(rest).ok_or_else(invalid)?;
-        let unit: u128 = match &rest[..u] {
+        let unit_len = rest
+            .char_indices()
+            .find(|&(_, c)| c == '.' || c.is_ascii_digit())
+            .map_or(rest.len(), |(i, _)| i);
+        let unit: u128 = match &rest[..unit_len] {
+            "" => return Err(format!("missing unit in duration {s:?}")),
             "ns" => 1,
-            "us" | "µs" => 1_000,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
             "ms" => 1_000_000,
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
-            _ => 3_600_000_000_000,
+            "h" => 3_600_000_000_000,
+            u => return Err(format!("unknown unit {u:?} in duration {s:?}")),
         };
-        rest = &rest[u..];
+        rest = &rest[unit_len..];
+        let int: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| invalid())?
+        };
         total = total
             .checked_add(int.checked_mul(unit).ok_or_else(invalid)?)
             .ok_or_else(invalid)?;
-        // The fraction, truncated to whole nanoseconds.
         let mut scale: u128 = 1;
         let mut f: u128 = 0;
         for d in frac.bytes().take(30) {
@@ -517,7 +541,7 @@ mod tests {
             ("<wait-1m>", "must be positive"),
             ("<wait0>", "must be positive"),
             ("<wait0s>", "must be positive"),
-            ("<wait1m-30s>", "invalid duration \"1m-30s\""),
+            ("<wait1m-30s>", "unknown unit \"m-\" in duration \"1m-30s\""),
             ("<wait99999999999h>", "invalid duration"),
             ("<wait99999999999999999999>", "too long"),
             ("<wait9999999999999>", "too long"),

@@ -231,7 +231,7 @@ fn position(node: &Node, bc: &BootCommand, p: &Located) -> Pos {
 
 /// Packer's `boot_wait`: unset or zero is 10 s, negative is none ("To set
 /// boot_wait to 0s, use a negative number"). `parsed` is the key's value as
-/// (negative?, magnitude), e.g. from Go's duration syntax.
+/// (negative?, magnitude), e.g. from [`parse::parse_go_duration`].
 pub fn boot_wait(parsed: Option<(bool, Duration)>) -> Duration {
     match parsed {
         None => Duration::from_secs(10),
@@ -239,6 +239,61 @@ pub fn boot_wait(parsed: Option<(bool, Duration)>) -> Duration {
         Some((false, d)) if d.is_zero() => Duration::from_secs(10),
         Some((false, d)) => d,
     }
+}
+
+/// A duration key that may be negative, as Packer reads it: a Go duration
+/// string (`"5s"`, `"-1s"`), or a bare JSON number of seconds (kiln's rule
+/// for every duration). `None` when absent, null or empty.
+fn signed_duration(d: &mut Decoder<'_>, key: &str) -> Result<Option<(bool, Duration)>, Invalid> {
+    let Some(node) = d.node(key).filter(|n| !matches!(n.value, Value::Null)) else {
+        return Ok(None);
+    };
+    if let Value::Number(lit) = &node.value {
+        return match lit.parse::<f64>() {
+            Ok(f) if f.is_finite() && f.abs() < 1e15 => {
+                Ok(Some((f < 0.0, Duration::from_secs_f64(f.abs()))))
+            }
+            _ => {
+                d.error(key, format!("`{key}` must be a duration, found {lit}"));
+                Err(Invalid)
+            }
+        };
+    }
+    let Some(s) = d.string(key) else {
+        return Err(Invalid);
+    };
+    if s.is_empty() {
+        return Ok(None);
+    }
+    match parse::parse_go_duration(&s) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => {
+            d.push(
+                Diagnostic::at(&node.source, node.pos, format!("`{key}` must be a duration: {e}"))
+                    .with_help("durations are written like \"5s\", \"1m30s\" or \"500ms\""),
+            );
+            Err(Invalid)
+        }
+    }
+}
+
+/// Decode `boot_wait` ([`boot_wait`]'s rule; a negative duration is
+/// allowed, as in Packer).
+pub fn decode_boot_wait(d: &mut Decoder<'_>, key: &str) -> Result<Duration, Invalid> {
+    Ok(boot_wait(signed_duration(d, key)?))
+}
+
+/// Decode `boot_key_interval`: the pause after each key event, with
+/// Packer's rule ([`typist::key_interval`]): the key when positive, else
+/// `PACKER_KEY_INTERVAL` from kiln's environment, else 100 ms.
+pub fn decode_key_interval(d: &mut Decoder<'_>, key: &str) -> Result<Duration, Invalid> {
+    let v = signed_duration(d, key)?
+        .filter(|(neg, _)| !neg)
+        .map(|(_, d)| d);
+    Ok(typist::key_interval(
+        v,
+        std::env::var(typist::KEY_INTERVAL_ENV).ok().as_deref(),
+    ))
 }
 
 #[cfg(test)]
@@ -394,5 +449,53 @@ mod tests {
         assert_eq!(boot_wait(Some((false, s(0)))), s(10));
         assert_eq!(boot_wait(Some((true, s(1)))), s(0));
         assert_eq!(boot_wait(Some((false, s(3)))), s(3));
+        let wait = |json: &str| {
+            let n = node(json);
+            let ctx = Context::default();
+            let mut diags = Diagnostics::default();
+            let mut d = Decoder::new(&n, &ctx, &mut diags);
+            let w = decode_boot_wait(&mut d, "boot_wait");
+            let k = decode_key_interval(&mut d, "boot_key_interval");
+            d.finish();
+            let msgs: Vec<String> = diags.0.iter().map(|d| d.message.clone()).collect();
+            (w, k, msgs)
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(wait("{}"), (Ok(s(10)), Ok(ms(100)), vec![]));
+        assert_eq!(
+            wait(r#"{"boot_wait": "-1s", "boot_key_interval": "10ms"}"#),
+            (Ok(s(0)), Ok(ms(10)), vec![])
+        );
+        assert_eq!(
+            wait(r#"{"boot_wait": "0s", "boot_key_interval": "-5ms"}"#),
+            (Ok(s(10)), Ok(ms(100)), vec![])
+        );
+        assert_eq!(
+            wait(r#"{"boot_wait": 3, "boot_key_interval": ".5s"}"#),
+            (Ok(s(3)), Ok(ms(500)), vec![])
+        );
+        let (w, _, msgs) = wait(r#"{"boot_wait": "5 seconds"}"#);
+        assert_eq!(w, Err(Invalid));
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert!(msgs[0].starts_with("`boot_wait` must be a duration"), "{msgs:?}");
+    }
+
+    #[test]
+    fn go_durations() {
+        let p = crate::parse::parse_go_duration;
+        let ms = Duration::from_millis;
+        assert_eq!(p("0"), Ok((false, ms(0))));
+        assert_eq!(p("-0"), Ok((true, ms(0))));
+        assert_eq!(p("+1.5s"), Ok((false, ms(1500))));
+        assert_eq!(p(".5s"), Ok((false, ms(500))));
+        assert_eq!(p("1.s"), Ok((false, ms(1000))));
+        assert_eq!(p("1h2m3s4ms5us6ns"), Ok((false, Duration::new(3723, 4_005_006))));
+        assert_eq!(p("2\u{3bc}s"), Ok((false, Duration::from_micros(2))));
+        assert!(p("").is_err());
+        assert!(p("1").unwrap_err().contains("missing unit"));
+        assert!(p("1d").unwrap_err().contains("unknown unit"));
+        assert!(p(".s").is_err());
+        assert!(p("1m-3s").is_err());
+        assert!(p("9223372037s").is_err());
     }
 }
