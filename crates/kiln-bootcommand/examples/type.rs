@@ -32,7 +32,10 @@ async fn main() {
     }
     let values = Values {
         http_ip: "10.0.2.2".into(),
-        http_port: std::env::var("HTTP_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(0),
+        http_port: std::env::var("HTTP_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0),
         name: std::env::var("NAME").unwrap_or_else(|_| "packer-qemu".into()),
     };
     let steps = bc
@@ -55,9 +58,11 @@ async fn main() {
             std::process::exit(1)
         });
     let cancel = tokio_util::sync::CancellationToken::new();
-    if let Err(e) = (Typist { key_interval: interval })
-        .type_steps(&steps, &mut sink, &cancel)
-        .await
+    if let Err(e) = (Typist {
+        key_interval: interval,
+    })
+    .type_steps(&steps, &mut sink, &cancel)
+    .await
     {
         eprintln!("{e}");
         std::process::exit(1);

@@ -269,8 +269,12 @@ fn signed_duration(d: &mut Decoder<'_>, key: &str) -> Result<Option<(bool, Durat
         Ok(v) => Ok(Some(v)),
         Err(e) => {
             d.push(
-                Diagnostic::at(&node.source, node.pos, format!("`{key}` must be a duration: {e}"))
-                    .with_help("durations are written like \"5s\", \"1m30s\" or \"500ms\""),
+                Diagnostic::at(
+                    &node.source,
+                    node.pos,
+                    format!("`{key}` must be a duration: {e}"),
+                )
+                .with_help("durations are written like \"5s\", \"1m30s\" or \"500ms\""),
             );
             Err(Invalid)
         }
@@ -477,7 +481,10 @@ mod tests {
         let (w, _, msgs) = wait(r#"{"boot_wait": "5 seconds"}"#);
         assert_eq!(w, Err(Invalid));
         assert_eq!(msgs.len(), 1, "{msgs:?}");
-        assert!(msgs[0].starts_with("`boot_wait` must be a duration"), "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("`boot_wait` must be a duration"),
+            "{msgs:?}"
+        );
     }
 
     #[test]
@@ -489,7 +496,10 @@ mod tests {
         assert_eq!(p("+1.5s"), Ok((false, ms(1500))));
         assert_eq!(p(".5s"), Ok((false, ms(500))));
         assert_eq!(p("1.s"), Ok((false, ms(1000))));
-        assert_eq!(p("1h2m3s4ms5us6ns"), Ok((false, Duration::new(3723, 4_005_006))));
+        assert_eq!(
+            p("1h2m3s4ms5us6ns"),
+            Ok((false, Duration::new(3723, 4_005_006)))
+        );
         assert_eq!(p("2\u{3bc}s"), Ok((false, Duration::from_micros(2))));
         assert!(p("").is_err());
         assert!(p("1").unwrap_err().contains("missing unit"));
