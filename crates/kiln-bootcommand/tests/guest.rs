@@ -6,9 +6,9 @@
 //! kiln types a boot command with special keys, editing keys, shifted
 //! characters, modifiers held and released, waits, and the run-time values
 //! `{{ .HTTPIP }}`, `{{ .HTTPPort }}`, `{{ .Name }}` through QMP; the test
-//! asserts the exact command line the kernel got. The oracle test types
-//! the same boot command with Packer 1.6.6's qemu builder (over VNC) and
-//! compares.
+//! asserts the exact command line the kernel got. Then Packer 1.6.6's qemu
+//! builder types the same boot command into the same ISO (over VNC), and
+//! the two command lines are compared.
 //!
 //! Slow (a guest boot each): ignored by default; scripts/test.sh runs them
 //! (`--include-ignored`), where they never skip.
@@ -64,9 +64,12 @@ fn expected_cmdline(port: u16) -> String {
     )
 }
 
-/// The pause after each key event, in both runs (Packer's default is
-/// 100 ms; the result does not depend on it, the test's length does).
-const KEY_INTERVAL: Duration = Duration::from_millis(20);
+/// The pause after each key event, in both runs: Packer's default. Much
+/// shorter intervals lose keys on a loaded machine, with either tool: QEMU
+/// queues at most 16 bytes of scan codes for the guest's PS/2 keyboard and
+/// drops the rest while the emulated CPU is held up (seen with 20 ms at a
+/// load average of 17 on two cores: Packer's last two keys never arrived).
+const KEY_INTERVAL: Duration = Duration::from_millis(100);
 
 fn require(path: &str, package: &str) {
     assert!(
@@ -246,15 +249,6 @@ async fn kiln_types(port: u16) -> String {
         .unwrap_or_else(|| panic!("no command line printed:\n{}", serial_tail(&g.serial)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "boots a QEMU guest under TCG"]
-async fn kiln_types_the_kernel_command_line() {
-    let _one = SERIAL.lock().await;
-    let port = 8421;
-    let got = kiln_types(port).await;
-    assert_eq!(got, expected_cmdline(port));
-}
-
 /// The same ISO and boot command through Packer 1.6.6's qemu builder
 /// (VNC typing, `communicator: none`, the guest powers itself off).
 fn packer_types(port: u16) -> String {
@@ -346,15 +340,15 @@ fn expected_packer_cmdline(port: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "boots a QEMU guest under TCG, twice (kiln, then Packer 1.6.6)"]
-async fn packer_types_the_same_command_line() {
+async fn kiln_types_the_kernel_command_line_and_packer_agrees() {
     let _one = SERIAL.lock().await;
     let port = kiln_testkit::free_port();
     let kiln = kiln_types(port).await;
+    assert_eq!(kiln, expected_cmdline(port), "what kiln typed");
     let packer = tokio::task::spawn_blocking(move || packer_types(port))
         .await
         .unwrap();
     eprintln!("kiln:   {kiln}\nPacker: {packer}");
-    assert_eq!(kiln, expected_cmdline(port));
-    assert_eq!(packer, expected_packer_cmdline(port));
+    assert_eq!(packer, expected_packer_cmdline(port), "what Packer typed");
     assert_ne!(expected_cmdline(port), expected_packer_cmdline(port));
 }
