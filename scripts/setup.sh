@@ -33,6 +33,13 @@ packages=(
   curl
   # HashiCorp Packer 1.6.6: the oracle for template behaviour and speed
   packer
+  # boot_command (kiln-bootcommand's guest tests) and the seed's installer
+  # ISO (examples/seed/make-installer-iso.sh): a BIOS boot loader for ISOs,
+  # Debian 12's installer kernel and initrd, a static busybox for a tiny
+  # initramfs (xorriso and syslinux-common are listed above)
+  isolinux
+  debian-installer-12-netboot-amd64
+  busybox-static
 )
 
 if [ "$(id -u)" != 0 ]; then
