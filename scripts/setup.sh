@@ -33,6 +33,14 @@ packages=(
   curl
   # HashiCorp Packer 1.6.6: the oracle for template behaviour and speed
   packer
+  # configuration-management provisioners (kiln-provisioners-cm): Ansible
+  # (ansible-core: ansible-playbook without the 500 MB of collections) and
+  # Puppet 7 (`puppet apply`); Salt is not in Debian 12: its tests install
+  # it from PyPI into a venv of their own
+  ansible-core
+  puppet-agent
+  # salt-masterless `formulas` are cloned with git
+  git
 )
 
 if [ "$(id -u)" != 0 ]; then
