@@ -39,12 +39,18 @@
 //! - **Through the proxy** ([`crate::adapter`]), when `use_proxy` is true,
 //!   or when the machine cannot be reached directly: no SSH key to give
 //!   Ansible (a password or the SSH agent), no host, or no SSH
-//!   communicator. `user` then defaults to the user running kiln, Ansible
-//!   logs in with a key generated for the run (or the user's own, with
+//!   communicator. Ansible logs in with a key generated for the run (or the user's own, with
 //!   `ssh_authorized_key_file`), and its sessions run on the machine over
 //!   the build's connection.
 //! - `use_proxy: false` is Packer's: direct, with the same fall-back to
 //!   the proxy (and a warning) when there is no host or no SSH.
+//!
+//! Through the proxy, `user` (the login Ansible uses, and `ansible_user`
+//! in the inventory) defaults to the communicator's user, which is what
+//! the proxied sessions run as. Packer's default is the user running
+//! Packer: Ansible then puts its temporary files under `~<that user>` on
+//! the machine, which fails when that user exists there (root, say) and is
+//! not the login user.
 //!
 //! Ansible's output is streamed as it comes (stdout and stderr, each line
 //! as a message). A failed run fails the build with Ansible's exit status
@@ -454,12 +460,18 @@ impl Ansible {
             ));
         };
         ui.message("Setting up proxy adapter for Ansible....");
-        let user = if c.user.is_empty() {
+        // Packer's default is the user running Packer; Ansible then
+        // expands `~<that user>` on the machine for its temporary files,
+        // which is someone else's home (or nobody's) there. The
+        // communicator's user is the one the proxy's sessions run as.
+        let user = if !c.user.is_empty() {
+            c.user.clone()
+        } else if !comm_user.is_empty() {
+            comm_user
+        } else {
             current_user().ok_or_else(|| {
                 BuildError::msg("user: could not determine current user from environment.")
             })?
-        } else {
-            c.user.clone()
         };
         let (authorized, key_file) = match &c.ssh_authorized_key_file {
             Some(f) => {
