@@ -154,9 +154,28 @@ pub fn p(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// The lines printed from the marker `OUT:` on.
+/// `text` without ANSI colour sequences (`ESC [ ... m`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut it = text.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\x1b' && it.peek() == Some(&'[') {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The lines printed from the marker `OUT:` on (colours removed, and the
+/// closing quote of Ansible's `"msg": "..."`).
 pub fn out_lines(printed: &str) -> Vec<String> {
-    printed
+    strip_ansi(printed)
         .lines()
         .filter_map(|l| {
             l.find("OUT:")
