@@ -52,7 +52,8 @@
 //!   machine that already has `/srv/salt` the new tree lands in
 //!   `/srv/salt/states` and `salt-call` runs the old one. kiln removes an
 //!   existing destination, then moves the tree in (the same for the
-//!   pillar roots).
+//!   pillar roots). A missing parent of the destination is created
+//!   (Packer's `mv` fails).
 //! - **A failed bootstrap download stops the build** (see above), and so
 //!   does a failed bootstrap run (Packer goes on).
 //! - **`formulas`** use `git` on this machine rather than go-getter; a
@@ -325,6 +326,15 @@ impl SaltMasterless {
             ctx.ui.message(&format!("Removing directory: {dst}"));
             self.must(ctx, comm, &self.sudo(&format!("rm -rf {}", sh_quote(dst))))
                 .await?;
+        } else {
+            // Its parent may be missing too (`/srv` on a minimal system).
+            let parent = crate::common::go_dir(dst);
+            self.must(
+                ctx,
+                comm,
+                &self.sudo(&format!("mkdir -p {}", sh_quote(&parent))),
+            )
+            .await?;
         }
         self.move_path(ctx, comm, src, dst).await
     }

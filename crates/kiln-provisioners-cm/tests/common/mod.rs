@@ -237,3 +237,21 @@ pub fn salt_venv() -> PathBuf {
 
 /// The Salt release the tests install.
 pub const SALT_VERSION: &str = "3008.4";
+
+/// `salt-call --local` runs one highstate at a time per machine (it
+/// refuses a second one): the Salt tests on this host take turns. Held
+/// until dropped.
+pub fn salt_lock() -> std::fs::File {
+    let root = PathBuf::from(
+        std::env::var("KILN_CM_CACHE").unwrap_or_else(|_| "/var/cache/kiln-cm".into()),
+    );
+    std::fs::create_dir_all(&root).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join("salt-run.lock"))
+        .unwrap();
+    f.lock().unwrap();
+    f
+}
