@@ -6,7 +6,10 @@
 //! Debian's mirror, then `ansible-local` runs a playbook in the guest, and
 //! `ansible` runs one from this machine directly against the guest's sshd
 //! (the qemu builder's forwarded port and generated key). Slow (apt in a
-//! TCG guest): ignored by default, scripts/test.sh runs it.
+//! TCG guest): ignored by default, scripts/test.sh runs it. Measured here
+//! (2 cores shared with other QEMU guests): the build 537 s, of which
+//! most is cloud-init's first boot and apt installing ansible-core; the
+//! base image, when it has to be built, about 6 minutes more.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -101,17 +104,59 @@ fn ansible_local_and_ansible_in_a_qemu_guest() {
     let start = Instant::now();
     let (code, text) = kiln(d.path(), &["build", "-color=false", "t.json"]);
     let took = start.elapsed();
-    eprintln!("ansible in a QEMU guest: kiln build took {:.0} s", took.as_secs_f64());
+    eprintln!(
+        "ansible in a QEMU guest: kiln build took {:.0} s",
+        took.as_secs_f64()
+    );
     assert_eq!(code, Some(0), "{text}");
-    let out: Vec<&str> = text
+    let plain = strip_ansi(&text);
+    let out: Vec<&str> = plain
         .lines()
-        .filter_map(|l| l.find("OUT:").map(|i| l[i..].trim_end().trim_end_matches('"')))
+        .filter_map(|l| {
+            l.find("OUT:")
+                .map(|i| l[i..].trim_end().trim_end_matches('"'))
+        })
         .collect();
-    assert!(out.iter().any(|l| l.starts_with("OUT: installed ansible-playbook [core 2.14")), "{text}");
-    assert!(out.iter().any(|l| l.starts_with("OUT: ansible-local in") && l.ends_with("as debian")), "{text}");
-    assert!(out.iter().any(|l| l.starts_with("OUT: ansible from the host, kernel Linux")), "{text}");
-    assert!(out.contains(&"OUT: local on Debian 12 / remote qemu"), "{text}");
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("OUT: installed ansible-playbook [core 2.14")),
+        "{text}"
+    );
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("OUT: ansible-local in") && l.ends_with("as debian")),
+        "{text}"
+    );
+    assert!(
+        out.iter().any(|l| l
+            .strip_prefix("OUT: ansible from the host, kernel ")
+            .is_some_and(|k| k.starts_with(|c: char| c.is_ascii_digit()))),
+        "{text}"
+    );
+    assert!(
+        out.contains(&"OUT: local on Debian 12 / remote qemu"),
+        "{text}"
+    );
     assert!(out.contains(&"OUT: staging left: 0"), "{text}");
     assert!(text.contains("Not using Proxy adapter"), "{text}");
-    assert!(d.path().join("out/packer-cm").is_file() || d.path().join("out").is_dir());
+    assert!(d.path().join("out").is_dir());
+}
+
+/// `text` without ANSI colour sequences (ansible-local's output is
+/// coloured: Packer's default command sets ANSIBLE_FORCE_COLOR=1).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut it = text.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\x1b' && it.peek() == Some(&'[') {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
