@@ -7,7 +7,8 @@
 //! `ansible` runs one from this machine directly against the guest's sshd
 //! (the qemu builder's forwarded port and generated key). Slow (apt in a
 //! TCG guest): ignored by default, scripts/test.sh runs it. Measured here
-//! (2 cores shared with other QEMU guests): the build 537 s, of which
+//! (2 cores shared with other QEMU guests): the build 537 s and 460 s in
+//! two runs, of which
 //! most is cloud-init's first boot and apt installing ansible-core; the
 //! base image, when it has to be built, about 6 minutes more.
 use std::path::{Path, PathBuf};
