@@ -40,6 +40,14 @@ packages=(
   isolinux
   debian-installer-12-netboot-amd64
   busybox-static
+  # configuration-management provisioners (kiln-provisioners-cm): Ansible
+  # (ansible-core: ansible-playbook without the 500 MB of collections) and
+  # Puppet 7 (`puppet apply`); Salt is not in Debian 12: its tests install
+  # it from PyPI into a venv of their own
+  ansible-core
+  puppet-agent
+  # salt-masterless `formulas` are cloned with git
+  git
 )
 
 if [ "$(id -u)" != 0 ]; then
