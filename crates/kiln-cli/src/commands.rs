@@ -40,6 +40,7 @@ pub async fn run(cli: Cli, machine_readable: bool) -> u8 {
         } => validate(&output, &common, syntax_only),
         Cli::Inspect { template } => inspect(&output, &template),
         Cli::Console { common } => console(&output, &common),
+        Cli::Fix { template, validate } => fix(&output, &template, validate),
         Cli::Build(b) => build_cmd(&output, b).await,
     }
 }
@@ -297,6 +298,54 @@ fn console(output: &Output, common: &Common) -> u8 {
         match kiln_template::interp::render(line, &ctx) {
             Ok(s) => output.raw(&s),
             Err(e) => output.error(&format!("error: {e}")),
+        }
+    }
+    0
+}
+
+/// `kiln fix`: the fixed template on standard output, what changed on
+/// standard error.
+fn fix(output: &Output, path: &Path, validate: bool) -> u8 {
+    let src = match kiln_template::template::read_source(path) {
+        Ok(s) => s,
+        Err(d) => {
+            print_diags(output, d);
+            return 1;
+        }
+    };
+    let fixed = match kiln_fix::fix_source(src.clone()) {
+        Ok(f) => f,
+        Err(kiln_fix::FixError::Parse(d)) => {
+            print_diags(output, d);
+            return 1;
+        }
+        Err(kiln_fix::FixError::Fixer { fixer, diag }) => {
+            output.error(&format!(
+                "The template cannot be fixed: Packer's `{fixer}` fixer cannot work on it."
+            ));
+            print_diags(output, diag.into());
+            return 1;
+        }
+    };
+    let text = kiln_fix::to_text(&fixed.root, &kiln_fix::Indent::detect(&src.text));
+    output.raw(text.strip_suffix('\n').unwrap_or(&text));
+    // What changed, once per key, in file order.
+    let notes = kiln_fix::notes_of(&fixed, &src, String::new());
+    for note in notes.by_key.values() {
+        let pos = kiln_template::Pos::of_offset(&src.text, note.key_offset);
+        output.error(&format!("{}:{pos}: {}", path.display(), note.message));
+    }
+    if validate {
+        let fixed_src = Arc::new(Source {
+            path: format!("{} (fixed)", path.display()).into(),
+            text,
+        });
+        if let Err(d) = kiln_template::template::parse(fixed_src) {
+            output.error(
+                "The fixed template is not valid (its problems were in the original already; -validate=false skips this check):\n",
+            );
+            print_diags(output, d);
+            return 1;
         }
     }
     0

@@ -273,7 +273,7 @@ pub fn notes_of(fixed: &Fixed, source: &Source, help: String) -> KeyNotes {
             KeyNote {
                 key_offset: offset,
                 value_span: start..value_end(&source.text, start),
-                message: format!("{} since Packer 1.6 ({by}): {result}", first.what),
+                message: format!("{} ({by}): {result}", first.what),
             },
         );
     }

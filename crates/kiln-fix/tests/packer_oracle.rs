@@ -65,7 +65,8 @@ fn kiln_fix(dir: &Path, text: &str) -> Result<KilnFix, String> {
     });
     let fixed = kiln_fix::fix_source(src.clone()).map_err(|e| e.to_string())?;
     let out = kiln_fix::to_text(&fixed.root, &kiln_fix::Indent::detect(text));
-    let value = serde_json::from_str(&out).map_err(|e| format!("kiln wrote bad JSON ({e}): {out}"))?;
+    let value =
+        serde_json::from_str(&out).map_err(|e| format!("kiln wrote bad JSON ({e}): {out}"))?;
     let mut fixers: Vec<&'static str> = fixed.notes.iter().map(|n| n.fixer).collect();
     fixers.dedup();
     Ok(KilnFix { value, fixers })
@@ -73,40 +74,142 @@ fn kiln_fix(dir: &Path, text: &str) -> Result<KilnFix, String> {
 
 /// For every fixer of Packer 1.6.6, a template that it changes.
 const PER_FIXER: &[(&str, &str)] = &[
-    ("iso-md5", r#"{"builders":[{"type":"qemu","iso_md5":"0123abcd","iso_url":"a.iso"}]}"#),
-    ("createtime", r#"{"builders":[{"type":"amazon-ebs","ami_name":"web {{ .CreateTime }}","snapshot_name":"s-{{.CreateTime}}-x","bundle_prefix":"{{  .CreateTime}}"}]}"#),
-    ("virtualbox-gaattach", r#"{"builders":[{"type":"virtualbox","guest_additions_attach":true},{"type":"virtualbox","name":"b","guest_additions_attach":false}]}"#),
-    ("pp-vagrant-override", r#"{"builders":[{"type":"null"}],"post-processors":[{"type":"vagrant","aws":{"a":1},"virtualbox":{"b":"c"},"output":"x.box"},[{"type":"vagrant","vmware":{"d":2}}]]}"#),
-    ("virtualbox-rename", r#"{"builders":[{"type":"virtualbox"}],"provisioners":[{"type":"shell","inline":["true"],"override":{"virtualbox":{"inline":["false"]}}}]}"#),
-    ("vmware-rename", r#"{"builders":[{"type":"vmware","name":"v"}]}"#),
-    ("parallels-headless", r#"{"builders":[{"type":"parallels-iso","headless":true},{"type":"parallels-pvm","name":"p","headless":false}]}"#),
-    ("parallels-deprecations", r#"{"builders":[{"type":"parallels-iso","parallels_tools_host_path":"/x","guest_os_distribution":"ubuntu","guest_os_type":"linux"}]}"#),
-    ("sshkeypath", r#"{"builders":[{"type":"qemu","ssh_key_path":"k"},{"type":"null","name":"n","ssh_key_path":"k2","ssh_private_key_file":"already"}]}"#),
-    ("sshdisableagent", r#"{"builders":[{"type":"null","ssh_disable_agent":true},{"type":"null","name":"n","ssh_disable_agent":"true"}]}"#),
-    ("scaleway-access-key", r#"{"builders":[{"type":"scaleway","access_key":"org"}]}"#),
-    ("manifest-filename", r#"{"builders":[{"type":"null"}],"post-processors":[{"type":"manifest","filename":"m.json"},["compress",{"type":"manifest","filename":"n.json","output":"o"}]]}"#),
-    ("amazon-shutdown_behavior", r#"{"builders":[{"type":"amazon-ebs","shutdown_behaviour":"terminate"}]}"#),
-    ("amazon-enhanced-networking", r#"{"builders":[{"type":"amazon-ebs","enhanced_networking":true},{"type":"amazon-instance","name":"i","enhanced_networking":"true"}]}"#),
-    ("amazon-private-ip", r#"{"builders":[{"type":"amazon-ebs","ssh_private_ip":true},{"type":"amazon-ebs","name":"b","ssh_private_ip":"false"},{"type":"amazon-ebs","name":"c","ssh_private_ip":true,"ssh_interface":"x"}]}"#),
-    ("amazon-temp-sec-cidrs", r#"{"builders":[{"type":"amazon-ebs","temporary_security_group_source_cidr":"10.0.0.0/8"}]}"#),
-    ("docker-email", r#"{"builders":[{"type":"docker","login_email":"a@b"}],"post-processors":[{"type":"docker-import","login_email":"c@d"}]}"#),
-    ("docker-tag-tags", r#"{"builders":[{"type":"null"}],"post-processors":[{"type":"docker-tag","tag":"a, b,a","tags":["b","c"]},{"type":"docker-tag","tag":["x","x"]},{"type":"docker-tag"}]}"#),
-    ("powershell-escapes", r#"{"builders":[{"type":"null"}],"provisioners":[{"type":"powershell","elevated_user":"a`$b","elevated_password":"p``w`\"x`'","environment_vars":["A=`$x","B=plain"]}]}"#),
-    ("vmware-compaction", r#"{"builders":[{"type":"vmware-iso","remote_type":"esx5"},{"type":"vmware-iso","name":"b","remote_type":"esx5","disk_type_id":"thin"},{"type":"vmware-iso","name":"c","remote_type":"esx5","disk_type_id":"eagerzeroedthick","skip_compaction":false}]}"#),
-    ("hyperv-deprecations", r#"{"builders":[{"type":"hyperv-iso","vhd_temp_path":"C:\\t"}]}"#),
-    ("hyperv-vmxc-typo", r#"{"builders":[{"type":"hyperv-vmcx","clone_from_vmxc_path":"p"}]}"#),
-    ("hyperv-cpu-and-ram", r#"{"builders":[{"type":"hyperv-iso","cpu":2,"ram_size":2048},{"type":"hyperv-vmcx","name":"v","cpu":"4"}]}"#),
-    ("clean-image-name", r#"{"builders":[{"type":"googlecompute","image_name":"img-{{clean_image_name `a`}}","image_labels":{"k":"{{clean_ami_name `b`}}","n":1},"list":["clean_ami_name"]}]}"#),
-    ("spot-price-auto-product", r#"{"builders":[{"type":"amazon-ebs","spot_price_auto_product":"Linux/UNIX"},{"type":"amazon-ebsvolume","name":"v","spot_price_auto_product":"x"}]}"#),
-    ("qemu-disk-size", r#"{"builders":[{"type":"qemu","disk_size":10000},{"type":"qemu","name":"b","disk_size":1.5e3},{"type":"qemu","name":"c","disk_size":"20G"}]}"#),
-    ("galaxy-command", r#"{"builders":[{"type":"null"}],"provisioners":[{"type":"ansible-local","playbook_file":"p.yml","galaxycommand":"ansible-galaxy"},{"type":"ansible-local","playbook_file":"p.yml","galaxycommand":"x","galaxy_command":"y"}]}"#),
-    ("comm-config", r#"{"builders":[{"type":"virtualbox-iso","ssh_host_port_min":2000,"ssh_host_port_max":3000,"ssh_skip_nat_mapping":true},{"type":"virtualbox-ovf","name":"o","ssh_host_port_min":1,"host_port_min":2,"ssh_skip_nat_mapping":"yes"}]}"#),
-    ("ssh-wait-timeout", r#"{"builders":[{"type":"qemu","ssh_wait_timeout":"30m"},{"type":"null","name":"n","ssh_wait_timeout":"1m","ssh_timeout":"2m"},{"type":"null","name":"m","ssh_wait_timeout":5}]}"#),
-    ("vsphere-iso-net-disk", r#"{"builders":[{"type":"vsphere-iso","network":"VM Network","networkCard":"e1000","network_card":"vmxnet3","disk_size":32768,"disk_thin_provisioned":true,"disk_eagerly_scrub":false,"network_adapters":[{"network":"other"}]}]}"#),
-    ("iso-checksum-type-and-url", r#"{"builders":[{"type":"qemu","iso_checksum":"abc","iso_checksum_type":"sha256"},{"type":"qemu","name":"u","iso_checksum_url":"http://x/SHA256SUMS","iso_checksum_type":"sha256"},{"type":"qemu","name":"n","iso_checksum_type":"none"},{"type":"qemu","name":"e","iso_checksum":"def","iso_checksum_type":""}]}"#),
-    ("qemu-host-port", r#"{"builders":[{"type":"qemu","ssh_host_port_min":2222,"ssh_host_port_max":4444,"host_port_max":1}]}"#),
-    ("azure-exclude_from_latest", r#"{"builders":[{"type":"azure-chroot","shared_image_destination":{"resource_group":"r","exlude_from_latest":true}}]}"#),
-    ("proxmox-type", r#"{"builders":[{"type":"proxmox","name":"p"}]}"#),
+    (
+        "iso-md5",
+        r#"{"builders":[{"type":"qemu","iso_md5":"0123abcd","iso_url":"a.iso"}]}"#,
+    ),
+    (
+        "createtime",
+        r#"{"builders":[{"type":"amazon-ebs","ami_name":"web {{ .CreateTime }}","snapshot_name":"s-{{.CreateTime}}-x","bundle_prefix":"{{  .CreateTime}}"}]}"#,
+    ),
+    (
+        "virtualbox-gaattach",
+        r#"{"builders":[{"type":"virtualbox","guest_additions_attach":true},{"type":"virtualbox","name":"b","guest_additions_attach":false}]}"#,
+    ),
+    (
+        "pp-vagrant-override",
+        r#"{"builders":[{"type":"null"}],"post-processors":[{"type":"vagrant","aws":{"a":1},"virtualbox":{"b":"c"},"output":"x.box"},[{"type":"vagrant","vmware":{"d":2}}]]}"#,
+    ),
+    (
+        "virtualbox-rename",
+        r#"{"builders":[{"type":"virtualbox"}],"provisioners":[{"type":"shell","inline":["true"],"override":{"virtualbox":{"inline":["false"]}}}]}"#,
+    ),
+    (
+        "vmware-rename",
+        r#"{"builders":[{"type":"vmware","name":"v"}]}"#,
+    ),
+    (
+        "parallels-headless",
+        r#"{"builders":[{"type":"parallels-iso","headless":true},{"type":"parallels-pvm","name":"p","headless":false}]}"#,
+    ),
+    (
+        "parallels-deprecations",
+        r#"{"builders":[{"type":"parallels-iso","parallels_tools_host_path":"/x","guest_os_distribution":"ubuntu","guest_os_type":"linux"}]}"#,
+    ),
+    (
+        "sshkeypath",
+        r#"{"builders":[{"type":"qemu","ssh_key_path":"k"},{"type":"null","name":"n","ssh_key_path":"k2","ssh_private_key_file":"already"}]}"#,
+    ),
+    (
+        "sshdisableagent",
+        r#"{"builders":[{"type":"null","ssh_disable_agent":true},{"type":"null","name":"n","ssh_disable_agent":"true"}]}"#,
+    ),
+    (
+        "scaleway-access-key",
+        r#"{"builders":[{"type":"scaleway","access_key":"org"}]}"#,
+    ),
+    (
+        "manifest-filename",
+        r#"{"builders":[{"type":"null"}],"post-processors":[{"type":"manifest","filename":"m.json"},["compress",{"type":"manifest","filename":"n.json","output":"o"}]]}"#,
+    ),
+    (
+        "amazon-shutdown_behavior",
+        r#"{"builders":[{"type":"amazon-ebs","shutdown_behaviour":"terminate"}]}"#,
+    ),
+    (
+        "amazon-enhanced-networking",
+        r#"{"builders":[{"type":"amazon-ebs","enhanced_networking":true},{"type":"amazon-instance","name":"i","enhanced_networking":"true"}]}"#,
+    ),
+    (
+        "amazon-private-ip",
+        r#"{"builders":[{"type":"amazon-ebs","ssh_private_ip":true},{"type":"amazon-ebs","name":"b","ssh_private_ip":"false"},{"type":"amazon-ebs","name":"c","ssh_private_ip":true,"ssh_interface":"x"}]}"#,
+    ),
+    (
+        "amazon-temp-sec-cidrs",
+        r#"{"builders":[{"type":"amazon-ebs","temporary_security_group_source_cidr":"10.0.0.0/8"}]}"#,
+    ),
+    (
+        "docker-email",
+        r#"{"builders":[{"type":"docker","login_email":"a@b"}],"post-processors":[{"type":"docker-import","login_email":"c@d"}]}"#,
+    ),
+    (
+        "docker-tag-tags",
+        r#"{"builders":[{"type":"null"}],"post-processors":[{"type":"docker-tag","tag":"a, b,a","tags":["b","c"]},{"type":"docker-tag","tag":["x","x"]},{"type":"docker-tag"}]}"#,
+    ),
+    (
+        "powershell-escapes",
+        r#"{"builders":[{"type":"null"}],"provisioners":[{"type":"powershell","elevated_user":"a`$b","elevated_password":"p``w`\"x`'","environment_vars":["A=`$x","B=plain"]}]}"#,
+    ),
+    (
+        "vmware-compaction",
+        r#"{"builders":[{"type":"vmware-iso","remote_type":"esx5"},{"type":"vmware-iso","name":"b","remote_type":"esx5","disk_type_id":"thin"},{"type":"vmware-iso","name":"c","remote_type":"esx5","disk_type_id":"eagerzeroedthick","skip_compaction":false}]}"#,
+    ),
+    (
+        "hyperv-deprecations",
+        r#"{"builders":[{"type":"hyperv-iso","vhd_temp_path":"C:\\t"}]}"#,
+    ),
+    (
+        "hyperv-vmxc-typo",
+        r#"{"builders":[{"type":"hyperv-vmcx","clone_from_vmxc_path":"p"}]}"#,
+    ),
+    (
+        "hyperv-cpu-and-ram",
+        r#"{"builders":[{"type":"hyperv-iso","cpu":2,"ram_size":2048},{"type":"hyperv-vmcx","name":"v","cpu":"4"}]}"#,
+    ),
+    (
+        "clean-image-name",
+        r#"{"builders":[{"type":"googlecompute","image_name":"img-{{clean_image_name `a`}}","image_labels":{"k":"{{clean_ami_name `b`}}","n":1},"list":["clean_ami_name"]}]}"#,
+    ),
+    (
+        "spot-price-auto-product",
+        r#"{"builders":[{"type":"amazon-ebs","spot_price_auto_product":"Linux/UNIX"},{"type":"amazon-ebsvolume","name":"v","spot_price_auto_product":"x"}]}"#,
+    ),
+    (
+        "qemu-disk-size",
+        r#"{"builders":[{"type":"qemu","disk_size":10000},{"type":"qemu","name":"b","disk_size":1.5e3},{"type":"qemu","name":"c","disk_size":"20G"}]}"#,
+    ),
+    (
+        "galaxy-command",
+        r#"{"builders":[{"type":"null"}],"provisioners":[{"type":"ansible-local","playbook_file":"p.yml","galaxycommand":"ansible-galaxy"},{"type":"ansible-local","playbook_file":"p.yml","galaxycommand":"x","galaxy_command":"y"}]}"#,
+    ),
+    (
+        "comm-config",
+        r#"{"builders":[{"type":"virtualbox-iso","ssh_host_port_min":2000,"ssh_host_port_max":3000,"ssh_skip_nat_mapping":true},{"type":"virtualbox-ovf","name":"o","ssh_host_port_min":1,"host_port_min":2,"ssh_skip_nat_mapping":"yes"}]}"#,
+    ),
+    (
+        "ssh-wait-timeout",
+        r#"{"builders":[{"type":"qemu","ssh_wait_timeout":"30m"},{"type":"null","name":"n","ssh_wait_timeout":"1m","ssh_timeout":"2m"},{"type":"null","name":"m","ssh_wait_timeout":5}]}"#,
+    ),
+    (
+        "vsphere-iso-net-disk",
+        r#"{"builders":[{"type":"vsphere-iso","network":"VM Network","networkCard":"e1000","network_card":"vmxnet3","disk_size":32768,"disk_thin_provisioned":true,"disk_eagerly_scrub":false,"network_adapters":[{"network":"other"}]}]}"#,
+    ),
+    (
+        "iso-checksum-type-and-url",
+        r#"{"builders":[{"type":"qemu","iso_checksum":"abc","iso_checksum_type":"sha256"},{"type":"qemu","name":"u","iso_checksum_url":"http://x/SHA256SUMS","iso_checksum_type":"sha256"},{"type":"qemu","name":"n","iso_checksum_type":"none"},{"type":"qemu","name":"e","iso_checksum":"def","iso_checksum_type":""}]}"#,
+    ),
+    (
+        "qemu-host-port",
+        r#"{"builders":[{"type":"qemu","ssh_host_port_min":2222,"ssh_host_port_max":4444,"host_port_max":1}]}"#,
+    ),
+    (
+        "azure-exclude_from_latest",
+        r#"{"builders":[{"type":"azure-chroot","shared_image_destination":{"resource_group":"r","exlude_from_latest":true}}]}"#,
+    ),
+    (
+        "proxmox-type",
+        r#"{"builders":[{"type":"proxmox","name":"p"}]}"#,
+    ),
 ];
 
 #[test]
@@ -116,7 +219,8 @@ fn every_packer_fixer_has_a_case() {
     assert_eq!(names, ours, "one case per fixer, in Packer's order");
     // And Packer's list is kiln's, in the same order: `packer fix -h`.
     let out = Command::new(packer()).args(["fix", "-h"]).output().unwrap();
-    let help = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let help =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let listed: Vec<&str> = help
         .lines()
         .skip_while(|l| !l.starts_with("Fixes that are run"))
@@ -139,8 +243,13 @@ fn each_fixer_matches_packer() {
             k.fixers
         );
         let original: serde_json::Value = serde_json::from_str(text).unwrap();
-        assert_ne!(normalize(original), normalize(k.value.clone()), "{name}: nothing changed");
-        let p = packer_fix(dir.path(), text).unwrap_or_else(|e| panic!("{name}: packer failed: {e}"));
+        assert_ne!(
+            normalize(original),
+            normalize(k.value.clone()),
+            "{name}: nothing changed"
+        );
+        let p =
+            packer_fix(dir.path(), text).unwrap_or_else(|e| panic!("{name}: packer failed: {e}"));
         if normalize(p.clone()) != normalize(k.value.clone()) {
             failures.push(format!("{name}:\n  packer: {p}\n  kiln:   {}", k.value));
         }

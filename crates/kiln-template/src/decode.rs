@@ -712,9 +712,8 @@ impl<'a> Decoder<'a> {
                     }
                 }
                 if !found {
-                    self.warnings.push(
-                        Diagnostic::at(source, k.pos, note.message.clone()).with_help(help),
-                    );
+                    self.warnings
+                        .push(Diagnostic::at(source, k.pos, note.message.clone()).with_help(help));
                 }
                 continue;
             }
@@ -723,7 +722,11 @@ impl<'a> Decoder<'a> {
                     .push(Diagnostic::at(source, k.pos, note.message.clone()).with_help(help));
                 continue;
             }
-            let mut d = Diagnostic::at(source, k.pos, format!("unknown key `{name}` in {}", self.what));
+            let mut d = Diagnostic::at(
+                source,
+                k.pos,
+                format!("unknown key `{name}` in {}", self.what),
+            );
             if let Some(s) = suggest(name, candidates.iter().copied()) {
                 d = d.with_help(format!("did you mean `{s}`?"));
             }
