@@ -326,7 +326,26 @@ pub fn prepare(
     registry: &Registry,
     opts: &PrepareOptions,
 ) -> Result<Vec<PlannedBuild>, Diagnostics> {
-    let (builds, diags) = prepare_all(template, vars, registry, opts);
+    prepare_with_warnings(template, vars, registry, opts).0
+}
+
+/// [`prepare`], and the warnings of every component decoded (Packer's
+/// prepare warnings, keys `kiln fix` would rewrite), each once, whether
+/// the preparation succeeded or not: a failed `validate` shows them too.
+pub fn prepare_with_warnings(
+    template: &Template,
+    vars: &Variables,
+    registry: &Registry,
+    opts: &PrepareOptions,
+) -> (Result<Vec<PlannedBuild>, Diagnostics>, Diagnostics) {
+    let (builds, diags, warnings) = prepare_all(template, vars, registry, opts);
+    (check_prepared(builds, diags), warnings)
+}
+
+fn check_prepared(
+    builds: Vec<PlannedBuild>,
+    diags: Diagnostics,
+) -> Result<Vec<PlannedBuild>, Diagnostics> {
     diags.into_result()?;
     if builds.is_empty() {
         let mut d = Diagnostics::default();
@@ -352,12 +371,24 @@ pub fn component_problems(
     prepare_all(template, vars, registry, opts).1
 }
 
+/// [`component_problems`] and the components' warnings.
+pub fn component_problems_with_warnings(
+    template: &Template,
+    vars: &Variables,
+    registry: &Registry,
+    opts: &PrepareOptions,
+) -> (Diagnostics, Diagnostics) {
+    let (_, diags, warnings) = prepare_all(template, vars, registry, opts);
+    (diags, warnings)
+}
+
 fn prepare_all(
     template: &Template,
     vars: &Variables,
     registry: &Registry,
     opts: &PrepareOptions,
-) -> (Vec<PlannedBuild>, Diagnostics) {
+) -> (Vec<PlannedBuild>, Diagnostics, Diagnostics) {
+    let mut all_warnings = Diagnostics::default();
     let mut diags = Diagnostics::default();
     let popts = PrepareOpts { force: opts.force };
     let mut builds = Vec::new();
@@ -539,6 +570,7 @@ fn prepare_all(
             }
         }
 
+        all_warnings.0.extend(warnings.iter().cloned());
         if let Some(builder) = builder {
             builds.push(PlannedBuild {
                 name,
@@ -593,7 +625,8 @@ fn prepare_all(
         }
     }
     diags.dedup();
-    (builds, diags)
+    all_warnings.dedup();
+    (builds, diags, all_warnings)
 }
 
 /// Command-line choices that shape a run.

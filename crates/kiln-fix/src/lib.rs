@@ -137,10 +137,12 @@ fn run_all(root: &Node, lenient: bool) -> Result<Fixed, FixError> {
     Ok(Fixed { root: tree, notes })
 }
 
-/// Parse a template text and fix it.
-pub fn fix_source(source: Arc<Source>) -> Result<Fixed, FixError> {
-    let root = kiln_template::json::parse(source).map_err(FixError::Parse)?;
-    fix(&root)
+/// Parse a template text and fix it. As `packer fix` (which reads the
+/// template into a Go map), a duplicate key is no error: its last value
+/// is kept; the duplicates are returned as warnings.
+pub fn fix_source(source: Arc<Source>) -> Result<(Fixed, Diagnostics), FixError> {
+    let (root, dups) = kiln_template::json::parse_last_wins(source).map_err(FixError::Parse)?;
+    Ok((fix(&root)?, dups))
 }
 
 /// Byte offset just after the JSON value starting at `start` of `text`
@@ -291,7 +293,7 @@ pub fn key_notes(source: &Arc<Source>) -> KeyNotes {
         "`kiln fix {}` writes the template with every such key rewritten",
         source.path.display()
     );
-    let Ok(root) = kiln_template::json::parse(source.clone()) else {
+    let Ok((root, _)) = kiln_template::json::parse_last_wins(source.clone()) else {
         return KeyNotes::default();
     };
     if root.as_object().is_none() {

@@ -63,7 +63,7 @@ fn kiln_fix(dir: &Path, text: &str) -> Result<KilnFix, String> {
         path: dir.join("t.json"),
         text: text.to_string(),
     });
-    let fixed = kiln_fix::fix_source(src.clone()).map_err(|e| e.to_string())?;
+    let (fixed, _) = kiln_fix::fix_source(src.clone()).map_err(|e| e.to_string())?;
     let out = kiln_fix::to_text(&fixed.root, &kiln_fix::Indent::detect(text));
     let value =
         serde_json::from_str(&out).map_err(|e| format!("kiln wrote bad JSON ({e}): {out}"))?;
@@ -285,6 +285,8 @@ const EDGES: &[&str] = &[
     r#"{"builders":[{"type":"null"}],"provisioners":[{"type":"powershell","elevated_user":"a`$","environment_vars":null}]}"#,
     // vmware-compaction on a disk type that is not a string.
     r#"{"builders":[{"type":"vmware-iso","remote_type":"esx5","disk_type_id":1}]}"#,
+    // Duplicate keys: the last one wins, as Go's decoding into a map.
+    r#"{"builders":[{"type":"qemu","qemuargs":[["-m","1"]],"ssh_wait_timeout":"1m","qemuargs":[["-m","2"]]}],"builders2":1}"#,
     // Unicode, escapes and comments everywhere; numbers as written.
     "{\n    \"_comment\": \"<a> & <b> \\u2028 \\\"q\\\" \\t é\",\n    \"builders\": [\n        {\"type\": \"qemu\", \"_c\": \"x\", \"disk_size\": 2048, \"n\": 1.50, \"big\": 1e3, \"ssh_wait_timeout\": \"1h\"}\n    ]\n}\n",
 ];
