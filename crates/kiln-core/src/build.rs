@@ -246,8 +246,12 @@ fn decode_component<T>(
 /// (in template order), for one message per type.
 #[derive(Default)]
 struct Missing {
-    by_type: Vec<(&'static str, String, Vec<(Arc<Source>, Pos)>)>,
+    /// (kind, type, places)
+    by_type: Vec<(&'static str, String, Vec<Place>)>,
 }
+
+/// Where something is written.
+type Place = (Arc<Source>, Pos);
 
 impl Missing {
     fn add(&mut self, kind: &'static str, t: &Spanned<String>, node: &Node) {

@@ -1041,14 +1041,14 @@ fn replace_clean_name(s: &str) -> String {
 
 fn clean_image_name(run: &mut Run<'_>, root: &mut Node) -> Result<(), Diagnostic> {
     each_builder(run, root, |run, obj, e| {
-        for i in 0..e.len() {
-            let (k, v) = e[i].clone();
+        for entry in e.iter_mut() {
+            let (k, v) = entry.clone();
             match &v.value {
                 Value::String(s) => {
                     let fixed = replace_clean_name(s);
                     if &fixed != s {
                         run.note(obj, &k, &v, format!("`clean_image_name`/`clean_ami_name` in `{}` is now `clean_resource_name`", k.name), &[&k.name]);
-                        e[i].1 = tree::string(fixed, &v);
+                        entry.1 = tree::string(fixed, &v);
                     }
                 }
                 Value::Object(inner) => {
@@ -1065,7 +1065,7 @@ fn clean_image_name(run: &mut Run<'_>, root: &mut Node) -> Result<(), Diagnostic
                     }
                     if changed {
                         run.note(obj, &k, &v, format!("`clean_image_name`/`clean_ami_name` in `{}` is now `clean_resource_name`", k.name), &[&k.name]);
-                        e[i].1 = tree::made(Value::Object(inner), &v);
+                        entry.1 = tree::made(Value::Object(inner), &v);
                     }
                 }
                 _ if k.name == "image_labels" => {
