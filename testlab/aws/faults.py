@@ -202,6 +202,8 @@ class Handler(BaseHTTPRequestHandler):
         resp = conn.getresponse()
         data = resp.read()
         rheaders = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP]
+        if self.command == "HEAD":  # no body: keep the object's length
+            rheaders += [(k, v) for k, v in resp.getheaders() if k.lower() == "content-length"]
         conn.close()
         return resp.status, rheaders, data
 
@@ -209,7 +211,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         for k, v in headers:
             self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
+        if not any(k.lower() == "content-length" for k, _ in headers):
+            self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
