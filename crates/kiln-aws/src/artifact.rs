@@ -30,11 +30,7 @@ impl Artifact for AmiArtifact {
     }
     /// `AMIs were created:` and one `region: ami-...` line each, sorted.
     fn description(&self) -> String {
-        let lines: Vec<String> = self
-            .amis
-            .iter()
-            .map(|(r, a)| format!("{r}: {a}"))
-            .collect();
+        let lines: Vec<String> = self.amis.iter().map(|(r, a)| format!("{r}: {a}")).collect();
         format!("AMIs were created:\n{}\n", lines.join("\n"))
     }
     fn state(&self, key: &str) -> Option<String> {

@@ -59,10 +59,12 @@ impl RetryPolicy {
     /// The wait before attempt `attempt + 1` (full jitter: a random time up
     /// to `base * 2^attempt`, capped).
     pub fn delay(&self, attempt: u32, throttled: bool) -> Duration {
-        let base = if throttled { self.throttle_base } else { self.base };
-        let ceiling = base
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.cap);
+        let base = if throttled {
+            self.throttle_base
+        } else {
+            self.base
+        };
+        let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(self.cap);
         let ms = ceiling.as_millis().max(1) as u64;
         Duration::from_millis(rand::thread_rng().gen_range(ms / 4..=ms))
     }
@@ -146,13 +148,17 @@ impl Transport {
         region: &str,
         creds: &Credentials,
     ) -> Result<Response, AwsError> {
-        let url = reqwest::Url::parse(&format!("{}{}", req.base, req.path)).map_err(|e| {
-            AwsError::Config(format!("bad endpoint {}{}: {e}", req.base, req.path))
-        })?;
+        let url = reqwest::Url::parse(&format!("{}{}", req.base, req.path))
+            .map_err(|e| AwsError::Config(format!("bad endpoint {}{}: {e}", req.base, req.path)))?;
         let host = match (url.host_str(), url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_string(),
-            _ => return Err(AwsError::Config(format!("no host in endpoint {}", req.base))),
+            _ => {
+                return Err(AwsError::Config(format!(
+                    "no host in endpoint {}",
+                    req.base
+                )))
+            }
         };
         let payload_hash = sigv4::sha256_hex(&req.body);
         let mut headers: Vec<(String, String)> = vec![("host".into(), host)];
@@ -189,7 +195,10 @@ impl Transport {
         for (k, v) in req.headers.iter().chain(signed.headers.iter()) {
             rb = rb.header(k.as_str(), v.as_str());
         }
-        if !req.body.is_empty() || req.method == reqwest::Method::PUT || req.method == reqwest::Method::POST {
+        if !req.body.is_empty()
+            || req.method == reqwest::Method::PUT
+            || req.method == reqwest::Method::POST
+        {
             rb = rb.body(req.body.clone());
         }
         let transport_err = |e: reqwest::Error| AwsError::Transport {
@@ -217,7 +226,11 @@ impl Transport {
                         s if s >= 500 => "ServerError".to_string(),
                         _ => format!("HTTP{status}"),
                     },
-                    text.chars().take(300).collect::<String>().trim().to_string(),
+                    text.chars()
+                        .take(300)
+                        .collect::<String>()
+                        .trim()
+                        .to_string(),
                     None,
                 )
             });
@@ -482,7 +495,11 @@ impl Aws {
 
     /// The secret values in use (to register with the UI's scrubber).
     pub async fn secrets(&self) -> Vec<String> {
-        self.creds.get().await.map(|c| c.secrets()).unwrap_or_default()
+        self.creds
+            .get()
+            .await
+            .map(|c| c.secrets())
+            .unwrap_or_default()
     }
 
     /// A waiter's timing (see [`PollingConfig::timing`]).
@@ -503,7 +520,14 @@ impl Aws {
         ];
         p.extend(params);
         self.transport
-            .query_with("ec2", &self.endpoints.ec2, &self.region, &self.creds, &p, retry)
+            .query_with(
+                "ec2",
+                &self.endpoints.ec2,
+                &self.region,
+                &self.creds,
+                &p,
+                retry,
+            )
             .await
     }
 
@@ -519,7 +543,14 @@ impl Aws {
         ];
         p.extend(params);
         self.transport
-            .query_with("sts", &self.endpoints.sts, &self.region, &self.creds, &p, Retry::Idempotent)
+            .query_with(
+                "sts",
+                &self.endpoints.sts,
+                &self.region,
+                &self.creds,
+                &p,
+                Retry::Idempotent,
+            )
             .await
     }
 }
@@ -568,7 +599,10 @@ mod tests {
             ("https://x.com".into(), "/api/".into())
         );
         assert_eq!(
-            form_encode(&[("A".into(), "b c/d".into()), ("Filter.1.Name".into(), "tag:Name".into())]),
+            form_encode(&[
+                ("A".into(), "b c/d".into()),
+                ("Filter.1.Name".into(), "tag:Name".into())
+            ]),
             "A=b%20c%2Fd&Filter.1.Name=tag%3AName"
         );
     }

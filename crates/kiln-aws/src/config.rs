@@ -147,7 +147,10 @@ impl Env {
     }
     /// A variable, `None` when unset or empty.
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.vars.get(k).map(String::as_str).filter(|s| !s.is_empty())
+        self.vars
+            .get(k)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
     pub fn with(mut self, k: &str, v: &str) -> Self {
         self.vars.insert(k.to_string(), v.to_string());
@@ -171,7 +174,11 @@ impl PollingConfig {
     /// (`AWS_POLL_DELAY_SECONDS`, `AWS_MAX_ATTEMPTS`, `AWS_TIMEOUT_SECONDS`):
     /// a delay set by the user is used as is, from the first poll.
     pub fn timing(&self, env: &Env, delay: u64, attempts: u64) -> WaitTiming {
-        let num = |k: &str| env.get(k).and_then(|v| v.parse::<u64>().ok()).filter(|n| *n > 0);
+        let num = |k: &str| {
+            env.get(k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|n| *n > 0)
+        };
         let user_delay = self.delay_seconds.or_else(|| num("AWS_POLL_DELAY_SECONDS"));
         let d = user_delay.unwrap_or(delay);
         let attempts = self

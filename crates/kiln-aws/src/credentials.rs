@@ -49,7 +49,10 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
             .field("access_key_id", &self.access_key_id)
-            .field("session_token", &self.session_token.as_ref().map(|_| "<sensitive>"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<sensitive>"),
+            )
             .field("expires", &self.expires)
             .field("source", &self.source)
             .finish()
@@ -152,7 +155,10 @@ impl SharedFiles {
             match std::fs::read_to_string(p) {
                 Ok(t) => Ok(parse_ini(&t)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ini::new()),
-                Err(e) => Err(AwsError::Credentials(format!("reading {}: {e}", p.display()))),
+                Err(e) => Err(AwsError::Credentials(format!(
+                    "reading {}: {e}",
+                    p.display()
+                ))),
             }
         };
         Ok(SharedFiles {
@@ -226,8 +232,9 @@ impl Provider {
     /// The credentials to sign with now.
     pub fn get(
         self: &Arc<Self>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Credentials, AwsError>> + Send + '_>>
-    {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Credentials, AwsError>> + Send + '_>,
+    > {
         Box::pin(async move {
             let mut cur = self.current.lock().await;
             if cur.needs_refresh() {
@@ -300,7 +307,12 @@ async fn base_chain(
 ) -> Result<Arc<Provider>, AwsError> {
     let fixed = |cr: Credentials| Ok(Provider::fixed(cr, transport.clone()));
     if let (Some(a), Some(s)) = (&c.access_key, &c.secret_key) {
-        return fixed(Credentials::new(a, s, c.token.as_deref(), "template (access_key)"));
+        return fixed(Credentials::new(
+            a,
+            s,
+            c.token.as_deref(),
+            "template (access_key)",
+        ));
     }
     if let Some(cr) = env_credentials(env) {
         return fixed(cr);
@@ -360,7 +372,9 @@ fn imds_endpoint(env: &Env) -> String {
 
 /// The environment's keys, as the Go SDK's `EnvProvider` reads them.
 pub fn env_credentials(env: &Env) -> Option<Credentials> {
-    let id = env.get("AWS_ACCESS_KEY_ID").or_else(|| env.get("AWS_ACCESS_KEY"))?;
+    let id = env
+        .get("AWS_ACCESS_KEY_ID")
+        .or_else(|| env.get("AWS_ACCESS_KEY"))?;
     let secret = env
         .get("AWS_SECRET_ACCESS_KEY")
         .or_else(|| env.get("AWS_SECRET_KEY"))?;
@@ -401,7 +415,9 @@ fn profile_provider<'a>(
             )));
         }
         let cfg = files.config_profile(name);
-        let role_arn = cfg.and_then(|p| p.get("role_arn")).filter(|s| !s.is_empty());
+        let role_arn = cfg
+            .and_then(|p| p.get("role_arn"))
+            .filter(|s| !s.is_empty());
         let Some(role_arn) = role_arn else {
             // Keys: credentials file first, then the config file.
             let creds = files
@@ -420,7 +436,10 @@ fn profile_provider<'a>(
                     cfg.and_then(|s| {
                         section_keys(
                             s,
-                            &format!("config file {}, profile {name}", files.config_file.display()),
+                            &format!(
+                                "config file {}, profile {name}",
+                                files.config_file.display()
+                            ),
                         )
                     })
                 });
@@ -514,12 +533,10 @@ pub async fn assume_role(
     with: &Credentials,
     role: &AssumeRoleConfig,
 ) -> Result<Credentials, AwsError> {
-    let session = role.session_name.clone().unwrap_or_else(|| {
-        format!(
-            "kiln-{}",
-            OffsetDateTime::now_utc().unix_timestamp_nanos()
-        )
-    });
+    let session = role
+        .session_name
+        .clone()
+        .unwrap_or_else(|| format!("kiln-{}", OffsetDateTime::now_utc().unix_timestamp_nanos()));
     let mut p: Vec<(String, String)> = vec![
         ("Action".into(), "AssumeRole".into()),
         ("Version".into(), "2011-06-15".into()),
@@ -546,7 +563,14 @@ pub async fn assume_role(
         p.push((format!("TransitiveTagKeys.member.{}", i + 1), k.clone()));
     }
     let body = transport
-        .query("sts", sts_endpoint, region, with, &p, crate::client::Retry::Idempotent)
+        .query(
+            "sts",
+            sts_endpoint,
+            region,
+            with,
+            &p,
+            crate::client::Retry::Idempotent,
+        )
         .await
         .map_err(|e| match e {
             AwsError::Cancelled => e,
@@ -580,7 +604,10 @@ fn protocol(action: &str, m: impl std::fmt::Display) -> AwsError {
 
 /// The instance role's credentials from the metadata service (IMDSv2's
 /// token first, v1 when the token is refused).
-pub async fn imds_credentials(transport: &Transport, endpoint: &str) -> Result<Credentials, AwsError> {
+pub async fn imds_credentials(
+    transport: &Transport,
+    endpoint: &str,
+) -> Result<Credentials, AwsError> {
     let http = &transport.http;
     let t = Duration::from_secs(1);
     let err = |m: String| AwsError::Credentials(format!("instance metadata ({endpoint}): {m}"));

@@ -74,13 +74,17 @@ impl Params {
         let mut n = 0;
         for s in specs.iter().filter(|s| !s.tags.is_empty()) {
             n += 1;
-            self.0
-                .push((format!("TagSpecification.{n}.ResourceType"), s.resource_type.clone()));
+            self.0.push((
+                format!("TagSpecification.{n}.ResourceType"),
+                s.resource_type.clone(),
+            ));
             for (j, (k, v)) in s.tags.iter().enumerate() {
                 self.0
                     .push((format!("TagSpecification.{n}.Tag.{}.Key", j + 1), k.clone()));
-                self.0
-                    .push((format!("TagSpecification.{n}.Tag.{}.Value", j + 1), v.clone()));
+                self.0.push((
+                    format!("TagSpecification.{n}.Tag.{}.Value", j + 1),
+                    v.clone(),
+                ));
             }
         }
         self
@@ -291,7 +295,10 @@ impl BlockDeviceMapping {
             .opt(&format!("{e}.VolumeType"), self.volume_type.as_ref())
             .opt(&format!("{e}.Iops"), self.iops)
             .opt(&format!("{e}.Throughput"), self.throughput)
-            .opt(&format!("{e}.DeleteOnTermination"), self.delete_on_termination)
+            .opt(
+                &format!("{e}.DeleteOnTermination"),
+                self.delete_on_termination,
+            )
             .opt(&format!("{e}.Encrypted"), self.encrypted)
             .opt(&format!("{e}.KmsKeyId"), self.kms_key_id.as_ref());
     }
@@ -525,7 +532,9 @@ impl<'a> Ec2<'a> {
         filters: &[Filter],
     ) -> Result<Vec<Image>, AwsError> {
         let mut p = Params::new();
-        p.list("ImageId", ids).list("Owner", owners).filters("Filter", filters);
+        p.list("ImageId", ids)
+            .list("Owner", owners)
+            .filters("Filter", filters);
         let b = self.call("DescribeImages", p, Retry::Idempotent).await?;
         let doc = parse("DescribeImages", &b)?;
         Ok(first_set(&doc, "imagesSet")
@@ -543,7 +552,11 @@ impl<'a> Ec2<'a> {
         }
     }
 
-    pub async fn describe_vpcs(&self, ids: &[String], filters: &[Filter]) -> Result<Vec<Vpc>, AwsError> {
+    pub async fn describe_vpcs(
+        &self,
+        ids: &[String],
+        filters: &[Filter],
+    ) -> Result<Vec<Vpc>, AwsError> {
         let mut p = Params::new();
         p.list("VpcId", ids).filters("Filter", filters);
         let b = self.call("DescribeVpcs", p, Retry::Idempotent).await?;
@@ -671,10 +684,12 @@ impl<'a> Ec2<'a> {
         tags: &BTreeMap<String, String>,
     ) -> Result<KeyPair, AwsError> {
         let mut p = Params::new();
-        p.set("KeyName", name).opt("KeyType", key_type).tag_specs(&[TagSpec {
-            resource_type: "key-pair".into(),
-            tags: tags.clone(),
-        }]);
+        p.set("KeyName", name)
+            .opt("KeyType", key_type)
+            .tag_specs(&[TagSpec {
+                resource_type: "key-pair".into(),
+                tags: tags.clone(),
+            }]);
         let b = self.call("CreateKeyPair", p, Retry::SafeOnly).await?;
         let doc = parse("CreateKeyPair", &b)?;
         let r = xml::root(&doc);
@@ -682,7 +697,9 @@ impl<'a> Ec2<'a> {
             name: text_or(r, "keyName"),
             id: text(r, "keyPairId"),
             fingerprint: text(r, "keyFingerprint"),
-            material: child(r, "keyMaterial").and_then(|m| m.text()).map(str::to_string),
+            material: child(r, "keyMaterial")
+                .and_then(|m| m.text())
+                .map(str::to_string),
             public_key: None,
             tags: tags.clone(),
         })
@@ -848,7 +865,9 @@ impl<'a> Ec2<'a> {
         if force {
             p.set("Force", "true");
         }
-        self.call("StopInstances", p, Retry::Idempotent).await.map(|_| ())
+        self.call("StopInstances", p, Retry::Idempotent)
+            .await
+            .map(|_| ())
     }
 
     /// TerminateInstances; "not found" counts as done.
@@ -861,7 +880,8 @@ impl<'a> Ec2<'a> {
     /// ModifyInstanceAttribute `EnaSupport` (Packer's `ena_support`).
     pub async fn set_ena_support(&self, id: &str, on: bool) -> Result<(), AwsError> {
         let mut p = Params::new();
-        p.set("InstanceId", id).set("EnaSupport.Value", on.to_string());
+        p.set("InstanceId", id)
+            .set("EnaSupport.Value", on.to_string());
         self.call("ModifyInstanceAttribute", p, Retry::Idempotent)
             .await
             .map(|_| ())
@@ -1040,7 +1060,9 @@ impl<'a> Ec2<'a> {
             p.set(format!("Tag.{}.Key", i + 1), k)
                 .set(format!("Tag.{}.Value", i + 1), v);
         }
-        self.call("CreateTags", p, Retry::Idempotent).await.map(|_| ())
+        self.call("CreateTags", p, Retry::Idempotent)
+            .await
+            .map(|_| ())
     }
 
     /// ImportImage from S3 (idempotent by its client token).
@@ -1137,17 +1159,20 @@ mod tests {
     #[test]
     fn params_layout() {
         let mut p = Params::new();
-        p.filters("Filter", &[Filter::new("name", &["a*", "b"]), Filter::tag("k", "v")])
-            .tag_specs(&[
-                TagSpec {
-                    resource_type: "instance".into(),
-                    tags: [("A".to_string(), "1".to_string())].into(),
-                },
-                TagSpec {
-                    resource_type: "volume".into(),
-                    tags: BTreeMap::new(),
-                },
-            ]);
+        p.filters(
+            "Filter",
+            &[Filter::new("name", &["a*", "b"]), Filter::tag("k", "v")],
+        )
+        .tag_specs(&[
+            TagSpec {
+                resource_type: "instance".into(),
+                tags: [("A".to_string(), "1".to_string())].into(),
+            },
+            TagSpec {
+                resource_type: "volume".into(),
+                tags: BTreeMap::new(),
+            },
+        ]);
         let got: Vec<String> = p.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(
             got,

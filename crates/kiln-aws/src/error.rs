@@ -99,8 +99,7 @@ impl AwsError {
     /// AWS said it is throttling this caller: the request was not carried
     /// out, and may be sent again after a pause.
     pub fn is_throttle(&self) -> bool {
-        self.code().is_some_and(|c| THROTTLE_CODES.contains(&c))
-            || (self.status() == Some(429))
+        self.code().is_some_and(|c| THROTTLE_CODES.contains(&c)) || (self.status() == Some(429))
     }
     /// The request may or may not have been carried out (no answer after
     /// sending, or a server error): whatever it creates must be looked for.
@@ -119,9 +118,7 @@ impl AwsError {
         match self {
             AwsError::Transport { .. } => true,
             AwsError::Api { status, code, .. } => {
-                self.is_throttle()
-                    || *status >= 500
-                    || TRANSIENT_CODES.contains(&code.as_str())
+                self.is_throttle() || *status >= 500 || TRANSIENT_CODES.contains(&code.as_str())
             }
             _ => false,
         }
@@ -231,7 +228,8 @@ mod tests {
                 Some("abc".into())
             ))
         );
-        let s3 = "<Error><Code>NoSuchKey</Code><Message>gone</Message><RequestId>q</RequestId></Error>";
+        let s3 =
+            "<Error><Code>NoSuchKey</Code><Message>gone</Message><RequestId>q</RequestId></Error>";
         assert_eq!(
             parse_error_body(s3),
             Some(("NoSuchKey".into(), "gone".into(), Some("q".into())))

@@ -25,7 +25,9 @@ use crate::s3::Sse;
 use bytes::Bytes;
 use kiln_core::communicator::TransferProgress;
 use kiln_core::context::LedgerId;
-use kiln_core::{async_trait, Artifact, BuildCtx, BuildError, PostProcessCtx, PostProcessed, PostProcessor};
+use kiln_core::{
+    async_trait, Artifact, BuildCtx, BuildError, PostProcessCtx, PostProcessed, PostProcessor,
+};
 use kiln_template::Decoder;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,13 +94,18 @@ pub fn decode(d: &mut Decoder<'_>) -> Config {
         if e != "AES256" && e != "aws:kms" {
             d.error(
                 "s3_encryption",
-                format!("invalid s3 encryption format '{e}'. Only 'AES256' and 'aws:kms' are allowed"),
+                format!(
+                    "invalid s3 encryption format '{e}'. Only 'AES256' and 'aws:kms' are allowed"
+                ),
             );
         }
     }
     let part_mb = d.uint("s3_part_size_mb").unwrap_or(16);
     if !(5..=5120).contains(&part_mb) {
-        d.error("s3_part_size_mb", "s3_part_size_mb must be 5 to 5120 (S3's part sizes)");
+        d.error(
+            "s3_part_size_mb",
+            "s3_part_size_mb must be 5 to 5120 (S3's part sizes)",
+        );
     }
     Config {
         access,
@@ -121,7 +128,10 @@ pub fn decode(d: &mut Decoder<'_>) -> Config {
     }
 }
 
-pub(crate) fn factory(d: &mut Decoder<'_>, _: &kiln_core::PrepareOpts) -> Option<Box<dyn PostProcessor>> {
+pub(crate) fn factory(
+    d: &mut Decoder<'_>,
+    _: &kiln_core::PrepareOpts,
+) -> Option<Box<dyn PostProcessor>> {
     Some(Box::new(AmazonImport { config: decode(d) }))
 }
 
@@ -136,20 +146,23 @@ pub enum Source {
     File(PathBuf),
     /// A qcow2 image, sent as raw.
     Qcow2AsRaw(PathBuf),
+    /// A qcow2 image, sent as a stream-optimized VMDK (only its data,
+    /// compressed).
+    Qcow2AsVmdk(PathBuf),
 }
 
 /// Pick the file to upload from the artifact's files: one ending in
-/// `.FORMAT` (Packer), else (kiln) a qcow2 image when the format is raw.
+/// `.FORMAT` (Packer), else (kiln) a qcow2 image when the format is raw or
+/// vmdk (converted on the way).
 pub fn pick_source(files: &[PathBuf], format: &str) -> Result<Source, String> {
+    let is_qcow2 = |f: &PathBuf| qcow2::sniff_file(f).ok() == Some(qcow2::Format::Qcow2);
     for f in files {
         if f.to_string_lossy().ends_with(&format!(".{format}")) {
-            return Ok(
-                if format == "raw" && qcow2::sniff_file(f).ok() == Some(qcow2::Format::Qcow2) {
-                    Source::Qcow2AsRaw(f.clone())
-                } else {
-                    Source::File(f.clone())
-                },
-            );
+            return Ok(match format {
+                "raw" if is_qcow2(f) => Source::Qcow2AsRaw(f.clone()),
+                "vmdk" if is_qcow2(f) => Source::Qcow2AsVmdk(f.clone()),
+                _ => Source::File(f.clone()),
+            });
         }
     }
     let qcow: Vec<&PathBuf> = files
@@ -160,12 +173,17 @@ pub fn pick_source(files: &[PathBuf], format: &str) -> Result<Source, String> {
         if format == "raw" {
             return Ok(Source::Qcow2AsRaw((*q).clone()));
         }
+        if format == "vmdk" {
+            return Ok(Source::Qcow2AsVmdk((*q).clone()));
+        }
         return Err(format!(
-            "No {format} image file found in artifact from builder; {} is a qcow2 image: set \"format\": \"raw\" and kiln converts it on the way",
+            "No {format} image file found in artifact from builder; {} is a qcow2 image: set \"format\" to \"vmdk\" or \"raw\" and kiln converts it on the way",
             q.display()
         ));
     }
-    Err(format!("No {format} image file found in artifact from builder"))
+    Err(format!(
+        "No {format} image file found in artifact from builder"
+    ))
 }
 
 /// What was made so far, for the cleanup (shared with the work, which may
@@ -275,18 +293,55 @@ struct Run<'a> {
 
 /// Read `source` into chunks on a thread of its own; the channel carries
 /// them to the upload (bounded: memory stays at a few chunks).
-fn produce(source: &Source) -> Result<(tokio::sync::mpsc::Receiver<Result<Bytes, String>>, u64), BuildError> {
+/// `progress` is told the input bytes read (the pipeline to the upload is
+/// bounded, so this is the upload's progress too); the size returned is
+/// the input's, and the output's when it is sent unchanged.
+fn produce(
+    source: &Source,
+    progress: Arc<dyn TransferProgress>,
+) -> Result<(tokio::sync::mpsc::Receiver<Result<Bytes, String>>, u64), BuildError> {
     const CHUNK: usize = 4 << 20;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(4);
     match source {
         Source::Qcow2AsRaw(p) => {
             let mut r = qcow2::Reader::open(p).map_err(|e| BuildError::msg(e.to_string()))?;
             let size = r.virtual_size();
+            progress.start(Some(size));
             std::thread::spawn(move || {
                 let tx2 = tx.clone();
-                let res = r.stream(CHUNK, |buf| tx2.blocking_send(Ok(Bytes::from(buf))).is_ok());
+                let res = r.stream(CHUNK, |buf| {
+                    progress.advance(buf.len() as u64);
+                    tx2.blocking_send(Ok(Bytes::from(buf))).is_ok()
+                });
                 if let Err(e) = res {
                     let _ = tx.blocking_send(Err(e.to_string()));
+                }
+            });
+            Ok((rx, size))
+        }
+        Source::Qcow2AsVmdk(p) => {
+            let mut r = qcow2::Reader::open(p).map_err(|e| BuildError::msg(e.to_string()))?;
+            let size = r.virtual_size();
+            progress.start(Some(size));
+            std::thread::spawn(move || {
+                let tx2 = tx.clone();
+                let mut w = crate::vmdk::Writer::new(size, 1, |b| {
+                    tx2.blocking_send(Ok(Bytes::from(b))).is_ok()
+                });
+                let res = r.stream(CHUNK, |buf| {
+                    progress.advance(buf.len() as u64);
+                    w.write(&buf);
+                    !w.stopped()
+                });
+                match res {
+                    Ok(()) => {
+                        if !w.stopped() {
+                            w.finish();
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e.to_string()));
+                    }
                 }
             });
             Ok((rx, size))
@@ -299,6 +354,7 @@ fn produce(source: &Source) -> Result<(tokio::sync::mpsc::Receiver<Result<Bytes,
                 .metadata()
                 .map_err(|e| BuildError::msg(format!("Failed to open {}: {e}", p.display())))?
                 .len();
+            progress.start(Some(size));
             let path = p.display().to_string();
             std::thread::spawn(move || loop {
                 let mut buf = vec![0u8; CHUNK];
@@ -318,6 +374,7 @@ fn produce(source: &Source) -> Result<(tokio::sync::mpsc::Receiver<Result<Bytes,
                     return;
                 }
                 buf.truncate(n);
+                progress.advance(n as u64);
                 if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                     return;
                 }
@@ -334,11 +391,18 @@ impl Run<'_> {
         let (path, conv) = match source {
             Source::File(p) => (p.as_path(), ""),
             Source::Qcow2AsRaw(p) => (p.as_path(), " (qcow2 converted to raw on the way)"),
+            Source::Qcow2AsVmdk(p) => (
+                p.as_path(),
+                " (qcow2 converted to a stream-optimized VMDK on the way)",
+            ),
         };
         self.upload(path, conv, source, bucket, key).await?;
         let task = self.import(bucket, key).await?;
         let mut ami = task.image_id.clone().ok_or_else(|| {
-            BuildError::msg(format!("Import task {} completed without an image id", task.id))
+            BuildError::msg(format!(
+                "Import task {} completed without an image id",
+                task.id
+            ))
         })?;
         if let Some(name) = &c.ami_name {
             ami = self.rename(&ami, name).await?;
@@ -351,7 +415,9 @@ impl Run<'_> {
             let img = ec2
                 .image(&ami)
                 .await
-                .map_err(|e| BuildError::msg(format!("Failed to retrieve details for AMI {ami}: {e}")))?
+                .map_err(|e| {
+                    BuildError::msg(format!("Failed to retrieve details for AMI {ami}: {e}"))
+                })?
                 .ok_or_else(|| BuildError::msg(format!("AMI {ami} has no images")))?;
             let mut resources = vec![ami.clone()];
             for s in img.snapshot_ids() {
@@ -360,7 +426,9 @@ impl Run<'_> {
             }
             self.ui.message(&format!("Tagging AMI {ami}"));
             ec2.create_tags(&resources, &c.tags).await.map_err(|e| {
-                BuildError::msg(format!("Failed to add tags to resources {resources:?}: {e}"))
+                BuildError::msg(format!(
+                    "Failed to add tags to resources {resources:?}: {e}"
+                ))
             })?;
         }
         let mut attrs = Vec::new();
@@ -386,7 +454,9 @@ impl Run<'_> {
                 .s3()
                 .delete_object(bucket, key)
                 .await
-                .map_err(|e| BuildError::msg(format!("Failed to delete s3://{bucket}/{key}: {e}")))?;
+                .map_err(|e| {
+                    BuildError::msg(format!("Failed to delete s3://{bucket}/{key}: {e}"))
+                })?;
         }
         Ok(ami)
     }
@@ -409,26 +479,26 @@ impl Run<'_> {
             "S3 object s3://{bucket}/{key} and any unfinished upload to it ({})",
             self.aws.region
         )));
-        let (rx, size) = produce(source)?;
         let progress: Arc<dyn TransferProgress> = Arc::from(self.ui.progress("Uploading"));
-        progress.start(Some(size));
+        let (rx, size) = produce(source, progress.clone())?;
         let sse = Sse {
             algorithm: self.c.s3_encryption.clone(),
             kms_key_id: self.c.s3_encryption_key.clone(),
         };
         if self.c.s3_encryption.as_deref() == Some("AES256") && self.c.s3_encryption_key.is_some() {
-            self.ui.message("Ignoring s3_encryption_key because s3_encryption is set to 'AES256'");
+            self.ui
+                .message("Ignoring s3_encryption_key because s3_encryption is set to 'AES256'");
         }
         let part = crate::s3::part_size_for(size, self.c.part_size);
-        let p2 = progress.clone();
         let r = self
             .aws
             .s3()
-            .upload_stream(bucket, key, rx, part, 4, &sse, &move |n| p2.advance(n), &|_| {})
+            .upload_stream(bucket, key, rx, part, 4, &sse, &|_| {}, &|_| {})
             .await;
         progress.finish();
-        let sent = r.map_err(|e| BuildError::msg(format!("Failed to upload {}: {e}", path.display())))?;
-        if sent != size {
+        let sent =
+            r.map_err(|e| BuildError::msg(format!("Failed to upload {}: {e}", path.display())))?;
+        if sent != size && !matches!(source, Source::Qcow2AsVmdk(_)) {
             return Err(BuildError::msg(format!(
                 "Failed to upload {}: sent {sent} bytes of {size}",
                 path.display()
@@ -453,7 +523,11 @@ impl Run<'_> {
             license_type: c.license_type.clone(),
             role_name: c.role_name.clone(),
             encrypted: c.ami_encrypt.then_some(true),
-            kms_key_id: if c.ami_encrypt { c.ami_kms_key.clone() } else { None },
+            kms_key_id: if c.ami_encrypt {
+                c.ami_kms_key.clone()
+            } else {
+                None
+            },
             client_token: token.clone(),
             tags,
             ..Default::default()
@@ -469,7 +543,9 @@ impl Run<'_> {
                 self.aws.region
             )));
             let aws = self.aws.clone();
-            m.import_request = Some(tokio::spawn(async move { aws.ec2().import_image(&req).await }));
+            m.import_request = Some(tokio::spawn(
+                async move { aws.ec2().import_image(&req).await },
+            ));
         }
         let answer = settle(&self.made, |m| &mut m.import_request).await;
         let task = match answer {
@@ -504,8 +580,14 @@ impl Run<'_> {
             let s = format!(
                 "{}{}{}",
                 t.status,
-                t.status_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(),
-                t.progress.as_deref().map(|p| format!(" ({p}%)")).unwrap_or_default()
+                t.status_message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default(),
+                t.progress
+                    .as_deref()
+                    .map(|p| format!(" ({p}%)"))
+                    .unwrap_or_default()
             );
             let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
             if *l != s {
@@ -540,10 +622,10 @@ impl Run<'_> {
             .message(&format!("Import task {} complete", done.id));
         let mut m = lock(&self.made);
         if let Some(ami) = &done.image_id {
-            let l = self.ctx.ledger.track(format!(
-                "AMI {ami} and its snapshots ({})",
-                self.aws.region
-            ));
+            let l = self
+                .ctx
+                .ledger
+                .track(format!("AMI {ami} and its snapshots ({})", self.aws.region));
             m.amis.push((ami.clone(), l));
         }
         // The task is over: nothing of it to cancel any more.
@@ -556,15 +638,18 @@ impl Run<'_> {
     }
 
     async fn rename(&self, ami: &str, name: &str) -> Result<String, BuildError> {
-        self.ui
-            .message(&format!("Starting rename of AMI ({ami})"));
+        self.ui.message(&format!("Starting rename of AMI ({ami})"));
         let c = self.c;
         let req = CopyImage {
             source_image_id: ami.into(),
             source_region: self.aws.region.clone(),
             name: name.into(),
             encrypted: c.ami_encrypt.then_some(true),
-            kms_key_id: if c.ami_encrypt { c.ami_kms_key.clone() } else { None },
+            kms_key_id: if c.ami_encrypt {
+                c.ami_kms_key.clone()
+            } else {
+                None
+            },
             client_token: uuid::Uuid::new_v4().to_string(),
             ..Default::default()
         };
@@ -572,7 +657,9 @@ impl Run<'_> {
             let mut m = lock(&self.made);
             m.copy_name = Some(name.to_string());
             let aws = self.aws.clone();
-            m.copy_request = Some(tokio::spawn(async move { aws.ec2().copy_image(&req).await }));
+            m.copy_request = Some(tokio::spawn(
+                async move { aws.ec2().copy_image(&req).await },
+            ));
         }
         let new = match settle(&self.made, |m| &mut m.copy_request).await {
             Some(Ok(id)) => id,
@@ -643,7 +730,11 @@ impl Run<'_> {
         }
         let (task, token, unanswered) = {
             let m = lock(&self.made);
-            (m.import_task.clone(), m.import_token.clone(), m.import_unanswered)
+            (
+                m.import_task.clone(),
+                m.import_token.clone(),
+                m.import_unanswered,
+            )
         };
         let mut tasks: Vec<String> = task.into_iter().collect();
         if tasks.is_empty() {
@@ -651,10 +742,17 @@ impl Run<'_> {
                 // No answer: find the task by its tag, for as long as the
                 // request may still be carried out.
                 let until = std::time::Instant::now()
-                    + if unanswered { self.aws.transport.request_timeout } else { Duration::ZERO };
+                    + if unanswered {
+                        self.aws.transport.request_timeout
+                    } else {
+                        Duration::ZERO
+                    };
                 loop {
                     let found = ec2
-                        .describe_import_image_tasks(&[], &[crate::ec2::Filter::tag(MARKER_TAG, token)])
+                        .describe_import_image_tasks(
+                            &[],
+                            &[crate::ec2::Filter::tag(MARKER_TAG, token)],
+                        )
                         .await
                         .map(|v| {
                             v.into_iter()
@@ -703,7 +801,10 @@ impl Run<'_> {
         let pending = lock(&self.made).copy_request.take();
         if let Some(h) = pending {
             if let Ok(Ok(id)) = h.await {
-                let l = self.ctx.ledger.track(format!("AMI {id} and its snapshots ({})", self.aws.region));
+                let l = self
+                    .ctx
+                    .ledger
+                    .track(format!("AMI {id} and its snapshots ({})", self.aws.region));
                 lock(&self.made).amis.push((id, l));
             }
         }
@@ -711,17 +812,24 @@ impl Run<'_> {
         if let Some(name) = copy_name {
             if let Ok(v) = ec2.find_own_images_by_name(&name).await {
                 for i in v {
-                    let l = self.ctx.ledger.track(format!("AMI {} and its snapshots ({})", i.id, self.aws.region));
+                    let l = self.ctx.ledger.track(format!(
+                        "AMI {} and its snapshots ({})",
+                        i.id, self.aws.region
+                    ));
                     lock(&self.made).amis.push((i.id, l));
                 }
             }
         }
         let amis: Vec<(String, LedgerId)> = lock(&self.made).amis.drain(..).collect();
         for (ami, l) in amis {
-            ui.say(&format!("Deregistering AMI {ami} and deleting its snapshots ..."));
+            ui.say(&format!(
+                "Deregistering AMI {ami} and deleting its snapshots ..."
+            ));
             match ec2.destroy_image(&ami).await {
                 Ok(()) => self.ctx.ledger.release(l),
-                Err(e) => ui.error(&format!("Could not delete AMI {ami}, please delete it by hand: {e}")),
+                Err(e) => ui.error(&format!(
+                    "Could not delete AMI {ami}, please delete it by hand: {e}"
+                )),
             }
         }
         let object = lock(&self.made).object.take();

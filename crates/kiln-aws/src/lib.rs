@@ -18,11 +18,12 @@ pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod ec2;
-pub mod import;
 pub mod error;
+pub mod import;
 pub mod qcow2;
 pub mod s3;
 pub mod sigv4;
+pub mod vmdk;
 pub mod wait;
 mod xml;
 
@@ -34,3 +35,7 @@ pub use error::AwsError;
 pub fn register(reg: &mut kiln_core::Registry) {
     reg.post_processor("amazon-import", import::factory);
 }
+
+/// The HTTP client kiln-aws is built on (for tests and tools that talk to
+/// the same endpoints).
+pub use reqwest;

@@ -122,7 +122,9 @@ impl Reader {
                 return Err(bad("the image is marked corrupt".into()));
             }
             if incompatible & 4 != 0 {
-                return Err(bad("qcow2 images with an external data file are not supported".into()));
+                return Err(bad(
+                    "qcow2 images with an external data file are not supported".into(),
+                ));
             }
             if incompatible & 8 != 0 && header_len > 104 && h[104] != 0 {
                 return Err(bad(
@@ -130,10 +132,14 @@ impl Reader {
                 ));
             }
             if incompatible & 16 != 0 {
-                return Err(bad("qcow2 images with extended L2 entries are not supported".into()));
+                return Err(bad(
+                    "qcow2 images with extended L2 entries are not supported".into(),
+                ));
             }
             if incompatible & !0x1f != 0 {
-                return Err(bad(format!("unknown incompatible features {incompatible:#x}")));
+                return Err(bad(format!(
+                    "unknown incompatible features {incompatible:#x}"
+                )));
             }
         }
         // Header extensions: the backing file's format.
@@ -146,7 +152,8 @@ impl Reader {
                 break;
             }
             if kind == 0xE279_2ACA && off + 8 + len <= n {
-                backing_format = Some(String::from_utf8_lossy(&h[off + 8..off + 8 + len]).into_owned());
+                backing_format =
+                    Some(String::from_utf8_lossy(&h[off + 8..off + 8 + len]).into_owned());
             }
             off += 8 + len.div_ceil(8) * 8;
         }
@@ -169,10 +176,12 @@ impl Reader {
                 Some("qcow2") => true,
                 Some("raw") => false,
                 Some(f) => return Err(bad(format!("backing file format {f} is not supported"))),
-                None => sniff_file(&bpath).map_err(|source| Qcow2Error::Io {
-                    path: bpath.clone(),
-                    source,
-                })? == Format::Qcow2,
+                None => {
+                    sniff_file(&bpath).map_err(|source| Qcow2Error::Io {
+                        path: bpath.clone(),
+                        source,
+                    })? == Format::Qcow2
+                }
             };
             if is_qcow2 {
                 Backing::Qcow2(Box::new(Reader::open_depth(&bpath, depth + 1)?))
@@ -237,7 +246,9 @@ impl Reader {
             self.file
                 .read_exact_at(&mut raw, l2_off)
                 .map_err(|e| self.io(e))?;
-            let entries = (0..l2_entries as usize).map(|i| be64(&raw, i * 8)).collect();
+            let entries = (0..l2_entries as usize)
+                .map(|i| be64(&raw, i * 8))
+                .collect();
             self.l2_cache = Some((l2_off, entries));
         }
         Ok(self.l2_cache.as_ref().expect("just set").1[l2_index])
@@ -290,10 +301,11 @@ impl Reader {
                 buf.fill(0);
                 if guest < *len {
                     let n = ((*len - guest) as usize).min(buf.len());
-                    f.read_exact_at(&mut buf[..n], guest).map_err(|source| Qcow2Error::Io {
-                        path: self.path.clone(),
-                        source,
-                    })?;
+                    f.read_exact_at(&mut buf[..n], guest)
+                        .map_err(|source| Qcow2Error::Io {
+                            path: self.path.clone(),
+                            source,
+                        })?;
                 }
             }
             Backing::Qcow2(b) => {

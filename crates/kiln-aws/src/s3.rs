@@ -49,7 +49,10 @@ impl Sse {
             h.push(("x-amz-server-side-encryption".into(), a.clone()));
             if a == "aws:kms" {
                 if let Some(k) = &self.kms_key_id {
-                    h.push(("x-amz-server-side-encryption-aws-kms-key-id".into(), k.clone()));
+                    h.push((
+                        "x-amz-server-side-encryption-aws-kms-key-id".into(),
+                        k.clone(),
+                    ));
                 }
             }
         }
@@ -146,7 +149,17 @@ impl<'a> S3<'a> {
             ))
         };
         match self
-            .request("CreateBucket", reqwest::Method::PUT, bucket, "", &[], &[], body, Retry::Idempotent, None)
+            .request(
+                "CreateBucket",
+                reqwest::Method::PUT,
+                bucket,
+                "",
+                &[],
+                &[],
+                body,
+                Retry::Idempotent,
+                None,
+            )
             .await
         {
             Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
@@ -164,15 +177,39 @@ impl<'a> S3<'a> {
     ) -> Result<Option<String>, AwsError> {
         let timeout = part_timeout(body.len());
         let r = self
-            .request("PutObject", reqwest::Method::PUT, bucket, key, &[], &sse.headers(), body, Retry::Idempotent, Some(timeout))
+            .request(
+                "PutObject",
+                reqwest::Method::PUT,
+                bucket,
+                key,
+                &[],
+                &sse.headers(),
+                body,
+                Retry::Idempotent,
+                Some(timeout),
+            )
             .await?;
         Ok(r.header("etag"))
     }
 
     /// HeadObject; `None` when there is no such object.
-    pub async fn head_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, AwsError> {
+    pub async fn head_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectInfo>, AwsError> {
         match self
-            .request("HeadObject", reqwest::Method::HEAD, bucket, key, &[], &[], Bytes::new(), Retry::Idempotent, None)
+            .request(
+                "HeadObject",
+                reqwest::Method::HEAD,
+                bucket,
+                key,
+                &[],
+                &[],
+                Bytes::new(),
+                Retry::Idempotent,
+                None,
+            )
             .await
         {
             Ok(r) => Ok(Some(ObjectInfo {
@@ -190,7 +227,17 @@ impl<'a> S3<'a> {
     /// DeleteObject (deleting a missing object succeeds, as in S3).
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), AwsError> {
         match self
-            .request("DeleteObject", reqwest::Method::DELETE, bucket, key, &[], &[], Bytes::new(), Retry::Idempotent, None)
+            .request(
+                "DeleteObject",
+                reqwest::Method::DELETE,
+                bucket,
+                key,
+                &[],
+                &[],
+                Bytes::new(),
+                Retry::Idempotent,
+                None,
+            )
             .await
         {
             Err(e) if e.code() == Some("NoSuchKey") => Ok(()),
@@ -208,11 +255,23 @@ impl<'a> S3<'a> {
     ) -> Result<String, AwsError> {
         let q = vec![("uploads".to_string(), String::new())];
         let r = self
-            .request("CreateMultipartUpload", reqwest::Method::POST, bucket, key, &q, &sse.headers(), Bytes::new(), Retry::SafeOnly, None)
+            .request(
+                "CreateMultipartUpload",
+                reqwest::Method::POST,
+                bucket,
+                key,
+                &q,
+                &sse.headers(),
+                Bytes::new(),
+                Retry::SafeOnly,
+                None,
+            )
             .await?;
         let body = r.text();
-        let doc = roxmltree::Document::parse(&body).map_err(|e| proto("CreateMultipartUpload", e))?;
-        text(xml::root(&doc), "UploadId").ok_or_else(|| proto("CreateMultipartUpload", "no UploadId"))
+        let doc =
+            roxmltree::Document::parse(&body).map_err(|e| proto("CreateMultipartUpload", e))?;
+        text(xml::root(&doc), "UploadId")
+            .ok_or_else(|| proto("CreateMultipartUpload", "no UploadId"))
     }
 
     /// UploadPart; the part's ETag.
@@ -230,9 +289,20 @@ impl<'a> S3<'a> {
         ];
         let timeout = part_timeout(body.len());
         let r = self
-            .request("UploadPart", reqwest::Method::PUT, bucket, key, &q, &[], body, Retry::Idempotent, Some(timeout))
+            .request(
+                "UploadPart",
+                reqwest::Method::PUT,
+                bucket,
+                key,
+                &q,
+                &[],
+                body,
+                Retry::Idempotent,
+                Some(timeout),
+            )
             .await?;
-        r.header("etag").ok_or_else(|| proto("UploadPart", "no ETag"))
+        r.header("etag")
+            .ok_or_else(|| proto("UploadPart", "no ETag"))
     }
 
     /// CompleteMultipartUpload of `parts` (number, ETag), in order.
@@ -244,7 +314,9 @@ impl<'a> S3<'a> {
         parts: &[(u32, String)],
     ) -> Result<Option<String>, AwsError> {
         let q = vec![("uploadId".to_string(), upload_id.to_string())];
-        let mut body = String::from("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+        let mut body = String::from(
+            "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
+        );
         for (n, etag) in parts {
             body.push_str(&format!(
                 "<Part><PartNumber>{n}</PartNumber><ETag>{}</ETag></Part>",
@@ -253,7 +325,17 @@ impl<'a> S3<'a> {
         }
         body.push_str("</CompleteMultipartUpload>");
         let r = self
-            .request("CompleteMultipartUpload", reqwest::Method::POST, bucket, key, &q, &[("content-type".into(), "application/xml".into())], Bytes::from(body), Retry::Idempotent, Some(Duration::from_secs(600)))
+            .request(
+                "CompleteMultipartUpload",
+                reqwest::Method::POST,
+                bucket,
+                key,
+                &q,
+                &[("content-type".into(), "application/xml".into())],
+                Bytes::from(body),
+                Retry::Idempotent,
+                Some(Duration::from_secs(600)),
+            )
             .await?;
         // S3 may answer 200 with an error inside.
         let text_body = r.text();
@@ -272,10 +354,25 @@ impl<'a> S3<'a> {
     }
 
     /// AbortMultipartUpload; an upload already gone counts as done.
-    pub async fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), AwsError> {
+    pub async fn abort_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), AwsError> {
         let q = vec![("uploadId".to_string(), upload_id.to_string())];
         match self
-            .request("AbortMultipartUpload", reqwest::Method::DELETE, bucket, key, &q, &[], Bytes::new(), Retry::Idempotent, None)
+            .request(
+                "AbortMultipartUpload",
+                reqwest::Method::DELETE,
+                bucket,
+                key,
+                &q,
+                &[],
+                Bytes::new(),
+                Retry::Idempotent,
+                None,
+            )
             .await
         {
             Err(e) if e.is_not_found() => Ok(()),
@@ -290,10 +387,21 @@ impl<'a> S3<'a> {
             ("prefix".to_string(), prefix.to_string()),
         ];
         let r = self
-            .request("ListMultipartUploads", reqwest::Method::GET, bucket, "", &q, &[], Bytes::new(), Retry::Idempotent, None)
+            .request(
+                "ListMultipartUploads",
+                reqwest::Method::GET,
+                bucket,
+                "",
+                &q,
+                &[],
+                Bytes::new(),
+                Retry::Idempotent,
+                None,
+            )
             .await?;
         let body = r.text();
-        let doc = roxmltree::Document::parse(&body).map_err(|e| proto("ListMultipartUploads", e))?;
+        let doc =
+            roxmltree::Document::parse(&body).map_err(|e| proto("ListMultipartUploads", e))?;
         Ok(doc
             .descendants()
             .filter(|n| n.has_tag_name("Upload") || n.tag_name().name() == "Upload")
@@ -312,7 +420,8 @@ impl<'a> S3<'a> {
     pub async fn remove_object_and_uploads(&self, bucket: &str, key: &str) -> Result<(), AwsError> {
         for u in self.list_uploads(bucket, key).await? {
             if u.key == key {
-                self.abort_multipart_upload(bucket, key, &u.upload_id).await?;
+                self.abort_multipart_upload(bucket, key, &u.upload_id)
+                    .await?;
             }
         }
         self.delete_object(bucket, key).await
@@ -366,7 +475,16 @@ impl<'a> S3<'a> {
         let upload_id = self.create_multipart_upload(bucket, key, sse).await?;
         on_upload_id(&upload_id);
         let r = self
-            .upload_parts(bucket, key, &upload_id, buf, &mut input, part_size, concurrency, progress)
+            .upload_parts(
+                bucket,
+                key,
+                &upload_id,
+                buf,
+                &mut input,
+                part_size,
+                concurrency,
+                progress,
+            )
             .await;
         match r {
             Ok((parts, total)) => {
@@ -419,7 +537,9 @@ impl<'a> S3<'a> {
                             // The rest starts the next part.
                             let rest = b.slice(room..);
                             number += 1;
-                            let body = std::mem::replace(&mut buf, BytesMut::with_capacity(part_size)).freeze();
+                            let body =
+                                std::mem::replace(&mut buf, BytesMut::with_capacity(part_size))
+                                    .freeze();
                             buf.extend_from_slice(&rest);
                             total += body.len() as u64;
                             running.push(self.part(bucket, key, upload_id, number, body));
@@ -476,7 +596,9 @@ impl<'a> S3<'a> {
         let (bucket, key, upload_id) = (bucket.to_string(), key.to_string(), upload_id.to_string());
         async move {
             let len = body.len() as u64;
-            let etag = self.upload_part(&bucket, &key, &upload_id, number, body).await?;
+            let etag = self
+                .upload_part(&bucket, &key, &upload_id, number, body)
+                .await?;
             Ok((number, etag, len))
         }
     }
@@ -521,6 +643,9 @@ mod tests {
         assert!(!dns_compatible("a.b.c"));
         assert!(!dns_compatible("ab"));
         assert_eq!(part_size_for(1 << 30, 16 << 20), 16 << 20);
-        assert_eq!(part_size_for(1 << 40, 16 << 20), ((1u64 << 40).div_ceil(10_000)) as usize);
+        assert_eq!(
+            part_size_for(1 << 40, 16 << 20),
+            ((1u64 << 40).div_ceil(10_000)) as usize
+        );
     }
 }

@@ -172,7 +172,9 @@ impl Aws {
                     Some(s) if s.state == "completed" => Ok(Poll::Ready(s)),
                     Some(s) if s.state == "error" => Ok(Poll::Failed(format!(
                         "snapshot is in error{}",
-                        s.state_message.map(|m| format!(": {m}")).unwrap_or_default()
+                        s.state_message
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
                     ))),
                     Some(s) => Ok(Poll::Pending(Some(s.state))),
                 }
@@ -216,7 +218,9 @@ impl Aws {
                     )),
                     s => Poll::Pending(Some(format!(
                         "{s}{}",
-                        t.status_message.map(|m| format!(" ({m})")).unwrap_or_default()
+                        t.status_message
+                            .map(|m| format!(" ({m})"))
+                            .unwrap_or_default()
                     ))),
                 })
             },

@@ -7,8 +7,15 @@ use std::path::Path;
 use std::process::Command;
 
 fn qemu_img(args: &[&str]) {
-    let o = Command::new("qemu-img").args(args).output().expect("qemu-img");
-    assert!(o.status.success(), "qemu-img {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("qemu-img");
+    assert!(
+        o.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// A raw disk with data, zeros and holes.
@@ -17,7 +24,12 @@ fn make_raw(p: &Path, size: u64) {
     let mut f = std::fs::File::create(p).unwrap();
     f.set_len(size).unwrap();
     let mut x: u64 = 0x9e3779b97f4a7c15;
-    for (at, len) in [(0u64, 70_000usize), (300_000, 5_000), (1 << 20, 200_000), (size - 4096, 4096)] {
+    for (at, len) in [
+        (0u64, 70_000usize),
+        (300_000, 5_000),
+        (1 << 20, 200_000),
+        (size - 4096, 4096),
+    ] {
         if at + len as u64 > size {
             continue;
         }
@@ -58,24 +70,90 @@ fn stream_equals_qemu_img_convert() {
     make_raw(&p("disk.raw"), size);
     let want = sha_file(&p("disk.raw"));
     let s = |n: &str| p(n).to_string_lossy().into_owned();
-    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", &s("disk.raw"), &s("plain.qcow2")]);
-    qemu_img(&["convert", "-c", "-f", "raw", "-O", "qcow2", &s("disk.raw"), &s("comp.qcow2")]);
-    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", "-o", "cluster_size=4096,compat=0.10", &s("disk.raw"), &s("v2small.qcow2")]);
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        &s("disk.raw"),
+        &s("plain.qcow2"),
+    ]);
+    qemu_img(&[
+        "convert",
+        "-c",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        &s("disk.raw"),
+        &s("comp.qcow2"),
+    ]);
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-o",
+        "cluster_size=4096,compat=0.10",
+        &s("disk.raw"),
+        &s("v2small.qcow2"),
+    ]);
     for name in ["plain.qcow2", "comp.qcow2", "v2small.qcow2"] {
         assert_eq!(sha_stream(&p(name)), (want.clone(), size), "{name}");
     }
     // An overlay on a qcow2 backing file, with writes of its own.
-    qemu_img(&["create", "-f", "qcow2", "-F", "qcow2", "-b", "plain.qcow2", &s("overlay.qcow2")]);
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-F",
+        "qcow2",
+        "-b",
+        "plain.qcow2",
+        &s("overlay.qcow2"),
+    ]);
     let o = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "write -P 0x5a 65536 131072", "-c", "write -z 1048576 65536", &s("overlay.qcow2")])
+        .args([
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x5a 65536 131072",
+            "-c",
+            "write -z 1048576 65536",
+            &s("overlay.qcow2"),
+        ])
         .output()
         .expect("qemu-io");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    qemu_img(&["convert", "-O", "raw", &s("overlay.qcow2"), &s("overlay.raw")]);
-    assert_eq!(sha_stream(&p("overlay.qcow2")).0, sha_file(&p("overlay.raw")));
-    assert_ne!(sha_file(&p("overlay.raw")), want, "the overlay's writes show");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        &s("overlay.qcow2"),
+        &s("overlay.raw"),
+    ]);
+    assert_eq!(
+        sha_stream(&p("overlay.qcow2")).0,
+        sha_file(&p("overlay.raw"))
+    );
+    assert_ne!(
+        sha_file(&p("overlay.raw")),
+        want,
+        "the overlay's writes show"
+    );
     // An overlay on a raw backing file.
-    qemu_img(&["create", "-f", "qcow2", "-F", "raw", "-b", "disk.raw", &s("onraw.qcow2")]);
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-F",
+        "raw",
+        "-b",
+        "disk.raw",
+        &s("onraw.qcow2"),
+    ]);
     assert_eq!(sha_stream(&p("onraw.qcow2")).0, want);
 }
 

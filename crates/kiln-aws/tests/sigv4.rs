@@ -2,7 +2,9 @@
 //! header-signing cases of `aws-signing-test-suite/v4`, copied unchanged
 //! into `tests/sigv4-suite`: request, context, canonical request, string to
 //! sign, signature).
-use kiln_aws::sigv4::{percent_decode, sha256_hex, sign, PathStyle, SignableRequest, SigningParams};
+use kiln_aws::sigv4::{
+    percent_decode, sha256_hex, sign, PathStyle, SignableRequest, SigningParams,
+};
 use std::path::Path;
 
 struct Case {
@@ -42,13 +44,22 @@ fn parse_request(text: &str) -> Case {
             headers.push((k.to_string(), v.to_string()));
         }
     }
-    Case { method: method.into(), path: path.into(), query, headers, body }
+    Case {
+        method: method.into(),
+        path: path.into(),
+        query,
+        headers,
+        body,
+    }
 }
 
 #[test]
 fn aws_sigv4_test_suite() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sigv4-suite");
-    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     assert!(names.len() >= 37, "the suite is missing cases");
     let mut failures = Vec::new();
@@ -67,7 +78,11 @@ fn aws_sigv4_test_suite() {
         let params = SigningParams {
             access_key: creds["access_key_id"].as_str().unwrap(),
             secret_key: creds["secret_access_key"].as_str().unwrap(),
-            token: if omit_token { None } else { creds["token"].as_str() },
+            token: if omit_token {
+                None
+            } else {
+                creds["token"].as_str()
+            },
             region: ctx["region"].as_str().unwrap(),
             service: ctx["service"].as_str().unwrap(),
             time: t,
@@ -104,5 +119,11 @@ fn aws_sigv4_test_suite() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), names.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        names.len(),
+        failures.join("\n\n")
+    );
 }

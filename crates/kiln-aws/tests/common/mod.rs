@@ -11,15 +11,17 @@ pub struct Lab {
     pub call_log: std::path::PathBuf,
     pub ssh_user: String,
     pub venv: std::path::PathBuf,
-    http: reqwest::Client,
+    http: kiln_aws::reqwest::Client,
 }
 
 impl Lab {
     pub fn get() -> Lab {
-        let root = std::env::var("KILN_AWS_LAB")
-            .expect("KILN_AWS_LAB is not set: run through testlab/aws/with-lab.sh (scripts/test.sh does)");
+        let root = std::env::var("KILN_AWS_LAB").expect(
+            "KILN_AWS_LAB is not set: run through testlab/aws/with-lab.sh (scripts/test.sh does)",
+        );
         let root = std::path::PathBuf::from(root);
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(root.join("lab.json")).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join("lab.json")).unwrap()).unwrap();
         let s = |k: &str| v[k].as_str().unwrap().to_string();
         Lab {
             endpoint: s("endpoint"),
@@ -28,7 +30,7 @@ impl Lab {
             ssh_user: s("ssh_user"),
             venv: s("venv").into(),
             root,
-            http: reqwest::Client::new(),
+            http: kiln_aws::reqwest::Client::new(),
         }
     }
 
@@ -45,7 +47,9 @@ impl Lab {
     }
 
     pub async fn aws(&self, region: &str) -> Aws {
-        let mut a = Aws::connect_with(&self.access(region), Env::default()).await.unwrap();
+        let mut a = Aws::connect_with(&self.access(region), Env::default())
+            .await
+            .unwrap();
         // Retries stay quick in tests.
         a.transport.retry.base = std::time::Duration::from_millis(10);
         a.transport.retry.throttle_base = std::time::Duration::from_millis(20);
@@ -65,7 +69,12 @@ impl Lab {
             .await
             .map(|t| serde_json::from_str(&t).unwrap())
             .unwrap();
-        r["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
+        r["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
     }
 
     pub async fn remove_faults(&self, ids: &[u64]) {
@@ -95,7 +104,12 @@ impl Lab {
             .unwrap()
             .iter()
             .filter(|s| s["region"] == json!(region))
-            .map(|s| (s["action"].as_str().unwrap_or("").to_string(), s["fault"].as_str().map(str::to_string)))
+            .map(|s| {
+                (
+                    s["action"].as_str().unwrap_or("").to_string(),
+                    s["fault"].as_str().map(str::to_string),
+                )
+            })
             .collect()
     }
 
@@ -106,11 +120,19 @@ impl Lab {
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|v| v["region"] == json!(region))
-            .map(|v| (v["action"].as_str().unwrap_or("").to_string(), v["params"].clone()))
+            .map(|v| {
+                (
+                    v["action"].as_str().unwrap_or("").to_string(),
+                    v["params"].clone(),
+                )
+            })
             .collect()
     }
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
