@@ -204,7 +204,7 @@ enum Renew {
     Never,
     AssumeRole {
         base: Arc<Provider>,
-        role: AssumeRoleConfig,
+        role: Box<AssumeRoleConfig>,
         sts_endpoint: String,
         region: String,
     },
@@ -288,7 +288,7 @@ pub async fn resolve(
                 current: tokio::sync::Mutex::new(creds),
                 renew: Renew::AssumeRole {
                     base,
-                    role: role.clone(),
+                    role: Box::new(role.clone()),
                     sts_endpoint: sts,
                     region: region.to_string(),
                 },
@@ -516,7 +516,7 @@ fn profile_provider<'a>(
             current: tokio::sync::Mutex::new(creds),
             renew: Renew::AssumeRole {
                 base,
-                role,
+                role: Box::new(role),
                 sts_endpoint: sts,
                 region: region.to_string(),
             },

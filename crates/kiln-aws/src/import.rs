@@ -606,7 +606,7 @@ impl Run<'_> {
                 let msg = self
                     .aws
                     .ec2()
-                    .describe_import_image_tasks(&[task.id.clone()], &[])
+                    .describe_import_image_tasks(std::slice::from_ref(&task.id), &[])
                     .await
                     .ok()
                     .and_then(|v| v.into_iter().next())
@@ -779,7 +779,10 @@ impl Run<'_> {
                 continue;
             }
             // A task that completed before the cancel made an AMI.
-            if let Ok(v) = ec2.describe_import_image_tasks(&[t.clone()], &[]).await {
+            if let Ok(v) = ec2
+                .describe_import_image_tasks(std::slice::from_ref(t), &[])
+                .await
+            {
                 for done in v {
                     if let Some(ami) = done.image_id.filter(|_| done.status == "completed") {
                         let l = self

@@ -1,5 +1,6 @@
 //! kiln-aws's calls against the AWS lab (moto plus the fault proxy), one
 //! region per test so tests run in parallel without seeing each other.
+#![allow(clippy::cloned_ref_to_slice_refs)] // `&[id.clone()]` reads better in tests
 mod common;
 
 use common::{unique, Lab};

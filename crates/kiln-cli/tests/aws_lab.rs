@@ -7,6 +7,7 @@
 //!
 //! Needs a running lab: `testlab/aws/with-lab.sh ROOT cargo test ... --
 //! --include-ignored` (scripts/test.sh does this).
+#![allow(clippy::cloned_ref_to_slice_refs)] // `&[id.clone()]` reads better in tests
 #[path = "../../kiln-aws/tests/common/mod.rs"]
 mod common;
 
