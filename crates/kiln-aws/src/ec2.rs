@@ -952,15 +952,18 @@ impl<'a> Ec2<'a> {
             ImageAttribute::Description(d) => {
                 p.set("Description.Value", d);
             }
+            // Both forms, as Packer (the Go SDK) sends them.
             ImageAttribute::AddUsers(u) => {
                 for (i, x) in u.iter().enumerate() {
                     p.set(format!("LaunchPermission.Add.{}.UserId", i + 1), x);
                 }
+                p.list("UserId", u);
             }
             ImageAttribute::AddGroups(g) => {
                 for (i, x) in g.iter().enumerate() {
                     p.set(format!("LaunchPermission.Add.{}.Group", i + 1), x);
                 }
+                p.list("UserGroup", g);
             }
             ImageAttribute::AddProductCodes(c) => {
                 p.list("ProductCode", c);

@@ -384,6 +384,32 @@ fn produce(
     }
 }
 
+/// Upload `source` to `bucket`/`key`: read (and converted) on a thread,
+/// streamed into a multipart upload from memory (`part_size` parts, four at
+/// a time), so no copy of the image is written to disk. `progress` follows
+/// the input. The bytes stored.
+pub async fn upload_image(
+    aws: &Aws,
+    source: &Source,
+    bucket: &str,
+    key: &str,
+    part_size: usize,
+    sse: &Sse,
+    progress: Arc<dyn TransferProgress>,
+) -> Result<u64, String> {
+    let (rx, size) = produce(source, progress).map_err(|e| e.to_string())?;
+    let part = crate::s3::part_size_for(size, part_size);
+    let sent = aws
+        .s3()
+        .upload_stream(bucket, key, rx, part, 4, sse, &|_| {}, &|_| {})
+        .await
+        .map_err(|e| e.to_string())?;
+    if sent != size && !matches!(source, Source::Qcow2AsVmdk(_)) {
+        return Err(format!("sent {sent} bytes of {size}"));
+    }
+    Ok(sent)
+}
+
 impl Run<'_> {
     async fn run(&self, source: &Source) -> Result<String, BuildError> {
         let c = self.c;
@@ -479,8 +505,6 @@ impl Run<'_> {
             "S3 object s3://{bucket}/{key} and any unfinished upload to it ({})",
             self.aws.region
         )));
-        let progress: Arc<dyn TransferProgress> = Arc::from(self.ui.progress("Uploading"));
-        let (rx, size) = produce(source, progress.clone())?;
         let sse = Sse {
             algorithm: self.c.s3_encryption.clone(),
             kms_key_id: self.c.s3_encryption_key.clone(),
@@ -489,21 +513,19 @@ impl Run<'_> {
             self.ui
                 .message("Ignoring s3_encryption_key because s3_encryption is set to 'AES256'");
         }
-        let part = crate::s3::part_size_for(size, self.c.part_size);
-        let r = self
-            .aws
-            .s3()
-            .upload_stream(bucket, key, rx, part, 4, &sse, &|_| {}, &|_| {})
-            .await;
+        let progress: Arc<dyn TransferProgress> = Arc::from(self.ui.progress("Uploading"));
+        let r = upload_image(
+            self.aws,
+            source,
+            bucket,
+            key,
+            self.c.part_size,
+            &sse,
+            progress.clone(),
+        )
+        .await;
         progress.finish();
-        let sent =
-            r.map_err(|e| BuildError::msg(format!("Failed to upload {}: {e}", path.display())))?;
-        if sent != size && !matches!(source, Source::Qcow2AsVmdk(_)) {
-            return Err(BuildError::msg(format!(
-                "Failed to upload {}: sent {sent} bytes of {size}",
-                path.display()
-            )));
-        }
+        r.map_err(|e| BuildError::msg(format!("Failed to upload {}: {e}", path.display())))?;
         self.ui.message(&format!(
             "Completed upload of {} to s3://{bucket}/{key}",
             path.display()
@@ -522,7 +544,8 @@ impl Run<'_> {
             s3_key: key.into(),
             license_type: c.license_type.clone(),
             role_name: c.role_name.clone(),
-            encrypted: c.ami_encrypt.then_some(true),
+            // Sent either way, as Packer does.
+            encrypted: Some(c.ami_encrypt),
             kms_key_id: if c.ami_encrypt {
                 c.ami_kms_key.clone()
             } else {

@@ -578,3 +578,172 @@ fn validate_refuses_bad_keys_by_name() {
     let (ok, text) = kiln(d.path(), &["validate", "ok.json"]);
     assert!(ok, "{text}");
 }
+
+/// Ids, timestamps and kiln's own additions made comparable.
+fn normalize(v: &str) -> String {
+    let mut out = String::new();
+    let b = v.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &v[i..];
+        let id = ["import-ami-", "ami-", "snap-"]
+            .into_iter()
+            .find(|p| rest.starts_with(p));
+        if let Some(p) = id {
+            let n = rest[p.len()..]
+                .bytes()
+                .take_while(|c| c.is_ascii_hexdigit())
+                .count();
+            if n >= 8 {
+                out.push_str(p);
+                out.push('?');
+                i += p.len() + n;
+                continue;
+            }
+        }
+        let digits = rest.bytes().take_while(|c| c.is_ascii_digit()).count();
+        if digits >= 9 {
+            out.push('T');
+            i += digits;
+            continue;
+        }
+        let c = rest.chars().next().unwrap();
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
+/// The calls that change something (not the Describe polling), with their
+/// parameters normalized; kiln's additions for finding lost answers
+/// (ClientToken, the import task's tag) left out.
+fn changes(lab: &Lab, region: &str) -> Vec<String> {
+    let calls: Vec<String> = lab
+        .calls(region)
+        .into_iter()
+        .filter(|(a, _)| {
+            !a.starts_with("Describe") && !a.starts_with("Head") && !a.starts_with("List")
+        })
+        .map(|(a, p)| {
+            let o = p.as_object().unwrap();
+            let mut kv: Vec<String> = o
+                .iter()
+                .filter(|(k, _)| *k != "ClientToken" && !k.starts_with("TagSpecification"))
+                .filter(|(k, _)| !(a == "CreateTags" && k.starts_with("Tag.")))
+                .map(|(k, v)| normalize(&format!("{k}={v}")).replace(region, "REGION"))
+                .collect();
+            if a == "CreateTags" {
+                // Packer sends the tags in Go's map order (random): as a set.
+                let mut tags: Vec<String> = (1..)
+                    .map_while(|i| {
+                        let k = o.get(&format!("Tag.{i}.Key"))?;
+                        Some(format!("{k}={}", o.get(&format!("Tag.{i}.Value"))?))
+                    })
+                    .collect();
+                tags.sort();
+                kv.push(format!("tags={tags:?}"));
+            }
+            kv.sort();
+            format!("{a} {}", kv.join(" "))
+        })
+        .collect();
+    sort_runs(calls, |c| c.starts_with("ModifyImageAttribute "))
+}
+
+/// Sort each run of consecutive items that `f` picks (Packer goes through
+/// a Go map for them: their order is random).
+fn sort_runs(v: Vec<String>, f: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Vec<String> = Vec::new();
+    for x in v {
+        if f(&x) {
+            run.push(x);
+            continue;
+        }
+        run.sort();
+        out.append(&mut run);
+        out.push(x);
+    }
+    run.sort();
+    out.append(&mut run);
+    out
+}
+
+/// Packer 1.6.6 as the oracle: the same amazon-import through Packer and
+/// through kiln against the lab (Packer reaches the lab's S3 through
+/// `custom_endpoint_ec2`, which its Go SDK session applies to S3 too, with
+/// a bucket name that is not DNS-compatible so it addresses it
+/// path-style); the calls that change something must be the same, in the
+/// same order, with the same parameters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the AWS lab (testlab/aws)"]
+async fn packer_and_kiln_make_the_same_calls() {
+    let lab = Lab::get();
+    let Some(packer) =
+        kiln_testkit::require_tool("packer", "apt-get install packer (scripts/setup.sh)")
+    else {
+        return;
+    };
+    let bucket = "Kiln_Packer_Oracle";
+    let aws = lab.aws("us-east-1").await;
+    aws.s3().create_bucket(bucket).await.unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let template = |region: &str| {
+        json!({
+            "builders": [{"type": "file", "target": "disk.ova", "content": "not really an ova"}],
+            "post-processors": [{
+                "type": "amazon-import", "region": region,
+                "access_key": "kiln-lab", "secret_key": "kiln-lab-secret",
+                "custom_endpoint_ec2": lab.endpoint, "skip_metadata_api_check": true,
+                "s3_bucket_name": bucket, "format": "ova", "license_type": "BYOL", "role_name": "vmimport",
+                "ami_name": "imported-{{timestamp}}", "ami_description": "from the lab",
+                "ami_users": ["210987654321"], "ami_groups": ["all"], "tags": {"Imported": "yes", "B": "2"}
+            }]
+        })
+        .to_string()
+    };
+    std::fs::write(d.path().join("packer.json"), template("sa-east-1")).unwrap();
+    std::fs::write(d.path().join("kiln.json"), template("me-south-1")).unwrap();
+    let o = Command::new(packer)
+        .current_dir(d.path())
+        .args(["build", "-color=false", "packer.json"])
+        .env("AWS_POLL_DELAY_SECONDS", "1")
+        .env("CHECKPOINT_DISABLE", "1")
+        .output()
+        .unwrap();
+    let ptext = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{ptext}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (ok, ktext) = kiln(d.path(), &["build", "-color=false", "kiln.json"]);
+    assert!(ok, "{ktext}");
+    let (p, k) = (changes(&lab, "sa-east-1"), changes(&lab, "me-south-1"));
+    assert!(p.len() >= 9, "{p:#?}");
+    assert_eq!(k, p, "kiln's calls (left) differ from Packer's (right)");
+    // The same messages, in the same order.
+    let lines = |t: &str| -> Vec<String> {
+        let v = t
+            .lines()
+            .filter(|l| l.contains("(amazon-import): "))
+            .map(|l| normalize(l.split("(amazon-import): ").nth(1).unwrap()))
+            // kiln's own progress lines (the task's status as it changes)
+            .filter(|l| !l.starts_with("Import task import-ami-?: "))
+            .filter(|l| !l.starts_with("Uploading: "))
+            .collect();
+        sort_runs(v, |l| {
+            l.starts_with("Adding tag ") || l.starts_with("Modifying: ")
+        })
+    };
+    assert_eq!(lines(&ktext), lines(&ptext));
+    // Both made one AMI per region, and the artifact line is Packer's.
+    assert!(
+        ptext.contains("--> file: AMIs were created:\nsa-east-1: ami-"),
+        "{ptext}"
+    );
+    assert!(
+        ktext.contains("--> file: AMIs were created:\nme-south-1: ami-"),
+        "{ktext}"
+    );
+}
