@@ -149,7 +149,7 @@ impl From<AwsError> for BuildError {
     fn from(e: AwsError) -> Self {
         match e {
             AwsError::Cancelled => BuildError::Cancelled,
-            e => BuildError::Failed(e.to_string()),
+            e => BuildError::new(e),
         }
     }
 }

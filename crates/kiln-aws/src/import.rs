@@ -234,7 +234,7 @@ impl PostProcessor for AmazonImport {
         let mut interp = ctx.interp.clone();
         interp.generated = Some(Arc::new(b.generated()));
         let key = kiln_template::interp::render(&self.config.s3_key, &interp)
-            .map_err(|e| BuildError::msg(format!("Error rendering s3_key_name template: {e}")))?;
+            .map_err(|e| BuildError::new(e).context("Error rendering s3_key_name template"))?;
         let source = pick_source(&input.files(), &self.config.format).map_err(BuildError::msg)?;
         let made: Shared = Arc::default();
         let run = Run {
@@ -442,7 +442,7 @@ impl Run<'_> {
                 .image(&ami)
                 .await
                 .map_err(|e| {
-                    BuildError::msg(format!("Failed to retrieve details for AMI {ami}: {e}"))
+                    BuildError::new(e).context(format!("Failed to retrieve details for AMI {ami}"))
                 })?
                 .ok_or_else(|| BuildError::msg(format!("AMI {ami} has no images")))?;
             let mut resources = vec![ami.clone()];
@@ -452,9 +452,7 @@ impl Run<'_> {
             }
             self.ui.message(&format!("Tagging AMI {ami}"));
             ec2.create_tags(&resources, &c.tags).await.map_err(|e| {
-                BuildError::msg(format!(
-                    "Failed to add tags to resources {resources:?}: {e}"
-                ))
+                BuildError::new(e).context(format!("Failed to add tags to resources {resources:?}"))
             })?;
         }
         let mut attrs = Vec::new();
@@ -471,7 +469,7 @@ impl Run<'_> {
             self.ui.message(&format!("Modifying: {name}"));
             ec2.modify_image_attribute(&ami, &a)
                 .await
-                .map_err(|e| BuildError::msg(format!("Error modifying AMI attributes: {e}")))?;
+                .map_err(|e| BuildError::new(e).context("Error modifying AMI attributes"))?;
         }
         if !c.skip_clean {
             self.ui
@@ -481,7 +479,7 @@ impl Run<'_> {
                 .delete_object(bucket, key)
                 .await
                 .map_err(|e| {
-                    BuildError::msg(format!("Failed to delete s3://{bucket}/{key}: {e}"))
+                    BuildError::new(e).context(format!("Failed to delete s3://{bucket}/{key}"))
                 })?;
         }
         Ok(ami)
@@ -582,9 +580,8 @@ impl Run<'_> {
                         self.ctx.ledger.release(l);
                     }
                 }
-                return Err(BuildError::msg(format!(
-                    "Failed to start import from s3://{bucket}/{key}: {e}"
-                )));
+                return Err(BuildError::new(e)
+                    .context(format!("Failed to start import from s3://{bucket}/{key}")));
             }
             None => return Err(BuildError::Cancelled),
         };
@@ -635,8 +632,8 @@ impl Run<'_> {
                     .and_then(|v| v.into_iter().next())
                     .and_then(|t| t.status_message)
                     .unwrap_or_else(|| "Error retrieving status message".into());
-                return Err(BuildError::msg(format!(
-                    "Import task {} failed with status message: {msg}, error: {e}",
+                return Err(BuildError::new(e).context(format!(
+                    "Import task {} failed with status message: {msg}, error",
                     task.id
                 )));
             }
@@ -690,7 +687,7 @@ impl Run<'_> {
                 if !e.outcome_unknown() {
                     lock(&self.made).copy_name = None;
                 }
-                return Err(BuildError::msg(format!("Error Copying AMI ({ami}): {e}")));
+                return Err(BuildError::new(e).context(format!("Error Copying AMI ({ami})")));
             }
             None => return Err(BuildError::Cancelled),
         };
@@ -710,14 +707,14 @@ impl Run<'_> {
             .await
             .map_err(|e| match e {
                 AwsError::Cancelled => BuildError::Cancelled,
-                e => BuildError::msg(format!("Error waiting for AMI ({new}): {e}")),
+                e => BuildError::new(e).context(format!("Error waiting for AMI ({new})")),
             })?;
         self.ui.message("Destroying intermediary AMI...");
         self.aws
             .ec2()
             .destroy_image(ami)
             .await
-            .map_err(|e| BuildError::msg(format!("Error deregistering existing AMI: {e}")))?;
+            .map_err(|e| BuildError::new(e).context("Error deregistering existing AMI"))?;
         let mut m = lock(&self.made);
         if let Some(i) = m.amis.iter().position(|(a, _)| a == ami) {
             let (_, l) = m.amis.remove(i);
