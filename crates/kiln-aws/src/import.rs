@@ -623,13 +623,23 @@ impl Run<'_> {
             Ok(t) => t,
             Err(AwsError::Cancelled) => return Err(BuildError::Cancelled),
             Err(e) => {
-                let msg = self
+                let now = self
                     .aws
                     .ec2()
                     .describe_import_image_tasks(std::slice::from_ref(&task.id), &[])
                     .await
                     .ok()
-                    .and_then(|v| v.into_iter().next())
+                    .and_then(|v| v.into_iter().next());
+                if now.as_ref().is_some_and(|t| t.status == "deleted") {
+                    // The task is over: nothing to cancel.
+                    let mut m = lock(&self.made);
+                    m.import_task = None;
+                    m.import_token = None;
+                    if let Some(l) = m.import_ledger.take() {
+                        self.ctx.ledger.release(l);
+                    }
+                }
+                let msg = now
                     .and_then(|t| t.status_message)
                     .unwrap_or_else(|| "Error retrieving status message".into());
                 return Err(BuildError::new(e).context(format!(

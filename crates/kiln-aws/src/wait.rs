@@ -195,7 +195,7 @@ impl Aws {
         // Packer's WaitForImageToBeImported: 5 s x 720.
         let timing = self.timing(5, 720);
         wait_until(
-            &format!("Import task {id} failed"),
+            &format!("waiting for import task {id}"),
             timing,
             cancel,
             || async move {
@@ -212,9 +212,12 @@ impl Aws {
                 Ok(match t.status.as_str() {
                     "completed" => Poll::Ready(t),
                     "deleted" | "deleting" => Poll::Failed(format!(
-                        "status {}: {}",
+                        "it ended {}{}",
                         t.status,
-                        t.status_message.clone().unwrap_or_default()
+                        t.status_message
+                            .as_deref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
                     )),
                     s => Poll::Pending(Some(format!(
                         "{s}{}",
