@@ -5,9 +5,13 @@
 //!
 //! Better than Packer:
 //! - a qcow2 artifact (the `qemu` builder's) is accepted with `format:
-//!   raw`: it is read cluster by cluster ([`crate::qcow2`]) and streamed
-//!   as raw into the multipart upload: no raw copy on disk, parts sent from
-//!   memory (four at a time), with a progress bar;
+//!   raw` or `format: vmdk`: it is read cluster by cluster
+//!   ([`crate::qcow2`]) and streamed into the multipart upload as raw, or
+//!   as a stream-optimized VMDK ([`crate::vmdk`]: only the data,
+//!   deflated): no copy on disk, parts sent from memory (four at a time),
+//!   with a progress bar. `cargo bench -p kiln-aws --bench import`
+//!   measured against `qemu-img convert` + `aws s3 cp` on the lab: raw
+//!   0.92x (the lab's S3 is the bottleneck), VMDK 0.39x, no extra disk;
 //! - the S3 endpoint can be set (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`,
 //!   or `custom_endpoint_ec2` as for every other service);
 //! - every create is recorded before it is sent (the ledger lists it), so
