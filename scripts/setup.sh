@@ -31,6 +31,9 @@ packages=(
   python3-venv
   build-essential
   curl
+  # (the AWS lab, testlab/aws, needs nothing more: python3-venv for its
+  # pinned venv of moto and the AWS CLI, openssh-server, sudo, curl, and
+  # qemu-utils' qemu-img and qemu-io for the test disks)
   # HashiCorp Packer 1.6.6: the oracle for template behaviour and speed
   packer
   # boot_command (kiln-bootcommand's guest tests) and the seed's installer
