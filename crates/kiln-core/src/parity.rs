@@ -44,6 +44,8 @@
 //! | post-processor `manifest` | none |
 //! | post-processor `artifice` | none |
 //! | post-processor `shell-local` | `execute_command` |
+//! | post-processor `amazon-import` | `s3_key_name` |
+//! | post-processor `vagrant` | `output` |
 //!
 //! kiln's components decode their own configuration and leave some keys
 //! for run time that Packer renders while preparing (kiln's `shell` and
@@ -72,7 +74,8 @@ pub enum ComponentKind {
     PostProcessor,
 }
 
-/// Packer 1.6.6 components kiln implements, and the keys each leaves
+/// Packer 1.6.6 components kiln implements (or is about to: an entry for
+/// a type kiln does not register is never used), and the keys each leaves
 /// unrendered while preparing (see the module documentation).
 pub const PACKER_RENDERS_LATER: &[(ComponentKind, &str, &[&str])] = &[
     (ComponentKind::Builder, "null", &[]),
