@@ -24,6 +24,13 @@
 //!
 //! One deliberate difference: a bare JSON number where a duration is wanted
 //! means seconds (Packer would take it as nanoseconds, never what is meant).
+//!
+//! Keys that Packer's fixers rewrite (`iso_checksum_type`, `ssh_key_path`,
+//! ...): given the template's [`KeyNotes`] (computed by `kiln-fix`),
+//! [`Decoder::finish`] reports such a key with what it becomes and a
+//! suggestion to run `kiln fix`: as an error where the component does not
+//! ask for the key (Packer's "Deprecated configuration key"), as a warning
+//! where it does, as help on an error already found in its value.
 use crate::diag::{suggest, Diagnostic, Diagnostics, Pos, Source};
 use crate::interp::{self, Context};
 use crate::json::{Node, Value};
