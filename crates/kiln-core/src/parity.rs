@@ -215,3 +215,93 @@ fn walk(n: &Node, label: String, ctx: &Context, out: &mut Diagnostics) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_template::Source;
+    use std::sync::Arc;
+
+    fn node(text: &str) -> Node {
+        let src = Arc::new(Source {
+            path: "t.json".into(),
+            text: text.into(),
+        });
+        kiln_template::json::parse(src).unwrap()
+    }
+
+    fn messages(d: &Diagnostics) -> Vec<String> {
+        d.0.iter()
+            .map(|d| {
+                format!(
+                    "{}:{} {}",
+                    d.pos.unwrap().line,
+                    d.pos.unwrap().col,
+                    d.message
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn renders_what_packer_renders_and_skips_what_it_leaves_for_later() {
+        let n = node(
+            r#"{"type": "shell", "execute_command": "{{env `A`}}", "inline": ["ok", "{{env `B`}}"],
+"vars": {"{{env `C`}}": "x", "k": "{{ .Whatever }}"}, "only": ["{{env `D`}}"]}"#,
+        );
+        let mut d = Diagnostics::default();
+        render_like_packer(
+            &n,
+            ComponentKind::Provisioner,
+            "shell",
+            &["type", "only"],
+            &Context::default(),
+            &mut d,
+        );
+        assert_eq!(
+            messages(&d),
+            [
+                "1:73 `inline[1]`: error calling env: env vars are not allowed here",
+                "2:10 `vars` key \"{{env `C`}}\": error calling env: env vars are not allowed here",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_place_already_reported_is_not_reported_again() {
+        let n = node(r#"{"type": "file", "content": "{{env `A`}}", "typo": "{{env `B`}}"}"#);
+        let mut d = Diagnostics::default();
+        // The component reported the unknown key and the content's error.
+        let content = n.get("content").unwrap();
+        d.push(kiln_template::Diagnostic::at(
+            &n.source,
+            content.string_pos(2),
+            "its own",
+        ));
+        let typo = n.entry("typo").unwrap().0.pos;
+        d.push(kiln_template::Diagnostic::at(
+            &n.source,
+            typo,
+            "unknown key",
+        ));
+        render_like_packer(
+            &n,
+            ComponentKind::Builder,
+            "file",
+            &["type"],
+            &Context::default(),
+            &mut d,
+        );
+        assert_eq!(d.0.len(), 2, "{:?}", messages(&d));
+        // A component kiln implements that Packer does not have: untouched.
+        render_like_packer(
+            &n,
+            ComponentKind::Builder,
+            "debootstrap",
+            &["type"],
+            &Context::default(),
+            &mut Diagnostics::default(),
+        );
+        assert!(renders_later(ComponentKind::Builder, "debootstrap").is_none());
+    }
+}
