@@ -14,19 +14,29 @@ fn kiln(dir: &Path) -> Command {
     c
 }
 
+/// Packer 1.6.6's path (checked once).
+fn packer_path() -> String {
+    static PACKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PACKER
+        .get_or_init(|| {
+            let p = std::env::var("KILN_PACKER").unwrap_or_else(|_| "packer".into());
+            let ok = Command::new(&p)
+                .arg("version")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("1.6.6"))
+                .unwrap_or(false);
+            assert!(
+                ok,
+                "Packer 1.6.6 is the oracle of this test: install it with `apt-get install packer` \
+                 (scripts/setup.sh does) or point KILN_PACKER at it"
+            );
+            p
+        })
+        .clone()
+}
+
 fn packer(dir: &Path) -> Command {
-    let p = std::env::var("KILN_PACKER").unwrap_or_else(|_| "packer".into());
-    let ok = Command::new(&p)
-        .arg("version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("1.6.6"))
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "Packer 1.6.6 is the oracle of this test: install it with `apt-get install packer` \
-         (scripts/setup.sh does) or point KILN_PACKER at it"
-    );
-    let mut c = Command::new(p);
+    let mut c = Command::new(packer_path());
     c.current_dir(dir)
         .env("CHECKPOINT_DISABLE", "1")
         .env("PACKER_CACHE_DIR", dir.join("packer_cache"));

@@ -7,7 +7,13 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+/// Packer 1.6.6's path (checked once).
 fn packer() -> String {
+    static PACKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PACKER.get_or_init(find_packer).clone()
+}
+
+fn find_packer() -> String {
     let p = std::env::var("KILN_PACKER").unwrap_or_else(|_| "packer".into());
     let ok = Command::new(&p)
         .arg("version")
