@@ -31,8 +31,26 @@ packages=(
   python3-venv
   build-essential
   curl
+  # (the AWS lab, testlab/aws, needs nothing more: python3-venv for its
+  # pinned venv of moto and the AWS CLI, openssh-server, sudo, curl, and
+  # qemu-utils' qemu-img and qemu-io for the test disks)
   # HashiCorp Packer 1.6.6: the oracle for template behaviour and speed
   packer
+  # boot_command (kiln-bootcommand's guest tests) and the seed's installer
+  # ISO (examples/seed/make-installer-iso.sh): a BIOS boot loader for ISOs,
+  # Debian 12's installer kernel and initrd, a static busybox for a tiny
+  # initramfs (xorriso and syslinux-common are listed above)
+  isolinux
+  debian-installer-12-netboot-amd64
+  busybox-static
+  # configuration-management provisioners (kiln-provisioners-cm): Ansible
+  # (ansible-core: ansible-playbook without the 500 MB of collections) and
+  # Puppet 7 (`puppet apply`); Salt is not in Debian 12: its tests install
+  # it from PyPI into a venv of their own
+  ansible-core
+  puppet-agent
+  # salt-masterless `formulas` are cloned with git
+  git
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -5,7 +5,9 @@
 #   3. every test, including the slow ones `cargo test` ignores by default:
 #      real images built with mmdebstrap, real QEMU guests under TCG, and
 #      the OpenStack suite against real services that testlab/openstack
-#      starts on loopback (and stops afterwards, whatever happens).
+#      starts on loopback, and the AWS suite against the local EC2/S3 that
+#      testlab/aws starts (moto, a fault-injection proxy, an sshd); both
+#      labs are stopped afterwards, whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,10 +31,12 @@ step "Building the tests"
 cargo test --workspace --no-run
 
 lab=${KILN_LAB_ROOT:-/tmp/kiln-oslab}
+awslab=${KILN_AWS_LAB_ROOT:-/tmp/kiln-awslab}
 log=$(mktemp)
-step "cargo test --workspace -- --include-ignored (OpenStack lab in $lab)"
+step "cargo test --workspace -- --include-ignored (OpenStack lab in $lab, AWS lab in $awslab)"
 set +e
 bash testlab/openstack/with-lab.sh "$lab" \
+  bash testlab/aws/with-lab.sh "$awslab" \
   cargo test --workspace --no-fail-fast -- --include-ignored 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e

@@ -8,7 +8,9 @@ pub fn registry() -> Registry {
     kiln_builder_qemu::register(&mut r);
     kiln_builder_debootstrap::register(&mut r);
     kiln_openstack::register(&mut r);
+    kiln_aws::register(&mut r);
     kiln_provisioners::register(&mut r);
+    kiln_provisioners_cm::register(&mut r);
     kiln_post_processors::register(&mut r);
     r
 }

@@ -110,4 +110,24 @@ pub trait Communicator: Send + Sync {
     /// Re-establish the connection after a disconnect (e.g. a reboot),
     /// retrying until `timeout`.
     async fn reconnect(&self, timeout: std::time::Duration) -> Result<(), CommError>;
+
+    /// Run `command` through the remote shell with its standard streams
+    /// connected byte for byte (no line splitting, no pty): `stdin` is sent
+    /// until it ends (then the command sees end of file), stdout and
+    /// stderr are written as they arrive. What an SSH server in front of
+    /// the communicator needs to pass a client's `exec` or `sftp` session
+    /// through (the `ansible` provisioner's proxy). A communicator that
+    /// cannot do it says so (the default).
+    async fn exec_piped(
+        &self,
+        command: &str,
+        stdin: &mut (dyn AsyncRead + Send + Unpin),
+        stdout: &mut (dyn AsyncWrite + Send + Unpin),
+        stderr: &mut (dyn AsyncWrite + Send + Unpin),
+    ) -> Result<ExitStatus, CommError> {
+        let _ = (command, stdin, stdout, stderr);
+        Err(CommError::Other(
+            "this communicator cannot run a command with piped standard streams".into(),
+        ))
+    }
 }

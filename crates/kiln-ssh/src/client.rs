@@ -150,6 +150,15 @@ pub async fn connect(
         ctx.ui.add_secret(p);
     }
     let comm = SshCommunicator::new(cfg, host, port, key, ctx)?;
+    // What Packer's provisioners learn of the connection (its
+    // `PopulateProvisionHookData`): the `ansible` provisioner gives the
+    // user's key file to Ansible when it reaches the machine directly.
+    ctx.set_generated("ConnType", "ssh");
+    if let Some(f) = &cfg.private_key_file {
+        let abs = std::path::absolute(f).unwrap_or_else(|_| f.clone());
+        ctx.set_generated("SSHPrivateKeyFile", abs.display().to_string());
+    }
+    ctx.set_generated("SSHAgentAuth", cfg.agent_auth.to_string());
     ctx.ui
         .say(&format!("Using ssh communicator to connect: {host}"));
     ctx.ui.say("Waiting for SSH to become available...");
@@ -851,7 +860,7 @@ impl SshCommunicator {
     }
 }
 
-fn sig_name(s: &russh::Sig) -> String {
+pub(crate) fn sig_name(s: &russh::Sig) -> String {
     let d = format!("{s:?}");
     match d
         .strip_prefix("Custom(\"")

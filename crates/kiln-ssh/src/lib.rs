@@ -69,6 +69,7 @@
 pub mod client;
 pub mod config;
 pub mod keys;
+mod piped;
 pub mod transfer;
 
 pub use client::{connect, SshCommunicator};
@@ -127,6 +128,16 @@ impl Communicator for SshCommunicator {
 
     async fn reconnect(&self, timeout: std::time::Duration) -> Result<(), CommError> {
         self.do_reconnect(timeout).await
+    }
+
+    async fn exec_piped(
+        &self,
+        command: &str,
+        stdin: &mut (dyn AsyncRead + Send + Unpin),
+        stdout: &mut (dyn AsyncWrite + Send + Unpin),
+        stderr: &mut (dyn AsyncWrite + Send + Unpin),
+    ) -> Result<ExitStatus, CommError> {
+        self.run_piped(command, stdin, stdout, stderr).await
     }
 }
 
