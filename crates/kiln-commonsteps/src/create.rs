@@ -468,12 +468,9 @@ mod tests {
         /// Makes nothing, answers 500.
         Nothing500,
         /// Answers nothing for `answer_after` (then the client gives up:
-        /// no answer), and makes the thing `made_after` after the request
-        /// (before or after the client gave up). `None`: never made.
-        Silent {
-            answer_after: Duration,
-            made_after: Option<Duration>,
-        },
+        /// no answer); the cloud makes the thing later, when it is listed
+        /// for the [`Cloud::made_at_list`]th time (if ever).
+        Silent { answer_after: Duration },
         /// Panics (the task ends without an answer), the thing made first.
         Panics,
     }
@@ -481,6 +478,9 @@ mod tests {
     #[derive(Default)]
     struct Cloud {
         held: Mutex<Vec<String>>,
+        /// A silent request's thing appears at this list call (1: the
+        /// first), so "later" does not depend on timing.
+        made_at_list: Mutex<Option<(usize, String)>>,
         calls: Mutex<Vec<String>>,
         list_errors: Mutex<VecDeque<FakeError>>,
         delete_errors: Mutex<VecDeque<FakeError>>,
@@ -515,17 +515,7 @@ mod tests {
                     Err(FakeError::Status(500))
                 }
                 Answer::Nothing500 => Err(FakeError::Status(500)),
-                Answer::Silent {
-                    answer_after,
-                    made_after,
-                } => {
-                    if let Some(after) = made_after {
-                        let me = self.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(after).await;
-                            me.make(&name);
-                        });
-                    }
+                Answer::Silent { answer_after } => {
                     tokio::time::sleep(answer_after).await;
                     Err(FakeError::NoAnswer)
                 }
@@ -541,6 +531,13 @@ mod tests {
             self.make(&name);
             self.release.notified().await;
             Ok(name)
+        }
+        /// Answers nothing until the test says so (then the client gives
+        /// up: no answer); the thing appears as [`Answer::Silent`]'s does.
+        async fn create_unanswered(self: Arc<Self>, name: String) -> Result<String, FakeError> {
+            self.call(format!("create {name}"));
+            self.release.notified().await;
+            Err(FakeError::NoAnswer)
         }
     }
 
@@ -560,6 +557,13 @@ mod tests {
         }
         async fn find(&self) -> Result<Vec<String>, FakeError> {
             self.cloud.call("list".into());
+            let lists = self.cloud.calls("list");
+            let mut later = self.cloud.made_at_list.lock().unwrap();
+            if later.as_ref().is_some_and(|(n, _)| *n == lists) {
+                let (_, name) = later.take().unwrap();
+                self.cloud.make(&name);
+            }
+            drop(later);
             if let Some(e) = self.cloud.list_errors.lock().unwrap().pop_front() {
                 return Err(e);
             }
@@ -700,10 +704,11 @@ mod tests {
     #[tokio::test]
     async fn no_answer_is_looked_for_until_what_it_made_appears() {
         let mut f = fixture();
-        // The client gives up at once; the cloud makes it 150 ms later.
+        // The client gives up at once; the cloud makes it later (by the
+        // third look).
+        *f.cloud.made_at_list.lock().unwrap() = Some((3, "t1".into()));
         let how = Answer::Silent {
             answer_after: Duration::ZERO,
-            made_after: Some(Duration::from_millis(150)),
         };
         assert_eq!(f.send(how).await, Err(FakeError::NoAnswer));
         assert!(f.cloud.held().is_empty());
@@ -711,10 +716,8 @@ mod tests {
             .undo(&f.ctx, &f.things(Duration::from_secs(30)))
             .await
             .unwrap();
-        assert!(f.cloud.calls("list") > 1, "looked only once");
+        assert_eq!(f.cloud.calls("list"), 3);
         assert_eq!(f.cloud.calls("delete"), 1);
-        // Nothing appears later either.
-        tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(f.cloud.held().is_empty());
         assert!(f.ctx.ledger.live().is_empty());
     }
@@ -724,7 +727,6 @@ mod tests {
         let mut f = fixture();
         let how = Answer::Silent {
             answer_after: Duration::ZERO,
-            made_after: None,
         };
         assert_eq!(f.send(how).await, Err(FakeError::NoAnswer));
         let start = Instant::now();
@@ -751,13 +753,7 @@ mod tests {
         assert_eq!(f.cloud.held(), ["t1"], "the cloud made it");
         assert_eq!(f.ctx.ledger.live(), ["thing t1 being made"]);
         assert!(f.create.unsettled());
-        let (cloud, out) = (f.cloud.clone(), f.out.clone());
-        let answer = async move {
-            while !out.captured().contains("Waiting for the answer") {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            cloud.release.notify_one();
-        };
+        let answer = answer_when_waited_for(f.cloud.clone(), f.out.clone());
         let things = f.things(Duration::from_secs(60));
         let (r, ()) = tokio::join!(f.create.undo(&f.ctx, &things), answer);
         r.unwrap();
@@ -774,28 +770,30 @@ mod tests {
         );
     }
 
+    /// Once the cleanup says it waits for the answer, let it come.
+    async fn answer_when_waited_for(cloud: Arc<Cloud>, out: Output) {
+        while !out.captured().contains("Waiting for the answer") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cloud.release.notify_one();
+    }
+
     #[tokio::test]
     async fn an_answer_that_never_comes_while_the_step_is_dropped() {
         let mut f = fixture();
-        // No answer for 100 ms (then the client gives up); the cloud makes
-        // the thing at 200 ms, after the cleanup has its non-answer.
-        let req = f.cloud.clone().create(
-            "t1".into(),
-            Answer::Silent {
-                answer_after: Duration::from_millis(100),
-                made_after: Some(Duration::from_millis(200)),
-            },
-        );
+        // No answer until the cleanup waits for it (then the client gives
+        // up); the cloud makes the thing after the cleanup's first look.
+        *f.cloud.made_at_list.lock().unwrap() = Some((2, "t1".into()));
+        let req = f.cloud.clone().create_unanswered("t1".into());
         let send = f.create.send(&f.ctx, "thing t1 being made", req);
         assert!(tokio::time::timeout(Duration::from_millis(20), send)
             .await
             .is_err());
-        f.create
-            .undo(&f.ctx, &f.things(Duration::from_secs(30)))
-            .await
-            .unwrap();
-        assert!(f.out.captured().contains("Waiting for the answer"));
-        assert!(f.cloud.calls("list") > 1);
+        let things = f.things(Duration::from_secs(30));
+        let answer = answer_when_waited_for(f.cloud.clone(), f.out.clone());
+        let (r, ()) = tokio::join!(f.create.undo(&f.ctx, &things), answer);
+        r.unwrap();
+        assert_eq!(f.cloud.calls("list"), 2);
         assert_eq!(f.cloud.calls("delete"), 1);
         assert!(f.cloud.held().is_empty());
         assert!(f.ctx.ledger.live().is_empty());
