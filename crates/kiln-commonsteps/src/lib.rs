@@ -15,13 +15,22 @@
 //!   (QEMU exiting) sets [`Machine::liveness`], and the waits above fail at
 //!   once with a [`MachineStopped`] error instead of timing out.
 //!
+//! For cloud builders, [`create`]: a create request that may leak (a
+//! server, a key pair, an image), written once: recorded before it is sent,
+//! run to its answer even when its step is dropped, and in the step's
+//! cleanup settled, looked for when its outcome is unknown, deleted with
+//! retries and released ([`Create`], with a [`Resource`] per kind of thing
+//! and a [`CloudError`] for the cloud's error type).
+//!
 //! See `docs/adding-a-builder.md` for how a new builder is put together.
 pub mod connect;
+pub mod create;
 pub mod machine;
 pub mod output_dir;
 pub mod provision;
 
 pub use connect::{Connector, SshConnector, StepConnect};
+pub use create::{CloudError, Create, Resource, Retry};
 pub use machine::{while_alive, HasMachine, Liveness, Machine, MachineStopped};
 pub use output_dir::{output_dir_problem, StepOutputDir};
 pub use provision::StepProvision;

@@ -15,19 +15,23 @@
 use crate::builder::ImageArtifact;
 use crate::client::api::Image;
 use crate::client::{auth, resolve_from_env, AccessKeys, Cloud, OsError, Session};
+use crate::error::FileError;
 use crate::qcow2;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use kiln_commonsteps::create::{Create, Resource};
 use kiln_core::communicator::TransferProgress;
-use kiln_core::{async_trait, Artifact, BuildError, PostProcessCtx, PostProcessed, PostProcessor};
+use kiln_core::{
+    async_trait, Artifact, BuildCtx, BuildError, PostProcessCtx, PostProcessed, PostProcessor,
+};
 use md5::Md5;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha512};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// The builder id of create_box's artifacts.
 pub const BUILDER_ID: &str = "kiln.create_box";
@@ -136,37 +140,42 @@ fn input_of(c: &Config, a: &dyn Artifact) -> Result<Input, BuildError> {
     }
 }
 
-/// Removes the image it holds unless disarmed (a failure at any point,
-/// cancellation included, leaves nothing in Glance). Armed before the
-/// image is asked for: the image's id is chosen by kiln, so even a create
-/// request cut off by a Ctrl-C or a timeout leaves nothing unknown.
-struct ImageGuard {
-    cloud: Cloud,
-    id: Arc<Mutex<Option<String>>>,
-    /// The create request, when it has not been answered yet (it runs on
-    /// to its end: the image is deleted after it has answered, never
-    /// before it exists).
-    create: Mutex<Option<tokio::task::JoinHandle<Result<Image, OsError>>>>,
-    /// The create request got no answer at all: Glance may still be
-    /// making the image.
-    unanswered: std::sync::atomic::AtomicBool,
+/// The new image, for [`Create::undo`]: kiln chooses its id (Glance
+/// accepts one), so even a create request cut off by a Ctrl-C or a timeout
+/// leaves nothing unknown: it is looked for by that id.
+struct NewImages<'a> {
+    cloud: &'a Cloud,
+    id: &'a str,
 }
 
-impl ImageGuard {
-    fn take(&self) -> Option<String> {
-        self.id.lock().unwrap_or_else(|e| e.into_inner()).take()
+#[async_trait]
+impl Resource for NewImages<'_> {
+    type Item = String;
+    type Error = OsError;
+    fn request_timeout(&self) -> Duration {
+        self.cloud.session.request_timeout
     }
-    fn arm(&self, id: &str) {
-        *self.id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.to_string());
-    }
-    fn note(&self, e: &OsError) {
-        if e.unanswered() {
-            self.unanswered
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+    async fn find(&self) -> Result<Vec<String>, OsError> {
+        match self.cloud.get_image(self.id).await {
+            Ok(img) => Ok(vec![img.id]),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e),
         }
     }
-    fn pending(&self) -> Option<tokio::task::JoinHandle<Result<Image, OsError>>> {
-        self.create.lock().unwrap_or_else(|e| e.into_inner()).take()
+    async fn delete(&self, id: &String) -> Result<(), OsError> {
+        self.cloud.delete_image(id).await
+    }
+    fn find_failed(&self) -> String {
+        format!(
+            "Could not look for image {}, which may have been created: please check Glance",
+            self.id
+        )
+    }
+    fn delete_failed(&self, id: &String) -> String {
+        format!("Could not delete image {id}, please delete it by hand")
+    }
+    async fn deleting(&self, ctx: &BuildCtx, id: &String) {
+        ctx.ui.say(&format!("Deleting the unfinished image {id}"));
     }
 }
 
@@ -212,23 +221,33 @@ impl PostProcessor for CreateBox {
             })
             .await?;
         let cloud = Cloud::new(session);
-        let guard = ImageGuard {
-            cloud: cloud.clone(),
-            id: Arc::new(Mutex::new(None)),
-            create: Mutex::new(None),
-            unanswered: Default::default(),
-        };
+        // The create routine speaks through create_box's own UI.
+        let mut cctx = b.clone();
+        cctx.ui = ui.clone();
+        let mut create: Create<String, OsError> = Create::new("image");
+        // kiln chooses the new image's id: the record knows it before the
+        // image is asked for.
+        let id = uuid::Uuid::new_v4().to_string();
         let dir = self
             .config
             .temp_dir
             .clone()
             .unwrap_or_else(|| b.work_dir.clone());
-        let work = run(&self.config, &cloud, &source, &dir, ui.as_ref(), &guard);
+        let work = run(
+            &self.config,
+            &cloud,
+            &source,
+            &dir,
+            &cctx,
+            NewImage {
+                id: &id,
+                create: &mut create,
+            },
+        );
         let r = b.cancellable(work).await;
         match r {
             Ok(Some(new_id)) => {
-                let ledger = guard.take();
-                debug_assert!(ledger.is_some());
+                create.keep(&cctx);
                 let mut a = ImageArtifact::new(cloud, new_id);
                 a.builder_id = BUILDER_ID.to_string();
                 Ok(PostProcessed {
@@ -245,55 +264,25 @@ impl PostProcessor for CreateBox {
                 force_keep: true,
             }),
             Err(e) => {
-                if let Some(h) = guard.pending() {
-                    ui.message(
-                        "Waiting for the answer to the image create request before cleaning up...",
-                    );
-                    if let Ok(Err(e)) = h.await {
-                        guard.note(&e);
-                    }
-                }
-                if let Some(id) = guard.take() {
-                    if guard.unanswered.load(std::sync::atomic::Ordering::SeqCst) {
-                        // Glance may still be making it: let it appear
-                        // before deleting it (for as long as one request
-                        // may take).
-                        let until = std::time::Instant::now() + cloud.session.request_timeout;
-                        while std::time::Instant::now() < until {
-                            match guard.cloud.get_image(&id).await {
-                                Err(e) if e.is_not_found() => {
-                                    tokio::time::sleep(std::time::Duration::from_millis(250)).await
-                                }
-                                _ => break,
-                            }
-                        }
-                    }
-                    ui.say(&format!("Deleting the unfinished image {id}"));
-                    let mut last = None;
-                    for _ in 0..5 {
-                        match guard.cloud.delete_image(&id).await {
-                            Ok(()) => {
-                                last = None;
-                                break;
-                            }
-                            Err(e) if e.is_not_found() => {
-                                last = None;
-                                break;
-                            }
-                            Err(e) => last = Some(e),
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    }
-                    if let Some(e2) = last {
-                        ui.error(&format!(
-                            "Could not delete image {id}, please delete it by hand: {e2}"
-                        ));
-                    }
+                // The create request runs on when `work` is dropped: the
+                // routine awaits its answer, then deletes what it made.
+                let images = NewImages {
+                    cloud: &cloud,
+                    id: &id,
+                };
+                if let Err(e2) = create.undo(&cctx, &images).await {
+                    ui.error(&e2.to_string());
                 }
                 Err(e)
             }
         }
     }
+}
+
+/// The new image: the id kiln chose for it, and its create request.
+struct NewImage<'a> {
+    id: &'a str,
+    create: &'a mut Create<String, OsError>,
 }
 
 /// The whole conversion; `Ok(None)` when there is nothing to do.
@@ -302,12 +291,13 @@ async fn run(
     cloud: &Cloud,
     source: &Input,
     dir: &Path,
-    ui: &dyn kiln_core::Ui,
-    guard: &ImageGuard,
+    ctx: &BuildCtx,
+    new: NewImage<'_>,
 ) -> Result<Option<String>, BuildError> {
+    let ui = ctx.ui.as_ref();
     tokio::fs::create_dir_all(dir)
         .await
-        .map_err(|e| BuildError::msg(format!("creating {}: {e}", dir.display())))?;
+        .map_err(FileError::at("creating", dir))?;
     // The local qcow2 (removed when dropped, whatever happens).
     let (name, file, _tmp): (String, PathBuf, Option<tempfile::TempPath>) = match source {
         Input::Glance(id) => {
@@ -331,12 +321,7 @@ async fn run(
                     src.disk_format.as_deref().unwrap_or("?")
                 )));
             }
-            let tmp = tempfile::Builder::new()
-                .prefix("create_box-")
-                .suffix(".qcow2")
-                .tempfile_in(dir)
-                .map_err(|e| BuildError::msg(format!("creating a file in {}: {e}", dir.display())))?
-                .into_temp_path();
+            let tmp = temp_qcow2(dir)?;
             ui.say(&format!(
                 "Downloading raw image {id} and converting it to qcow2{}",
                 if c.compress { " (compressed)" } else { "" }
@@ -354,22 +339,14 @@ async fn run(
             });
             let mut head = [0u8; 4];
             let fmt = {
-                let mut f = std::fs::File::open(path)
-                    .map_err(|e| BuildError::msg(format!("opening {}: {e}", path.display())))?;
+                let mut f = std::fs::File::open(path).map_err(FileError::at("opening", path))?;
                 let n = f.read(&mut head).unwrap_or(0);
                 qcow2::sniff(&head[..n])
             };
             match (fmt, c.compress) {
                 (qcow2::Format::Qcow2, false) => (name, path.clone(), None),
                 (fmt, compress) => {
-                    let tmp = tempfile::Builder::new()
-                        .prefix("create_box-")
-                        .suffix(".qcow2")
-                        .tempfile_in(dir)
-                        .map_err(|e| {
-                            BuildError::msg(format!("creating a file in {}: {e}", dir.display()))
-                        })?
-                        .into_temp_path();
+                    let tmp = temp_qcow2(dir)?;
                     ui.say(&format!("Converting {} to qcow2", path.display()));
                     if fmt == qcow2::Format::Qcow2 {
                         qemu_img_compress(path, &tmp).await?;
@@ -382,8 +359,18 @@ async fn run(
             }
         }
     };
-    let id = upload(c, cloud, &name, &file, ui, guard).await?;
+    let id = upload(c, cloud, &name, &file, ctx, new).await?;
     Ok(Some(id))
+}
+
+/// The local qcow2, in `dir`, removed when dropped.
+fn temp_qcow2(dir: &Path) -> Result<tempfile::TempPath, FileError> {
+    Ok(tempfile::Builder::new()
+        .prefix("create_box-")
+        .suffix(".qcow2")
+        .tempfile_in(dir)
+        .map_err(FileError::at("creating a file in", dir))?
+        .into_temp_path())
 }
 
 /// Stream a raw Glance image into the qcow2 writer; check its length and
@@ -402,25 +389,22 @@ async fn download_convert(
     let total = src.size.or(resp.content_length());
     let progress = ui.progress("Downloading and converting");
     progress.start(total);
-    let f = std::fs::File::create(out)
-        .map_err(|e| BuildError::msg(format!("creating {}: {e}", out.display())))?;
+    let f = std::fs::File::create(out).map_err(FileError::at("creating", out))?;
     let level = c.compress.then_some(c.compression_level);
     // Writer and checksum run on two threads, fed the same 1 MiB batches.
     let (wtx, mut wrx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let (htx, mut hrx) = tokio::sync::mpsc::channel::<Bytes>(8);
-    let out_s = out.display().to_string();
-    let writer = tokio::task::spawn_blocking(move || -> Result<qcow2::Stats, String> {
+    let out_p = out.to_path_buf();
+    let writer = tokio::task::spawn_blocking(move || -> Result<qcow2::Stats, FileError> {
+        let writing = || FileError::at("writing", &out_p);
         let mut w = qcow2::Writer::new(std::io::BufWriter::with_capacity(1 << 20, f), level)
-            .map_err(|e| format!("writing {out_s}: {e}"))?;
+            .map_err(writing())?;
         while let Some(chunk) = wrx.blocking_recv() {
-            w.write(&chunk)
-                .map_err(|e| format!("writing {out_s}: {e}"))?;
+            w.write(&chunk).map_err(writing())?;
         }
-        let (bw, st) = w.finish().map_err(|e| format!("writing {out_s}: {e}"))?;
-        let f = bw
-            .into_inner()
-            .map_err(|e| format!("writing {out_s}: {e}"))?;
-        f.sync_data().map_err(|e| format!("writing {out_s}: {e}"))?;
+        let (bw, st) = w.finish().map_err(writing())?;
+        let f = bw.into_inner().map_err(|e| writing()(e.into_error()))?;
+        f.sync_data().map_err(writing())?;
         Ok(st)
     });
     let hasher = tokio::task::spawn_blocking(move || {
@@ -430,6 +414,7 @@ async fn download_convert(
         }
         hex::encode(h.finalize())
     });
+    let url = resp.url().to_string();
     let mut stream = resp.bytes_stream();
     let mut got: u64 = 0;
     let mut failed = None;
@@ -444,11 +429,11 @@ async fn download_convert(
                 batch.extend_from_slice(&c);
             }
             Some(Err(e)) => {
-                failed = Some(format!(
-                    "create_box: downloading image {}: {}",
-                    src.id,
-                    crate::client::session::describe(&e)
-                ));
+                failed = Some(OsError::Transport {
+                    method: "reading".into(),
+                    url: url.clone(),
+                    message: crate::client::session::describe(&e),
+                });
                 break;
             }
             None => {}
@@ -469,11 +454,12 @@ async fn download_convert(
     progress.finish();
     let st = writer
         .await
-        .map_err(|e| BuildError::msg(format!("create_box: writer: {e}")))?
-        .map_err(BuildError::msg)?;
+        .map_err(|e| BuildError::new(e).context("create_box: writer"))??;
     let md5 = hasher.await.unwrap_or_default();
-    if let Some(f) = failed {
-        return Err(BuildError::msg(f));
+    if let Some(e) = failed {
+        return Err(
+            BuildError::from(e).context(format!("create_box: downloading image {}", src.id))
+        );
     }
     if let Some(size) = src.size {
         if got != size {
@@ -514,38 +500,33 @@ async fn convert_local(
     let progress: Arc<dyn TransferProgress> = Arc::from(ui.progress("Converting"));
     let (p, o) = (path.to_path_buf(), out.to_path_buf());
     let pr = progress.clone();
-    let r = tokio::task::spawn_blocking(move || -> Result<qcow2::Stats, String> {
-        let mut inp =
-            std::fs::File::open(&p).map_err(|e| format!("opening {}: {e}", p.display()))?;
+    let r = tokio::task::spawn_blocking(move || -> Result<qcow2::Stats, FileError> {
+        let writing = || FileError::at("writing", &o);
+        let mut inp = std::fs::File::open(&p).map_err(FileError::at("opening", &p))?;
         let len = inp.metadata().map(|m| m.len()).ok();
         pr.start(len);
-        let f = std::fs::File::create(&o).map_err(|e| format!("creating {}: {e}", o.display()))?;
+        let f = std::fs::File::create(&o).map_err(FileError::at("creating", &o))?;
         let mut w = qcow2::Writer::new(std::io::BufWriter::with_capacity(1 << 20, f), level)
-            .map_err(|e| format!("writing {}: {e}", o.display()))?;
+            .map_err(writing())?;
         let mut buf = vec![0u8; 4 << 20];
         loop {
-            let n = inp
-                .read(&mut buf)
-                .map_err(|e| format!("reading {}: {e}", p.display()))?;
+            let n = inp.read(&mut buf).map_err(FileError::at("reading", &p))?;
             if n == 0 {
                 break;
             }
-            w.write(&buf[..n])
-                .map_err(|e| format!("writing {}: {e}", o.display()))?;
+            w.write(&buf[..n]).map_err(writing())?;
             pr.advance(n as u64);
         }
-        let (bw, st) = w
-            .finish()
-            .map_err(|e| format!("writing {}: {e}", o.display()))?;
+        let (bw, st) = w.finish().map_err(writing())?;
         bw.into_inner()
-            .map_err(|e| format!("writing {}: {e}", o.display()))?
+            .map_err(|e| writing()(e.into_error()))?
             .sync_data()
-            .map_err(|e| format!("writing {}: {e}", o.display()))?;
+            .map_err(writing())?;
         Ok(st)
     })
     .await
-    .map_err(|e| BuildError::msg(format!("converting: {e}")))?
-    .map_err(BuildError::msg);
+    .map_err(|e| BuildError::new(e).context("converting"))
+    .and_then(|r| r.map_err(BuildError::from));
     progress.finish();
     r
 }
@@ -558,7 +539,7 @@ async fn qemu_img_compress(path: &Path, out: &Path) -> Result<(), BuildError> {
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| BuildError::msg(format!("running qemu-img: {e}")))?;
+        .map_err(|e| BuildError::new(e).context("running qemu-img"))?;
     if !o.status.success() {
         return Err(BuildError::msg(format!(
             "qemu-img convert -c failed: {}",
@@ -602,39 +583,36 @@ async fn upload(
     cloud: &Cloud,
     name: &str,
     file: &Path,
-    ui: &dyn kiln_core::Ui,
-    guard: &ImageGuard,
+    ctx: &BuildCtx,
+    new: NewImage<'_>,
 ) -> Result<String, BuildError> {
-    // kiln chooses the id (Glance accepts one): the guard knows the image
-    // before it is asked for.
-    let id = uuid::Uuid::new_v4().to_string();
+    let ui = ctx.ui.as_ref();
+    let id = new.id.to_string();
     let mut body = create_body(c, name);
     body["id"] = json!(id);
-    guard.arm(&id);
-    let handle = {
-        let cloud = cloud.clone();
-        tokio::spawn(async move { cloud.create_image(body).await })
-    };
-    *guard.create.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
-    let answer = poll_create(guard).await;
-    if let Err(e) = &answer {
-        guard.note(e);
-    }
-    let img = answer.map_err(|e| BuildError::from(e).context("create_box: creating the image"))?;
-    if img.id != id {
+    let cloud2 = cloud.clone();
+    let made = new
+        .create
+        .send(
+            ctx,
+            format!("image {id} being created (openstack)"),
+            async move { cloud2.create_image(body).await.map(|img| img.id) },
+        )
+        .await
+        .map_err(|e| BuildError::from(e).context("create_box: creating the image"))?;
+    if made != id {
         return Err(BuildError::msg(format!(
-            "create_box: Glance made image {} instead of {id}",
-            img.id
+            "create_box: Glance made image {made} instead of {id}"
         )));
     }
     ui.say(&format!("Uploading qcow2 image {name:?} as {id}"));
     let f = tokio::fs::File::open(file)
         .await
-        .map_err(|e| BuildError::msg(format!("opening {}: {e}", file.display())))?;
+        .map_err(FileError::at("opening", file))?;
     let len = f
         .metadata()
         .await
-        .map_err(|e| BuildError::msg(format!("reading {}: {e}", file.display())))?
+        .map_err(FileError::at("reading", file))?
         .len();
     let progress: Arc<dyn TransferProgress> = Arc::from(ui.progress("Uploading"));
     progress.start(Some(len));
@@ -673,27 +651,6 @@ async fn upload(
         got.size.unwrap_or(0)
     ));
     Ok(id)
-}
-
-/// Wait for the guard's create request; if this future is dropped (Ctrl-C)
-/// the request stays with the guard, whose owner awaits it.
-async fn poll_create(guard: &ImageGuard) -> Result<Image, OsError> {
-    std::future::poll_fn(|cx| {
-        let mut g = guard.create.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(h) = g.as_mut() else {
-            return std::task::Poll::Ready(Err(OsError::Cancelled));
-        };
-        match std::pin::Pin::new(h).poll(cx) {
-            std::task::Poll::Pending => std::task::Poll::Pending,
-            std::task::Poll::Ready(r) => {
-                *g = None;
-                std::task::Poll::Ready(r.unwrap_or_else(|e| {
-                    Err(OsError::Protocol(format!("image create request: {e}")))
-                }))
-            }
-        }
-    })
-    .await
 }
 
 /// Glance's account of the upload must match what was sent.

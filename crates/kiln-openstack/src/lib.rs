@@ -4,14 +4,20 @@
 //!   Cinder).
 //! - [`builder`]: the `openstack` builder, Packer 1.6.6 compatible.
 //! - [`qcow2`]: a streaming raw -> qcow2 writer (no raw copy on disk).
+//! - [`error`]: the crate's own typed errors ([`FileError`]); the
+//!   client's is [`OsError`]. Errors reach kiln whole
+//!   ([`kiln_core::BuildError::new`] or `BuildError::from`, with a
+//!   context), so code that must decide something finds them by type.
 //! - [`create_box`]: the `create_box` post-processor: a Glance raw image
 //!   (or a local disk image) becomes a qcow2 Glance image.
+pub mod builder;
 pub mod client;
+pub mod create_box;
+pub mod error;
+pub mod qcow2;
 
 pub use client::{Cloud, OsError, Session};
-pub mod builder;
-pub mod create_box;
-pub mod qcow2;
+pub use error::FileError;
 
 use kiln_core::{Builder, PostProcessor, PrepareOpts, Registry};
 use kiln_template::Decoder;
@@ -28,18 +34,14 @@ fn create_box_factory(d: &mut Decoder<'_>, _: &PrepareOpts) -> Option<Box<dyn Po
 }
 
 fn builder_factory(d: &mut Decoder<'_>, _: &PrepareOpts) -> Option<Box<dyn Builder>> {
-    let (config, connector) = decode_builder(d);
-    Some(Box::new(builder::OpenStackBuilder { config, connector }))
+    Some(Box::new(builder::OpenStackBuilder::new(decode_builder(d))))
 }
 
-/// The `openstack` builder's configuration and connector from a template
-/// object (what the registered factory does; `finish()` is the caller's).
-pub fn decode_builder(
-    d: &mut Decoder<'_>,
-) -> (builder::Config, std::sync::Arc<dyn builder::Connector>) {
-    let (comm, connector) = comm::decode(d);
-    (builder::config::decode(d, comm), connector)
+/// The `openstack` builder's configuration from a template object: the
+/// communicator's keys (kiln's SSH communicator decodes every one) and the
+/// builder's own (what the registered factory does; `finish()` is the
+/// caller's).
+pub fn decode_builder(d: &mut Decoder<'_>) -> builder::Config {
+    let comm = kiln_ssh::SshConfig::decode(d);
+    builder::config::decode(d, comm)
 }
-
-mod comm;
-pub use comm::set_connector_factory;

@@ -2,7 +2,9 @@
 //! the builder configuration Packer 1.6.6 reads from it; and template
 //! mistakes are reported as Packer does.
 use kiln_openstack::builder::SourceImage;
-use kiln_template::template::{parse, parse_file, BUILDER_CORE_KEYS, POST_PROCESSOR_CORE_KEYS};
+use kiln_template::template::{
+    parse, parse_file, Template, BUILDER_CORE_KEYS, POST_PROCESSOR_CORE_KEYS,
+};
 use kiln_template::{Context, Decoder, Diagnostics, Source};
 use std::path::Path;
 use std::sync::Arc;
@@ -13,11 +15,15 @@ fn decode_builder(json: &str) -> (kiln_openstack::builder::Config, Diagnostics) 
         text: json.to_string(),
     }))
     .unwrap();
+    decode(&t)
+}
+
+fn decode(t: &Template) -> (kiln_openstack::builder::Config, Diagnostics) {
     let ctx = Context::new(t.dir.clone());
     let mut diags = Diagnostics::default();
     let mut d = Decoder::new(&t.builders[0].config, &ctx, &mut diags);
     d.ignore(BUILDER_CORE_KEYS);
-    let (c, _) = kiln_openstack::decode_builder(&mut d);
+    let c = kiln_openstack::decode_builder(&mut d);
     d.finish();
     (c, diags)
 }
@@ -25,13 +31,7 @@ fn decode_builder(json: &str) -> (kiln_openstack::builder::Config, Diagnostics) 
 #[test]
 fn the_seed_template_verbatim() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed/openstack.json");
-    let t = parse_file(&path).unwrap();
-    let ctx = Context::new(t.dir.clone());
-    let mut diags = Diagnostics::default();
-    let mut d = Decoder::new(&t.builders[0].config, &ctx, &mut diags);
-    d.ignore(BUILDER_CORE_KEYS);
-    let (c, _) = kiln_openstack::decode_builder(&mut d);
-    d.finish();
+    let (c, diags) = decode(&parse_file(&path).unwrap());
     assert!(diags.is_empty(), "{diags}");
     assert_eq!(c.flavor, "m1.small");
     assert_eq!(c.image_name, "image built by Packer");
@@ -46,7 +46,7 @@ fn the_seed_template_verbatim() {
     assert_eq!(c.floating_ip_network.as_deref(), Some("nova"));
     assert_eq!(c.security_groups, vec!["ssh".to_string()]);
     assert_eq!(c.comm.username, "ubuntu");
-    assert!(c.comm.wants_temporary_keypair());
+    assert!(c.wants_temporary_keypair());
     assert_eq!(c.access, Default::default(), "credentials come from OS_*");
 }
 

@@ -66,10 +66,10 @@ fn seed_builder(tag: &str, overrides: Value) -> OpenStackBuilder {
     let mut diags = Diagnostics::default();
     let mut d = Decoder::new(&tpl.builders[0].config, &ctx, &mut diags);
     d.ignore(BUILDER_CORE_KEYS);
-    let (config, connector) = kiln_openstack::decode_builder(&mut d);
+    let config = kiln_openstack::decode_builder(&mut d);
     d.finish();
     assert!(diags.is_empty(), "{diags}\n{text}");
-    OpenStackBuilder { config, connector }
+    OpenStackBuilder::new(config)
 }
 
 /// The seed's provisioners, over the communicator: its shell scripts (the
@@ -328,6 +328,66 @@ async fn cancel_during_provisioning_cleans_up() {
     assert!(text.contains("Terminating the source server"), "{text}");
     assert!(ctx.ledger.live().is_empty(), "{:?}", ctx.ledger.live());
     assert_clean(&cloud, "Ctrl-C").await;
+}
+
+/// Nova puts the server in ERROR while kiln waits for SSH (for up to 10
+/// minutes): the build fails at the next look at the server, with the
+/// machine's death as its typed error (a timeout would be another error),
+/// and leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the OpenStack lab: scripts/test.sh runs it with --include-ignored"]
+async fn server_in_error_while_waiting_for_ssh_fails_at_once() {
+    let Some(root) = lab() else { return };
+    let _g = SERIAL.lock().await;
+    let cloud = start(&root).await;
+    let admin = admin_cloud(&root).await;
+    // Nothing listens there: SSH never answers.
+    let b = seed_builder(
+        "error",
+        json!({"ssh_host": "127.0.0.250", "ssh_timeout": "10m"}),
+    );
+    let hook = CommandsHook::new(&["true"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, ctx) = support::ctx(dir.path());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (r, _) = tokio::join!(
+        async {
+            let r = b.run(&ctx, &hook).await;
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        },
+        async {
+            while !out.captured().contains("Using ssh communicator to connect")
+                && !done.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let id = ctx.generated()["ID"].clone();
+                admin
+                    .server_action(&id, json!({"os-resetState": {"state": "error"}}))
+                    .await
+                    .unwrap();
+            }
+        }
+    );
+    let text = out.captured();
+    let e = match r {
+        Ok(_) => panic!("the build succeeded:\n{text}"),
+        Err(e) => e,
+    };
+    let stopped = e
+        .find::<kiln_commonsteps::MachineStopped>()
+        .unwrap_or_else(|| panic!("not a MachineStopped: {e}\n{text}"));
+    assert!(
+        stopped
+            .report
+            .contains("stopped while waiting for SSH: server is in ERROR"),
+        "{e}"
+    );
+    assert!(text.contains("Terminating the source server"), "{text}");
+    assert!(ctx.ledger.live().is_empty(), "{:?}", ctx.ledger.live());
+    assert_clean(&cloud, "a server in ERROR").await;
 }
 
 /// The seed's builder through a fault proxy (`overrides` merged in).

@@ -3,12 +3,12 @@
 //! the API references). Checks the order of calls Packer makes (volume,
 //! server booting from it, stop, detach, upload-to-image) and that the
 //! server and the volume are cleaned up, also when the upload fails.
+use kiln_commonsteps::Connector;
 use kiln_core::ui::{Mode, Output, OutputConfig};
 use kiln_core::{BuildCtx, Builder};
-use kiln_openstack::builder::{
-    CommSettings, Config, Connector, OpenStackBuilder, SourceImage, TempKey,
-};
+use kiln_openstack::builder::{Config, OpenStackBuilder, SourceImage};
 use kiln_openstack::client::AccessKeys;
+use kiln_ssh::{CommType, SshConfig, TempKeyPair};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -207,14 +207,12 @@ async fn serve(state: Arc<Mutex<Cloud>>) -> String {
 struct Unused;
 #[kiln_core::async_trait]
 impl Connector for Unused {
-    fn generate_key(&self) -> Result<TempKey, kiln_core::BuildError> {
-        panic!("no key pair with communicator none")
-    }
     async fn connect(
         &self,
         _: &BuildCtx,
         _: &str,
-        _: Option<&TempKey>,
+        _: u16,
+        _: Option<&TempKeyPair>,
     ) -> Result<Arc<dyn kiln_core::Communicator>, kiln_core::BuildError> {
         panic!("no SSH with communicator none")
     }
@@ -251,8 +249,8 @@ async fn build(
         use_blockstorage_volume: true,
         volume_size: Some(5),
         image_disk_format: Some("qcow2".into()),
-        comm: CommSettings {
-            none: true,
+        comm: SshConfig {
+            comm_type: CommType::None,
             ..Default::default()
         },
         ..Default::default()
@@ -264,10 +262,7 @@ async fn build(
     });
     let dir = tempfile::tempdir().unwrap();
     let ctx = BuildCtx::for_test(out.build_ui("openstack"), dir.path().to_path_buf());
-    let b = OpenStackBuilder {
-        config,
-        connector: Arc::new(Unused),
-    };
+    let b = OpenStackBuilder::with_connector(config, Arc::new(Unused));
     let r = b.run(&ctx, &kiln_core::component::NoHook).await;
     assert!(ctx.ledger.live().is_empty(), "{:?}", ctx.ledger.live());
     let s = st.lock().unwrap();

@@ -1,5 +1,6 @@
 //! The `openstack` builder's configuration (Packer 1.6.6's keys).
 use crate::client::AccessKeys;
+use kiln_ssh::SshConfig;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -57,38 +58,7 @@ impl ImageFilter {
     }
 }
 
-/// What the builder needs to know about the communicator (the keys
-/// themselves belong to the SSH communicator's configuration).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CommSettings {
-    /// `communicator: none`: no connection, no provisioning over SSH.
-    pub none: bool,
-    /// `ssh_host`: connect here instead of the server's address.
-    pub host: Option<String>,
-    pub port: u16,
-    pub username: String,
-    /// `ssh_keypair_name`: an existing Nova key pair for the server.
-    pub keypair_name: Option<String>,
-    /// A private key file, a password or agent auth is configured.
-    pub has_private_key_file: bool,
-    pub has_password: bool,
-    pub agent_auth: bool,
-    /// `temporary_key_pair_name`.
-    pub temporary_key_pair_name: Option<String>,
-}
-
-impl CommSettings {
-    /// Packer's rule: a temporary key pair unless a key pair, a private
-    /// key file or a password is given.
-    pub fn wants_temporary_keypair(&self) -> bool {
-        !self.none
-            && self.keypair_name.is_none()
-            && !self.has_private_key_file
-            && !self.has_password
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Config {
     pub access: AccessKeys,
     pub flavor: String,
@@ -123,14 +93,29 @@ pub struct Config {
     pub image_min_disk: Option<u64>,
     pub image_disk_format: Option<String>,
     pub force_delete: bool,
-    pub comm: CommSettings,
+    /// The communicator's keys (`communicator`, `ssh_*`,
+    /// `temporary_key_pair_*`), as kiln's SSH communicator decodes them.
+    pub comm: SshConfig,
+}
+
+impl Config {
+    /// Packer's rule: a temporary key pair unless a key pair, a private
+    /// key file or a password is given (or there is no communicator).
+    pub fn wants_temporary_keypair(&self) -> bool {
+        let c = &self.comm;
+        !c.is_none()
+            && c.keypair_name.is_none()
+            && c.private_key_file.is_none()
+            && c.password.is_none()
+    }
 }
 
 pub const VISIBILITIES: &[&str] = &["public", "private", "shared", "community"];
 
-/// Decode the builder's own keys (not the communicator's) and check them
-/// as Packer's Prepare does. Problems go to the decoder.
-pub fn decode(d: &mut kiln_template::Decoder<'_>, comm: CommSettings) -> Config {
+/// Decode the builder's own keys (`comm`: the communicator's, decoded
+/// already) and check them as Packer's Prepare does. Problems go to the
+/// decoder.
+pub fn decode(d: &mut kiln_template::Decoder<'_>, comm: SshConfig) -> Config {
     let access = AccessKeys::decode(d);
     let flavor = d.string("flavor");
     let source_image = d.string("source_image");
@@ -238,7 +223,7 @@ pub fn decode(d: &mut kiln_template::Decoder<'_>, comm: CommSettings) -> Config 
             "use_blockstorage_volume must be true if image_disk_format is specified.",
         );
     }
-    if comm.keypair_name.is_some() && !comm.has_private_key_file && !comm.agent_auth {
+    if comm.keypair_name.is_some() && comm.private_key_file.is_none() && !comm.agent_auth {
         d.error(
             "ssh_keypair_name",
             "A ssh_private_key_file must be provided or ssh_agent_auth enabled when ssh_keypair_name is specified.",

@@ -52,6 +52,33 @@ impl OsError {
     }
 }
 
+/// What kiln's create routine needs to know of an OpenStack error (see
+/// [`kiln_commonsteps::create`]).
+impl kiln_commonsteps::create::CloudError for OsError {
+    fn outcome_unknown(&self) -> bool {
+        OsError::outcome_unknown(self)
+    }
+    fn unanswered(&self) -> bool {
+        OsError::unanswered(self)
+    }
+    fn is_not_found(&self) -> bool {
+        OsError::is_not_found(self)
+    }
+    /// Anything but a refusal that will not change (400 to 404), missing
+    /// credentials, or a cancel.
+    fn is_retryable(&self) -> bool {
+        !matches!(self, OsError::Config(_) | OsError::Cancelled)
+            && !matches!(self.status(), Some(400..=404))
+    }
+    fn task_lost(reason: String) -> Self {
+        OsError::Transport {
+            method: "request".into(),
+            url: String::new(),
+            message: reason,
+        }
+    }
+}
+
 impl From<OsError> for BuildError {
     fn from(e: OsError) -> Self {
         match e {
@@ -151,5 +178,31 @@ mod tests {
             message: "nope".into(),
         };
         assert_eq!(e.to_string(), "GET http://x/v2.1/flavors/a: 404: nope");
+    }
+
+    #[test]
+    fn what_the_create_routine_asks() {
+        use kiln_commonsteps::create::CloudError;
+        let http = |status| OsError::Http {
+            method: "POST".into(),
+            url: "u".into(),
+            status,
+            message: String::new(),
+        };
+        let none = OsError::task_lost("gone".into());
+        // Refused: nothing made, no point asking again.
+        for s in [400, 403, 404] {
+            assert!(!CloudError::outcome_unknown(&http(s)));
+            assert!(!http(s).is_retryable(), "{s}");
+        }
+        assert!(CloudError::is_not_found(&http(404)));
+        // 409 (a conflict that may pass) and 5xx are tried again; a 5xx
+        // may have made something, and so may no answer at all.
+        assert!(http(409).is_retryable() && !CloudError::outcome_unknown(&http(409)));
+        assert!(http(503).is_retryable() && CloudError::outcome_unknown(&http(503)));
+        assert!(!CloudError::unanswered(&http(503)));
+        assert!(CloudError::unanswered(&none) && CloudError::outcome_unknown(&none));
+        assert!(none.is_retryable());
+        assert!(!OsError::Config("x".into()).is_retryable());
     }
 }

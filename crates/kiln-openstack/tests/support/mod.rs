@@ -1,14 +1,14 @@
-//! Test support for the lab tests: the lab's location and credentials, an
-//! SSH connector that uses the system `ssh` client (a stand-in for kiln's
-//! SSH communicator), hooks, a fault-injecting HTTP proxy, and the
-//! leftover check.
+//! Test support for the lab tests: the lab's location and credentials, a
+//! connector that uses the system `ssh` client (a stand-in for kiln's SSH
+//! communicator, as a `kiln_commonsteps::Connector`), hooks, a
+//! fault-injecting HTTP proxy, and the leftover check.
 #![allow(dead_code)]
 use kiln_core::communicator::{
     CommError, Communicator, ExitStatus, FileMeta, OutputSink, TransferProgress,
 };
 use kiln_core::ui::{Mode, Output, OutputConfig};
 use kiln_core::{async_trait, BuildCtx, BuildError, Hook};
-use kiln_openstack::builder::{Connector, TempKey};
+use kiln_openstack::builder::{Connector, TempKeyPair};
 use kiln_openstack::client::{auth, AccessKeys, Cloud, Session};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -67,6 +67,14 @@ pub async fn seed_cloud(root: &Path) -> Cloud {
     Cloud::new(Session::connect(o).await.unwrap())
 }
 
+/// A session as the lab's admin (to do to servers what only an operator
+/// can, as Nova's `os-resetState`).
+pub async fn admin_cloud(root: &Path) -> Cloud {
+    let rc = read_rc(&root.join("adminrc"));
+    let o = auth::resolve(&AccessKeys::default(), &|k| rc.get(k).cloned(), &|_| None).unwrap();
+    Cloud::new(Session::connect(o).await.unwrap())
+}
+
 /// A capturing UI and a build context.
 pub fn ctx(dir: &Path) -> (Output, BuildCtx) {
     let out = Output::capturing(OutputConfig {
@@ -80,34 +88,22 @@ pub fn ctx(dir: &Path) -> (Output, BuildCtx) {
 
 // ---------------------------------------------------------------- SSH
 
-/// Connects with the system `ssh` client as `user`.
+/// Connects with the system `ssh` client as `user`, with the machine's
+/// temporary key.
 pub struct CliSsh {
     pub user: String,
-    pub port: u16,
     pub timeout: Duration,
     pub dir: PathBuf,
 }
 
 #[async_trait]
 impl Connector for CliSsh {
-    fn generate_key(&self) -> Result<TempKey, BuildError> {
-        let p = self.dir.join(format!("key-{}", uuid::Uuid::new_v4()));
-        let st = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"])
-            .arg(&p)
-            .status()
-            .map_err(|e| BuildError::msg(e.to_string()))?;
-        assert!(st.success());
-        Ok(TempKey {
-            private_openssh: std::fs::read_to_string(&p).unwrap(),
-            public_authorized: std::fs::read_to_string(p.with_extension("pub")).unwrap(),
-        })
-    }
     async fn connect(
         &self,
         ctx: &BuildCtx,
         host: &str,
-        key: Option<&TempKey>,
+        port: u16,
+        key: Option<&TempKeyPair>,
     ) -> Result<Arc<dyn Communicator>, BuildError> {
         let keyfile = self.dir.join(format!("id-{}", uuid::Uuid::new_v4()));
         let k = key.ok_or_else(|| BuildError::msg("test connector needs a temporary key"))?;
@@ -117,7 +113,7 @@ impl Connector for CliSsh {
         let c = CliComm {
             user: self.user.clone(),
             host: host.to_string(),
-            port: self.port,
+            port,
             key: keyfile,
         };
         ctx.ui.say("Waiting for SSH to become available...");
@@ -127,7 +123,7 @@ impl Connector for CliSsh {
                 .ssh("true")
                 .output()
                 .await
-                .map_err(|e| BuildError::msg(e.to_string()))?;
+                .map_err(|e| BuildError::new(e).context("running ssh"))?;
             if o.status.success() {
                 ctx.ui.say("Connected to SSH!");
                 return Ok(Arc::new(c));
