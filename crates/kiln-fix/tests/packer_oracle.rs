@@ -44,10 +44,14 @@ fn normalize(v: serde_json::Value) -> serde_json::Value {
 fn packer_fix(dir: &Path, text: &str) -> Result<serde_json::Value, String> {
     let path = dir.join("t.json");
     std::fs::write(&path, text).unwrap();
+    // In the temporary directory: Packer writes crash.log where it runs
+    // when it crashes (on some of the FAILING shapes).
     let out = Command::new(packer())
+        .current_dir(dir)
         .args(["fix", "-validate=false"])
         .arg(&path)
         .env("CHECKPOINT_DISABLE", "1")
+        .env("PACKER_CACHE_DIR", dir.join("packer_cache"))
         .output()
         .unwrap();
     if !out.status.success() {
