@@ -9,8 +9,8 @@
 //! - A builder type kiln does not have gets one message per type, naming
 //!   the builders kiln has; one that Packer 1.6.6 has is said to be one
 //!   kiln does not implement yet, anything else is an unknown type with the
-//!   nearest name suggested. Provisioner and post-processor types likewise,
-//!   one message per definition.
+//!   nearest name suggested, and the other places that use it are listed in
+//!   the same message. Provisioner and post-processor types likewise.
 //!
 //! As in Packer, builds left out with `-only`/`-except` are not prepared
 //! at all, so what they use is never looked at: a template with Windows
