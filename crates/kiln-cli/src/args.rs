@@ -20,6 +20,7 @@ const LONG_FLAGS: &[&str] = &[
     "color",
     "timestamp-ui",
     "syntax-only",
+    "validate",
     "machine-readable",
     "help",
     "version",
@@ -62,6 +63,7 @@ pub enum Cli {
     Validate { common: Common, syntax_only: bool },
     Inspect { template: PathBuf },
     Console { common: Common },
+    Fix { template: PathBuf, validate: bool },
     Version,
 }
 
@@ -212,7 +214,74 @@ pub fn command() -> Command {
                 )
                 .arg(template_arg(false)),
         )
+        .subcommand(
+            Command::new("fix")
+                .about("Rewrite a template's keys that older Packers used (Packer's fixers) to standard output")
+                .long_about(fix_help())
+                .arg(bool_flag("validate", "Check the fixed template's structure too (default true); exit 1 when it is not valid"))
+                .arg(template_arg(true)),
+        )
         .subcommand(Command::new("version").about("Print kiln's version"))
+}
+
+/// `kiln fix --help`: what it does, how it differs from `packer fix`, and
+/// every fixer in the order they run. Wrapped here (at 78 columns, the
+/// fixers' descriptions indented under their names) so that clap, which
+/// wraps only lines longer than the terminal, keeps the layout.
+fn fix_help() -> String {
+    let paragraphs = [
+        "Reads a Packer JSON template, rewrites the keys that Packer 1.6.6 no longer \
+         accepts, those that its `packer fix` rewrites (`iso_checksum_type` and \
+         `iso_checksum_url` folded into `iso_checksum`, `ssh_wait_timeout`, `ssh_key_path`, \
+         `ssh_disable_agent`, the Amazon keys, ...), and writes the fixed template to \
+         standard output. The file itself is not changed: redirect the output to keep it \
+         (`kiln fix old.json > new.json`). What each fixer changed is listed on standard \
+         error, with file:line:col.",
+        "Unlike `packer fix`, the template keeps its shape: keys stay in the order of the \
+         file (a renamed key takes the old key's place), comment keys (`_comment`, any key \
+         starting with `_`) stay where they were, and numbers are written as they were. \
+         The layout is Packer's (one member or element per line) with the file's own \
+         indentation (the white space of its first indented line; two spaces, as Packer, \
+         for a file on one line).",
+        "`kiln validate` and `kiln build` report each key that a fixer would rewrite at its \
+         position, with what it becomes, and suggest `kiln fix`.",
+        "Exit status: 0 when the template was fixed (also when nothing needed fixing); 1 \
+         when it cannot be read or parsed, when a fixer cannot work on it (where Packer's \
+         fails or crashes), or when -validate is on and the fixed template's structure is \
+         not valid.",
+        "Fixers, in the order they run (Packer 1.6.6's names and order):",
+    ];
+    let mut s = String::new();
+    for p in paragraphs {
+        s.push_str(&wrap(p, 78, ""));
+        s.push('\n');
+    }
+    for f in kiln_fix::FIXERS {
+        s.push_str(&format!("\n  {}\n", f.name));
+        s.push_str(&wrap(f.synopsis, 78, "      "));
+    }
+    s
+}
+
+/// `text` in lines of at most `width` columns (words are not split), each
+/// starting with `indent`.
+fn wrap(text: &str, width: usize, indent: &str) -> String {
+    let mut out = String::new();
+    let mut line = String::from(indent);
+    for word in text.split_whitespace() {
+        if line.len() > indent.len() && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from(indent);
+        }
+        if line.len() > indent.len() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
 }
 
 /// `-var` and `-var-file` merged in command-line order.
@@ -299,6 +368,13 @@ pub fn parse(argv: Vec<String>) -> Result<Cli, clap::Error> {
         Some(("console", m)) => Cli::Console {
             common: common(m, false)?,
         },
+        Some(("fix", m)) => Cli::Fix {
+            template: m
+                .get_one::<PathBuf>("template")
+                .cloned()
+                .unwrap_or_default(),
+            validate: flag(m, "validate").unwrap_or(true),
+        },
         _ => Cli::Version,
     })
 }
@@ -364,6 +440,18 @@ mod tests {
     fn bad_on_error_is_rejected() {
         let (a, _) = normalize(argv("kiln build -on-error=explode t.json"));
         assert!(parse(a).is_err());
+    }
+
+    #[test]
+    fn fix_flags() {
+        let (a, _) = normalize(argv("kiln fix -validate=false t.json"));
+        let Cli::Fix { template, validate } = parse(a).unwrap() else {
+            panic!("not fix")
+        };
+        assert_eq!(template, PathBuf::from("t.json"));
+        assert!(!validate);
+        let (a, _) = normalize(argv("kiln fix t.json"));
+        assert!(matches!(parse(a).unwrap(), Cli::Fix { validate: true, .. }));
     }
 
     #[test]

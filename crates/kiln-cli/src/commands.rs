@@ -40,6 +40,7 @@ pub async fn run(cli: Cli, machine_readable: bool) -> u8 {
         } => validate(&output, &common, syntax_only),
         Cli::Inspect { template } => inspect(&output, &template),
         Cli::Console { common } => console(&output, &common),
+        Cli::Fix { template, validate } => fix(&output, &template, validate),
         Cli::Build(b) => build_cmd(&output, b).await,
     }
 }
@@ -107,12 +108,14 @@ fn load(output: &Output, common: &Common) -> Option<(Template, Variables)> {
     }
     if !diags.0.is_empty() {
         if var_diags.0.is_empty() {
-            diags.extend(build::component_problems(
+            let (problems, warnings) = build::component_problems_with_warnings(
                 &template,
                 &vars,
                 &registry(),
                 &prepare_opts(common, false),
-            ));
+            );
+            print_warning_diags(output, warnings);
+            diags.extend(problems);
         } else {
             diags.extend(var_diags);
         }
@@ -134,9 +137,12 @@ fn prepare_opts(common: &Common, force: bool) -> PrepareOptions {
     }
 }
 
-/// Print the warnings of prepared builds (Packer's prepare warnings).
-fn print_warnings(output: &Output, builds: &[build::PlannedBuild]) {
-    for d in &build::warnings(builds).0 {
+/// Print warnings (Packer's prepare warnings, keys `kiln fix` would
+/// rewrite), each once, in file order.
+fn print_warning_diags(output: &Output, mut warnings: Diagnostics) {
+    warnings.dedup();
+    warnings.sort_by_position();
+    for d in &warnings.0 {
         output.error(&format!("Warning: {d}"));
     }
 }
@@ -164,9 +170,11 @@ fn validate(output: &Output, common: &Common, syntax_only: bool) -> u8 {
     let Some((template, vars)) = load(output, common) else {
         return 1;
     };
-    match build::prepare(&template, &vars, &registry(), &prepare_opts(common, false)) {
-        Ok(builds) => {
-            print_warnings(output, &builds);
+    let (prepared, warnings) =
+        build::prepare_with_warnings(&template, &vars, &registry(), &prepare_opts(common, false));
+    print_warning_diags(output, warnings);
+    match prepared {
+        Ok(_) => {
             output.raw("Template validated successfully.");
             0
         }
@@ -302,6 +310,62 @@ fn console(output: &Output, common: &Common) -> u8 {
     0
 }
 
+/// `kiln fix`: the fixed template on standard output, what changed on
+/// standard error.
+fn fix(output: &Output, path: &Path, validate: bool) -> u8 {
+    let src = match kiln_template::template::read_source(path) {
+        Ok(s) => s,
+        Err(d) => {
+            print_diags(output, d);
+            return 1;
+        }
+    };
+    let fixed = match kiln_fix::fix_source(src.clone()) {
+        Ok((f, dups)) => {
+            // As Packer, the last value of a duplicate key is kept.
+            for d in &dups.0 {
+                output.error(&format!(
+                    "Warning: {d}\n  help: its last value is kept (as Packer does); kiln validate refuses duplicate keys"
+                ));
+            }
+            f
+        }
+        Err(kiln_fix::FixError::Parse(d)) => {
+            print_diags(output, d);
+            return 1;
+        }
+        Err(kiln_fix::FixError::Fixer { fixer, diag }) => {
+            output.error(&format!(
+                "The template cannot be fixed: Packer's `{fixer}` fixer cannot work on it."
+            ));
+            print_diags(output, diag.into());
+            return 1;
+        }
+    };
+    let text = kiln_fix::to_text(&fixed.root, &kiln_fix::Indent::detect(&src.text));
+    output.raw(text.strip_suffix('\n').unwrap_or(&text));
+    // What changed, once per key, in file order.
+    let notes = kiln_fix::notes_of(&fixed, &src, String::new());
+    for note in notes.by_key.values() {
+        let pos = kiln_template::Pos::of_offset(&src.text, note.key_offset);
+        output.error(&format!("{}:{pos}: {}", path.display(), note.message));
+    }
+    if validate {
+        let fixed_src = Arc::new(Source {
+            path: format!("{} (fixed)", path.display()).into(),
+            text,
+        });
+        if let Err(d) = kiln_template::template::parse(fixed_src) {
+            output.error(
+                "The fixed template is not valid (its problems were in the original already; -validate=false skips this check):\n",
+            );
+            print_diags(output, d);
+            return 1;
+        }
+    }
+    0
+}
+
 /// `-on-error=ask`: ask on the terminal.
 struct TerminalAsker {
     output: Output,
@@ -332,19 +396,20 @@ async fn build_cmd(output: &Output, b: BuildArgs) -> u8 {
     let Some((template, vars)) = load(output, &b.common) else {
         return 1;
     };
-    let builds = match build::prepare(
+    let (prepared, warnings) = build::prepare_with_warnings(
         &template,
         &vars,
         &registry(),
         &prepare_opts(&b.common, b.force),
-    ) {
+    );
+    print_warning_diags(output, warnings);
+    let builds = match prepared {
         Ok(bs) => bs,
         Err(d) => {
             print_diags(output, d);
             return 1;
         }
     };
-    print_warnings(output, &builds);
     let on_error = match b.on_error.as_str() {
         "abort" => OnError::Abort,
         "ask" => OnError::Ask,

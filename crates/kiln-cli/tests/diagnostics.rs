@@ -58,7 +58,7 @@ fn unknown_provisioner_and_post_processor_types_suggest_the_nearest() {
         err.contains("unknown post-processor type `zzzzzz`"),
         "{err}"
     );
-    assert!(err.contains("known post-processor types: "), "{err}");
+    assert!(err.contains("kiln's post-processors are: "), "{err}");
     assert!(err.contains("3 errors found."), "{err}");
 }
 

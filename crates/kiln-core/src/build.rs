@@ -33,15 +33,20 @@ use crate::component::{
 };
 use crate::context::{Asker, BuildCtx, Ledger, OnError};
 use crate::error::BuildError;
+use crate::parity::ComponentKind;
 use crate::step::Outcome;
 use crate::ui::{Output, Ui};
+use crate::unsupported::{WindowsMark, WINDOWS_PROVISIONERS};
 use async_trait::async_trait;
 use kiln_template::diag::suggest;
 use kiln_template::template::{
     PostProcessorDef, ProvisionerDef, Spanned, BUILDER_CORE_KEYS, POST_PROCESSOR_CORE_KEYS,
     PROVISIONER_CORE_KEYS,
 };
-use kiln_template::{Context, Decoder, Diagnostic, Diagnostics, Node, Template, Variables};
+use kiln_template::{
+    BuildKeys, Context, Decoder, Diagnostic, Diagnostics, KeyNotes, Node, Pos, Source, Template,
+    Variables,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -158,26 +163,6 @@ pub fn build_context(
     ctx
 }
 
-fn unknown_type(
-    kind: &str,
-    t: &Spanned<String>,
-    node: &Node,
-    known: impl IntoIterator<Item = &'static str> + Clone,
-) -> Diagnostic {
-    let mut d = Diagnostic::at(
-        &node.source,
-        t.pos,
-        format!("unknown {kind} type `{}`", t.value),
-    );
-    if let Some(s) = suggest(&t.value, known.clone()) {
-        d = d.with_help(format!("did you mean `{s}`?"));
-    } else {
-        let all: Vec<&str> = known.into_iter().collect();
-        d = d.with_help(format!("known {kind} types: {}", all.join(", ")));
-    }
-    d
-}
-
 /// Which kind of component a [`component_decoder`] decodes.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -195,6 +180,7 @@ fn component_decoder<'a>(
     diags: &'a mut Diagnostics,
     kind: Kind,
     type_name: &str,
+    notes: Option<&'a KeyNotes>,
 ) -> Decoder<'a> {
     let (what, core) = match kind {
         Kind::Builder => ("builder", BUILDER_CORE_KEYS),
@@ -205,7 +191,128 @@ fn component_decoder<'a>(
     d.describe(format!("the `{type_name}` {what}"));
     d.ignore(core);
     d.ignore(INJECTED_KEYS);
+    if let Some(n) = notes {
+        d.fix_notes(n);
+    }
     d
+}
+
+impl Kind {
+    fn core_keys(self) -> &'static [&'static str] {
+        match self {
+            Kind::Builder => BUILDER_CORE_KEYS,
+            Kind::Provisioner => PROVISIONER_CORE_KEYS,
+            Kind::PostProcessor => POST_PROCESSOR_CORE_KEYS,
+        }
+    }
+    fn parity(self) -> ComponentKind {
+        match self {
+            Kind::Builder => ComponentKind::Builder,
+            Kind::Provisioner => ComponentKind::Provisioner,
+            Kind::PostProcessor => ComponentKind::PostProcessor,
+        }
+    }
+}
+
+/// Decode one component of a build (for validation), then render what
+/// Packer renders while preparing it (see [`crate::parity`]). Returns the
+/// component when it could be made, and its warnings.
+fn decode_component<T>(
+    node: &Node,
+    interp: &Context,
+    diags: &mut Diagnostics,
+    kind: Kind,
+    type_name: &str,
+    notes: &KeyNotes,
+    make: impl FnOnce(&mut Decoder<'_>) -> Option<T>,
+) -> (Option<T>, Vec<Diagnostic>) {
+    let (made, warnings) = {
+        let mut d = component_decoder(node, interp, diags, kind, type_name, Some(notes));
+        let made = make(&mut d);
+        (made, d.finish_with_warnings())
+    };
+    crate::parity::render_like_packer(
+        node,
+        kind.parity(),
+        type_name,
+        kind.core_keys(),
+        interp,
+        diags,
+    );
+    (made, warnings)
+}
+
+/// Component types kiln does not have, each with every place it is used
+/// (in template order), for one message per type.
+#[derive(Default)]
+struct Missing {
+    /// (kind, type, places)
+    by_type: Vec<(&'static str, String, Vec<Place>)>,
+}
+
+/// Where something is written.
+type Place = (Arc<Source>, Pos);
+
+impl Missing {
+    fn add(&mut self, kind: &'static str, t: &Spanned<String>, node: &Node) {
+        let place = (node.source.clone(), t.pos);
+        match self
+            .by_type
+            .iter_mut()
+            .find(|(k, n, _)| *k == kind && *n == t.value)
+        {
+            Some((_, _, places)) => {
+                if !places.iter().any(|(_, p)| p.offset == t.pos.offset) {
+                    places.push(place);
+                }
+            }
+            None => self.by_type.push((kind, t.value.clone(), vec![place])),
+        }
+    }
+
+    fn report(self, registry: &Registry, notes: &KeyNotes, diags: &mut Diagnostics) {
+        for (kind, type_name, places) in self.by_type {
+            let (packer_has, kiln_has): (&[&str], Vec<&str>) = match kind {
+                "builder" => (
+                    crate::unsupported::PACKER_BUILDERS,
+                    registry.builders.keys().copied().collect(),
+                ),
+                "provisioner" => (
+                    crate::unsupported::PACKER_PROVISIONERS,
+                    registry.provisioners.keys().copied().collect(),
+                ),
+                _ => (
+                    crate::unsupported::PACKER_POST_PROCESSORS,
+                    registry.post_processors.keys().copied().collect(),
+                ),
+            };
+            let Some(mut d) =
+                crate::unsupported::missing_type(kind, &type_name, &places, packer_has, &kiln_has)
+            else {
+                continue;
+            };
+            // A type that a fixer renames (`virtualbox`, `vmware`,
+            // `proxmox`): say what it became.
+            let (src, pos) = &places[0];
+            if let Some(note) = notes.covering(src, pos.offset) {
+                d.help = Some(format!(
+                    "{}; {}",
+                    note.message,
+                    d.help.take().unwrap_or_default()
+                ));
+            }
+            diags.push(d);
+        }
+    }
+}
+
+/// Whether a builder's configuration asks for the WinRM communicator
+/// (its `communicator` rendered with the user variables).
+fn winrm_communicator(config: &Node, interp: &Context) -> Option<Pos> {
+    let v = config.get("communicator")?;
+    let s = v.as_str()?;
+    let rendered = kiln_template::interp::render(s, interp).ok()?;
+    (rendered == "winrm").then_some(v.pos)
 }
 
 /// A post-processor's name for `-except`: its `name`, or its type.
@@ -223,7 +330,26 @@ pub fn prepare(
     registry: &Registry,
     opts: &PrepareOptions,
 ) -> Result<Vec<PlannedBuild>, Diagnostics> {
-    let (builds, diags) = prepare_all(template, vars, registry, opts);
+    prepare_with_warnings(template, vars, registry, opts).0
+}
+
+/// [`prepare`], and the warnings of every component decoded (Packer's
+/// prepare warnings, keys `kiln fix` would rewrite), each once, whether
+/// the preparation succeeded or not: a failed `validate` shows them too.
+pub fn prepare_with_warnings(
+    template: &Template,
+    vars: &Variables,
+    registry: &Registry,
+    opts: &PrepareOptions,
+) -> (Result<Vec<PlannedBuild>, Diagnostics>, Diagnostics) {
+    let (builds, diags, warnings) = prepare_all(template, vars, registry, opts);
+    (check_prepared(builds, diags), warnings)
+}
+
+fn check_prepared(
+    builds: Vec<PlannedBuild>,
+    diags: Diagnostics,
+) -> Result<Vec<PlannedBuild>, Diagnostics> {
     diags.into_result()?;
     if builds.is_empty() {
         let mut d = Diagnostics::default();
@@ -249,16 +375,32 @@ pub fn component_problems(
     prepare_all(template, vars, registry, opts).1
 }
 
+/// [`component_problems`] and the components' warnings.
+pub fn component_problems_with_warnings(
+    template: &Template,
+    vars: &Variables,
+    registry: &Registry,
+    opts: &PrepareOptions,
+) -> (Diagnostics, Diagnostics) {
+    let (_, diags, warnings) = prepare_all(template, vars, registry, opts);
+    (diags, warnings)
+}
+
 fn prepare_all(
     template: &Template,
     vars: &Variables,
     registry: &Registry,
     opts: &PrepareOptions,
-) -> (Vec<PlannedBuild>, Diagnostics) {
+) -> (Vec<PlannedBuild>, Diagnostics, Diagnostics) {
+    let mut all_warnings = Diagnostics::default();
     let mut diags = Diagnostics::default();
     let popts = PrepareOpts { force: opts.force };
     let mut builds = Vec::new();
     let mut names = BTreeMap::new();
+    // What `kiln fix` would rewrite: reported by the decoders at each key.
+    let notes = kiln_fix::key_notes(&template.source);
+    let mut missing = Missing::default();
+    let mut windows: Vec<WindowsMark> = Vec::new();
     for b in &template.builders {
         // The name is itself a template (user variables only).
         let mut base = Context::new(template.dir.clone());
@@ -285,28 +427,57 @@ fn prepare_all(
             ));
             continue;
         }
+        // As Packer, a build left out by -only/-except is not prepared at
+        // all: its components are never looked at.
         if !selected(&name, opts) {
             continue;
         }
         let type_name = b.type_name.value.clone();
+        let interp = build_context(template, vars, &name, &type_name);
+        let winrm = winrm_communicator(&b.config, &interp);
+        if let Some(pos) = winrm {
+            windows.push(WindowsMark {
+                source: b.config.source.clone(),
+                pos,
+                what: format!("`communicator: winrm` in the `{name}` builder"),
+            });
+        }
         let Some(factory) = registry.builders.get(type_name.as_str()) else {
-            diags.push(unknown_type(
-                "builder",
-                &b.type_name,
-                &b.config,
-                registry.builders.keys().copied(),
-            ));
+            missing.add("builder", &b.type_name, &b.config);
             continue;
         };
-        let interp = build_context(template, vars, &name, &type_name);
         let mut warnings = Vec::new();
-        let builder = {
-            let mut d =
-                component_decoder(&b.config, &interp, &mut diags, Kind::Builder, &type_name);
-            let built = factory(&mut d, &popts);
-            warnings.extend(d.finish_with_warnings());
+        // A builder's own configuration has no build data (Packer renders
+        // it with none): `{{build `...`}}` fails there.
+        let mut builder_interp = interp.clone();
+        builder_interp.build_keys = BuildKeys::Unavailable;
+        let builder = if winrm.is_some() {
+            // One message for the template says it all (see below).
+            None
+        } else {
+            let (built, w) = decode_component(
+                &b.config,
+                &builder_interp,
+                &mut diags,
+                Kind::Builder,
+                &type_name,
+                &notes,
+                |d| factory(d, &popts),
+            );
+            warnings.extend(w);
             built
         };
+        // Provisioners and post-processors may name, in `build`, Packer's
+        // common builder data and what this builder declares.
+        let mut component_interp = interp.clone();
+        if let Some(builder) = &builder {
+            let mut keys: BTreeSet<String> = kiln_template::interp::COMMON_BUILD_KEYS
+                .iter()
+                .map(|k| k.to_string())
+                .collect();
+            keys.extend(builder.generated_keys());
+            component_interp.build_keys = BuildKeys::Only(Arc::new(keys));
+        }
         // Provisioners' and post-processors' only/except/override name the
         // builder by its raw name, as Packer's `rawName`.
         let raw_name = b.name.value.as_str();
@@ -315,27 +486,29 @@ fn prepare_all(
             if !p.applies_to(raw_name) {
                 return None;
             }
+            if WINDOWS_PROVISIONERS.contains(&p.type_name.value.as_str()) {
+                windows.push(WindowsMark {
+                    source: p.config.source.clone(),
+                    pos: p.type_name.pos,
+                    what: format!("the `{}` provisioner", p.type_name.value),
+                });
+                return None;
+            }
             let Some(pf) = registry.provisioners.get(p.type_name.value.as_str()) else {
-                diags.push(unknown_type(
-                    "provisioner",
-                    &p.type_name,
-                    &p.config,
-                    registry.provisioners.keys().copied(),
-                ));
+                missing.add("provisioner", &p.type_name, &p.config);
                 return None;
             };
             let config = p.config_for(raw_name);
-            {
-                let mut d = component_decoder(
-                    &config,
-                    &interp,
-                    &mut diags,
-                    Kind::Provisioner,
-                    &p.type_name.value,
-                );
-                let _ = pf(&mut d, &popts);
-                warnings.extend(d.finish_with_warnings());
-            }
+            let (_, w) = decode_component(
+                &config,
+                &component_interp,
+                &mut diags,
+                Kind::Provisioner,
+                &p.type_name.value,
+                &notes,
+                |d| pf(d, &popts),
+            );
+            warnings.extend(w);
             let max_retries = match p.resolved_max_retries(&interp) {
                 Ok(n) => n,
                 Err(e) => {
@@ -378,25 +551,19 @@ fn prepare_all(
                     break;
                 }
                 let Some(pf) = registry.post_processors.get(pp.type_name.value.as_str()) else {
-                    diags.push(unknown_type(
-                        "post-processor",
-                        &pp.type_name,
-                        &pp.config,
-                        registry.post_processors.keys().copied(),
-                    ));
+                    missing.add("post-processor", &pp.type_name, &pp.config);
                     continue;
                 };
-                {
-                    let mut d = component_decoder(
-                        &pp.config,
-                        &interp,
-                        &mut diags,
-                        Kind::PostProcessor,
-                        &pp.type_name.value,
-                    );
-                    let _ = pf(&mut d, &popts);
-                    warnings.extend(d.finish_with_warnings());
-                }
+                let (_, w) = decode_component(
+                    &pp.config,
+                    &component_interp,
+                    &mut diags,
+                    Kind::PostProcessor,
+                    &pp.type_name.value,
+                    &notes,
+                    |d| pf(d, &popts),
+                );
+                warnings.extend(w);
                 planned.push(PlannedPostProcessor {
                     def: pp.clone(),
                     factory: *pf,
@@ -407,6 +574,7 @@ fn prepare_all(
             }
         }
 
+        all_warnings.0.extend(warnings.iter().cloned());
         if let Some(builder) = builder {
             builds.push(PlannedBuild {
                 name,
@@ -421,6 +589,14 @@ fn prepare_all(
             });
         }
     }
+    // One message for Windows guests, one per component type kiln lacks.
+    let mut seen = BTreeSet::new();
+    windows.retain(|m| seen.insert(m.pos.offset));
+    windows.sort_by_key(|m| m.pos.offset);
+    if let Some(d) = crate::unsupported::windows_message(&windows) {
+        diags.push(d);
+    }
+    missing.report(registry, &notes, &mut diags);
     let all_pps = || template.post_processors.iter().flatten();
     for (what, list) in [("-only", &opts.only), ("-except", &opts.except)] {
         for pat in list.iter() {
@@ -453,7 +629,8 @@ fn prepare_all(
         }
     }
     diags.dedup();
-    (builds, diags)
+    all_warnings.dedup();
+    (builds, diags, all_warnings)
 }
 
 /// Command-line choices that shape a run.
@@ -715,6 +892,7 @@ impl ProvisionHook<'_> {
                 &mut diags,
                 Kind::Provisioner,
                 &p.def.type_name.value,
+                None,
             );
             let prov = (p.factory)(&mut d, self.opts);
             d.finish();
@@ -864,6 +1042,7 @@ async fn run_post_processors(
                     &mut diags,
                     Kind::PostProcessor,
                     &pp.def.type_name.value,
+                    None,
                 );
                 let p = (pp.factory)(&mut d, &b.opts);
                 d.finish();

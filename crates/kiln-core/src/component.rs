@@ -63,6 +63,16 @@ pub trait Builder: Send + Sync {
         ctx: &BuildCtx,
         hook: &dyn Hook,
     ) -> Result<Option<Arc<dyn Artifact>>, BuildError>;
+
+    /// Names this builder provides to `{{build `Name`}}` beyond Packer's
+    /// common ones (`kiln_template::interp::COMMON_BUILD_KEYS`), as Packer
+    /// 1.6.6's builders return them from `Prepare`: provisioners and
+    /// post-processors may use them and are checked against them at
+    /// validate time. Packer's null, file, qemu and openstack builders
+    /// declare none.
+    fn generated_keys(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Context of a provisioner run: the build plus the interpolation context

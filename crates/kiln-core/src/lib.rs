@@ -9,6 +9,10 @@
 //!   parallel), with provisioner wrapping and post-processor chains.
 //! - [`ui`]: Packer-style output with secrets scrubbed by construction.
 //! - [`context`]: per-build context: cancellation, `-on-error`, ledger.
+//! - [`parity`]: validate parity with Packer 1.6.6: which fields Packer
+//!   renders while preparing each component, rendered at validate time.
+//! - [`unsupported`]: what kiln cannot build (Windows guests, Packer's
+//!   components kiln does not have), said once.
 
 pub mod artifact;
 pub mod build;
@@ -17,8 +21,10 @@ pub mod component;
 pub mod context;
 pub mod error;
 pub mod local;
+pub mod parity;
 pub mod step;
 pub mod ui;
+pub mod unsupported;
 
 pub use artifact::{Artifact, FileArtifact};
 pub use async_trait::async_trait;

@@ -24,11 +24,76 @@
 //!
 //! One deliberate difference: a bare JSON number where a duration is wanted
 //! means seconds (Packer would take it as nanoseconds, never what is meant).
-use crate::diag::{suggest, Diagnostic, Diagnostics, Pos};
+//!
+//! Keys that Packer's fixers rewrite (`iso_checksum_type`, `ssh_key_path`,
+//! ...): given the template's [`KeyNotes`] (computed by `kiln-fix`),
+//! [`Decoder::finish`] reports such a key with what it becomes and a
+//! suggestion to run `kiln fix`: as an error where the component does not
+//! ask for the key (Packer's "Deprecated configuration key"), as a warning
+//! where it does, as help on an error already found in its value.
+use crate::diag::{suggest, Diagnostic, Diagnostics, Pos, Source};
 use crate::interp::{self, Context};
 use crate::json::{Node, Value};
 use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// What `kiln fix` (Packer's fixers) would do to one key of a template:
+/// given to decoders (see [`Decoder::fix_notes`]) so that a key a fixer
+/// rewrites is reported at its position with what it becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyNote {
+    /// Byte offset of the key (its opening quote) in the template.
+    pub key_offset: usize,
+    /// Byte range of the key's value in the template.
+    pub value_span: Range<usize>,
+    /// What the fixers do and what the key becomes, e.g. "`ssh_key_path`
+    /// is now `ssh_private_key_file` (Packer's `sshkeypath` fixer): `kiln
+    /// fix` writes `\"ssh_private_key_file\": \"key\"`".
+    pub message: String,
+}
+
+/// The [`KeyNote`]s of one template, by key offset, and the advice to give
+/// with each ("run `kiln fix t.json` ...").
+#[derive(Debug, Clone, Default)]
+pub struct KeyNotes {
+    /// The template these offsets are in.
+    pub path: PathBuf,
+    pub by_key: BTreeMap<usize, KeyNote>,
+    pub help: String,
+}
+
+impl KeyNotes {
+    fn same_source(&self, source: &Source) -> bool {
+        source.path == self.path
+    }
+    /// The note of the key written at `offset` of `source`.
+    pub fn at_key(&self, source: &Source, offset: usize) -> Option<&KeyNote> {
+        if !self.same_source(source) {
+            return None;
+        }
+        self.by_key.get(&offset)
+    }
+    /// The note whose key is at `offset`, or whose value contains it.
+    pub fn covering(&self, source: &Source, offset: usize) -> Option<&KeyNote> {
+        if !self.same_source(source) {
+            return None;
+        }
+        if let Some(n) = self.by_key.get(&offset) {
+            return Some(n);
+        }
+        // Values nest: the innermost (last-starting) span that contains it.
+        self.by_key
+            .range(..offset)
+            .rev()
+            .map(|(_, n)| n)
+            .find(|n| n.value_span.contains(&offset))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
 
 pub struct Decoder<'a> {
     node: &'a Node,
@@ -45,6 +110,12 @@ pub struct Decoder<'a> {
     /// Warnings: problems that do not stop the component (Packer's
     /// `Prepare` warnings), see [`Decoder::warn`].
     warnings: Vec<Diagnostic>,
+    /// What `kiln fix` would change in this object, see
+    /// [`Decoder::fix_notes`].
+    notes: Option<&'a KeyNotes>,
+    /// How many diagnostics there were when this decoder started (those
+    /// after are this object's).
+    start: usize,
 }
 
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)` of a JSON number literal
@@ -103,6 +174,7 @@ impl<'a> Decoder<'a> {
                 format!("expected an object, found {}", node.kind()),
             ));
         }
+        let start = diags.0.len();
         Decoder {
             node,
             ctx,
@@ -112,7 +184,17 @@ impl<'a> Decoder<'a> {
             ignored: Vec::new(),
             what,
             warnings: Vec::new(),
+            notes: None,
+            start,
         }
+    }
+    /// What `kiln fix` would change in the template: a key a fixer
+    /// rewrites is reported by [`Decoder::finish`] with what it becomes,
+    /// instead of as an unknown key; a key the component accepts as it is
+    /// gets a warning; an error already reported inside its value gets the
+    /// note as its help. Nested objects inherit the notes.
+    pub fn fix_notes(&mut self, notes: &'a KeyNotes) {
+        self.notes = Some(notes);
     }
     /// How "unknown key" messages name this object, e.g. "`shell`
     /// provisioner" (default: "`<type>` configuration", or "this object").
@@ -494,6 +576,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn child<T>(&mut self, n: &Node, what: String, f: impl FnOnce(&mut Decoder<'_>) -> T) -> T {
+        let start = self.diags.0.len();
         let mut d = Decoder {
             node: n,
             ctx: self.ctx,
@@ -503,6 +586,8 @@ impl<'a> Decoder<'a> {
             ignored: Vec::new(),
             what,
             warnings: Vec::new(),
+            notes: self.notes,
+            start,
         };
         let r = f(&mut d);
         let w = d.finish_with_warnings();
@@ -585,15 +670,20 @@ impl<'a> Decoder<'a> {
     }
     /// [`Decoder::finish`], returning the warnings recorded.
     pub fn finish_with_warnings(mut self) -> Vec<Diagnostic> {
-        let w = std::mem::take(&mut self.warnings);
-        self.finish();
-        w
+        self.check_keys();
+        std::mem::take(&mut self.warnings)
     }
     /// Report every key never asked for, suggesting the nearest known key.
     /// Keys starting with `packer_` are skipped, as Packer does (they are
-    /// the ones it injects itself). Warnings are dropped (see
+    /// the ones it injects itself). A key that a fixer of `kiln fix`
+    /// rewrites is reported with what it becomes (see
+    /// [`Decoder::fix_notes`]). Warnings are dropped (see
     /// [`Decoder::finish_with_warnings`]).
-    pub fn finish(self) {
+    pub fn finish(mut self) {
+        self.check_keys();
+    }
+
+    fn check_keys(&mut self) {
         let Some(entries) = self.node.as_object() else {
             return;
         };
@@ -603,13 +693,44 @@ impl<'a> Decoder<'a> {
             .chain(&self.ignored)
             .map(String::as_str)
             .collect();
+        let source = &self.node.source;
         for (k, _) in entries {
             let name = k.name.as_str();
+            let note = self
+                .notes
+                .filter(|_| k.pos.line > 0)
+                .and_then(|n| n.at_key(source, k.pos.offset));
+            let help = self.notes.map(|n| n.help.clone()).unwrap_or_default();
             if candidates.contains(&name) || name.starts_with("packer_") {
+                let Some(note) = note else { continue };
+                // Accepted as it is: an error already found in its value
+                // gets the note as help; otherwise the note is a warning.
+                let mut found = false;
+                for d in &mut self.diags.0[self.start..] {
+                    let inside = d.source.as_ref().is_some_and(|s| s.path == source.path)
+                        && d.pos.is_some_and(|p| {
+                            p.offset == note.key_offset || note.value_span.contains(&p.offset)
+                        });
+                    if inside {
+                        found = true;
+                        if d.help.is_none() {
+                            d.help = Some(format!("{}; {help}", note.message));
+                        }
+                    }
+                }
+                if !found {
+                    self.warnings
+                        .push(Diagnostic::at(source, k.pos, note.message.clone()).with_help(help));
+                }
+                continue;
+            }
+            if let Some(note) = note {
+                self.diags
+                    .push(Diagnostic::at(source, k.pos, note.message.clone()).with_help(help));
                 continue;
             }
             let mut d = Diagnostic::at(
-                &self.node.source,
+                source,
                 k.pos,
                 format!("unknown key `{name}` in {}", self.what),
             );

@@ -39,7 +39,7 @@ impl Pos {
     }
 }
 
-/// A named source text (a template, a var file, or "<command line>").
+/// A named source text (a template, a var file, or `<command line>`).
 #[derive(Debug)]
 pub struct Source {
     pub path: PathBuf,

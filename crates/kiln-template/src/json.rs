@@ -48,26 +48,57 @@ impl PartialEq for Node {
 /// A syntax error stops the parse (there is no sensible recovery); duplicate
 /// keys do not, so every duplicate in the document is reported at once.
 pub fn parse(source: Arc<Source>) -> Result<Node, Diagnostics> {
-    let mut p = Parser {
-        src: &source,
-        text: source.text.as_str(),
-        bytes: source.text.as_bytes(),
-        i: 0,
-        line: 1,
-        col: 1,
-        dups: Diagnostics::default(),
-    };
-    if p.text.starts_with('\u{feff}') {
-        p.i = 3;
+    parse_with(source, false)
+}
+
+/// Parse a whole document as Go's `encoding/json` decodes it into a map,
+/// which is how `packer fix` reads a template: a duplicate key is no error,
+/// its last value wins (in the place of the first). The duplicates are
+/// returned beside the tree, to be reported as warnings.
+pub fn parse_last_wins(source: Arc<Source>) -> Result<(Node, Diagnostics), Diagnostics> {
+    let mut p = Parser::new(&source, true);
+    let node = p.start()?;
+    Ok((node, p.dups))
+}
+
+fn parse_with(source: Arc<Source>, last_wins: bool) -> Result<Node, Diagnostics> {
+    let mut p = Parser::new(&source, last_wins);
+    // (`last_wins` only changes which value is kept; duplicates are
+    // errors here either way.)
+    let node = p.start()?;
+    if p.dups.is_empty() {
+        Ok(node)
+    } else {
+        Err(p.dups)
     }
-    let result = p.document();
-    match result {
-        Ok(node) if p.dups.is_empty() => Ok(node),
-        Ok(_) => Err(p.dups),
-        Err(e) => {
-            let mut all = p.dups;
-            all.push(e);
-            Err(all)
+}
+
+impl<'s> Parser<'s> {
+    fn new(source: &'s Arc<Source>, last_wins: bool) -> Self {
+        Parser {
+            src: source,
+            text: source.text.as_str(),
+            bytes: source.text.as_bytes(),
+            i: 0,
+            line: 1,
+            col: 1,
+            dups: Diagnostics::default(),
+            last_wins,
+        }
+    }
+
+    /// The document, or every duplicate key and the syntax error.
+    fn start(&mut self) -> Result<Node, Diagnostics> {
+        if self.text.starts_with('\u{feff}') {
+            self.i = 3;
+        }
+        match self.document() {
+            Ok(node) => Ok(node),
+            Err(e) => {
+                let mut all = std::mem::take(&mut self.dups);
+                all.push(e);
+                Err(all)
+            }
         }
     }
 }
@@ -80,6 +111,9 @@ struct Parser<'s> {
     line: u32,
     col: u32,
     dups: Diagnostics,
+    /// A duplicate key replaces the earlier value (Go's decoding into a
+    /// map) instead of being dropped.
+    last_wins: bool,
 }
 
 type PResult<T> = Result<T, Diagnostic>;
@@ -403,12 +437,15 @@ impl Parser<'_> {
             self.bump();
             self.ws();
             let v = self.value(depth + 1)?;
-            if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == name) {
+            if let Some(i) = entries.iter().position(|(k, _)| k.name == name) {
                 let d = self.err(
                     kpos,
-                    format!("duplicate key `{name}` (first at {})", first.pos),
+                    format!("duplicate key `{name}` (first at {})", entries[i].0.pos),
                 );
                 self.dups.push(d);
+                if self.last_wins {
+                    entries[i].1 = v;
+                }
             } else {
                 entries.push((Key { name, pos: kpos }, v));
             }
@@ -579,6 +616,24 @@ mod tests {
             path: "t.json".into(),
             text: text.into(),
         })
+    }
+
+    #[test]
+    fn duplicates_last_wins_as_go() {
+        let text = r#"{"a": 1, "b": {"c": 2, "c": 3}, "a": 4}"#;
+        let errs = parse(src(text)).unwrap_err();
+        assert_eq!(errs.0.len(), 2);
+        let (n, dups) = parse_last_wins(src(text)).unwrap();
+        assert_eq!(dups.0.len(), 2);
+        assert_eq!(n.to_json(), serde_json::json!({"a": 4, "b": {"c": 3}}));
+        // The kept key stays in the place of the first.
+        let keys: Vec<&str> = n
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.name.as_str())
+            .collect();
+        assert_eq!(keys, ["a", "b"]);
     }
 
     #[test]

@@ -23,9 +23,9 @@ pub mod vars;
 
 mod go;
 
-pub use decode::Decoder;
+pub use decode::{Decoder, KeyNote, KeyNotes};
 pub use diag::{Diagnostic, Diagnostics, Pos, Source};
-pub use interp::Context;
+pub use interp::{BuildKeys, Context};
 pub use json::{Node, Value};
 pub use template::Template;
 pub use vars::{VarSource, Variables};
