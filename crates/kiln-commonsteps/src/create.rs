@@ -29,7 +29,7 @@
 //! what the routine needs to know of a cloud's error type is a
 //! [`CloudError`]. Nothing here depends on a particular cloud.
 //!
-//! ```ignore
+//! ```text
 //! // run: a server, recorded, sent, its id kept for the cleanup
 //! let id = self.create.send(ctx, format!("server {name:?} being created"),
 //!     async move { cloud.create_server(&opts).await }).await
