@@ -46,6 +46,8 @@ pub struct Runtime {
     /// A second QMP socket of kiln's, on which it only listens to events
     /// (QEMU's QMP serves one client at a time per socket).
     pub qmp_events: Option<PathBuf>,
+    /// A QMP socket for typing the boot command (when there is one).
+    pub qmp_keys: Option<PathBuf>,
     pub http_ip: String,
     pub http_port: u16,
 }
@@ -147,6 +149,9 @@ pub fn default_args(c: &Config, rt: &Runtime) -> ArgMap {
     )];
     if let Some(e) = &rt.qmp_events {
         qmp.push(format!("unix:{},server=on,wait=off", opt_path(e)));
+    }
+    if let Some(k) = &rt.qmp_keys {
+        qmp.push(format!("unix:{},server=on,wait=off", opt_path(k)));
     }
     if c.qmp_enable {
         if let Some(p) = &c.qmp_socket_path {
@@ -325,6 +330,7 @@ mod tests {
             serial_log: Some(PathBuf::from("/w/serial.log")),
             qmp_socket: PathBuf::from("/w/qmp.sock"),
             qmp_events: None,
+            qmp_keys: None,
             http_ip: "10.0.2.2".into(),
             http_port: 8123,
         }

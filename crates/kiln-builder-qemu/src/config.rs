@@ -38,8 +38,13 @@ pub struct Config {
     pub http_port_max: u16,
     pub http_bind_address: String,
     // boot
-    pub boot_command: Vec<String>,
+    /// Typed through QMP after `boot_wait` (crate `kiln-bootcommand`).
+    pub boot_command: kiln_bootcommand::BootCommand,
+    /// Packer's rule: unset or 0 is 10 s, negative is none.
     pub boot_wait: Duration,
+    /// The pause after each key event (`boot_key_interval`, else
+    /// `PACKER_KEY_INTERVAL`, else 100 ms).
+    pub boot_key_interval: Duration,
     pub disable_vnc: bool,
     // shutdown
     pub shutdown_command: Option<String>,
@@ -113,8 +118,9 @@ impl Config {
             http_port_min: 8000,
             http_port_max: 9000,
             http_bind_address: "127.0.0.1".into(),
-            boot_command: vec![],
+            boot_command: kiln_bootcommand::BootCommand::default(),
             boot_wait: Duration::from_secs(10),
+            boot_key_interval: kiln_bootcommand::typist::DEFAULT_KEY_INTERVAL,
             disable_vnc: false,
             shutdown_command: None,
             shutdown_timeout: Duration::from_secs(300),
@@ -303,19 +309,24 @@ pub fn decode(d: &mut Decoder<'_>, force: bool) -> Option<Config> {
     }
 
     // Boot command (VNC typing): not supported yet.
-    c.boot_command = d.raw_string_list("boot_command").unwrap_or_default();
-    if !c.boot_command.is_empty() {
-        d.error(
-            "boot_command",
-            "boot_command is not supported by kiln yet: boot a disk image (disk_image: true) configured by cloud-init instead",
-        );
-        ok = false;
+    // Boot command: typed through QMP (kiln-bootcommand), so it needs no
+    // VNC (Packer refuses it with disable_vnc).
+    use kiln_bootcommand::template as bootcmd;
+    match bootcmd::decode(d, "boot_command") {
+        Ok(bc) => c.boot_command = bc,
+        Err(_) => ok = false,
     }
-    if let Some(w) = d.duration("boot_wait") {
-        c.boot_wait = w;
+    match bootcmd::decode_boot_wait(d, "boot_wait") {
+        Ok(w) => c.boot_wait = w,
+        Err(_) => ok = false,
     }
+    match bootcmd::decode_key_interval(d, "boot_key_interval") {
+        Ok(i) => c.boot_key_interval = i,
+        Err(_) => ok = false,
+    }
+    // Packer's qemu builder accepts it and does nothing with it (only its
+    // scancode drivers, not VNC, group keys).
     let _ = d.duration("boot_keygroup_interval");
-    let _ = d.duration("boot_key_interval");
     c.disable_vnc = d.bool("disable_vnc").unwrap_or(false);
 
     // Shutdown.

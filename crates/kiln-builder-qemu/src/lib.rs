@@ -29,9 +29,13 @@
 //!   to exit; then the ACPI power button (QMP `system_powerdown`); then
 //!   SIGKILL (a build error: the disk may be inconsistent). Without
 //!   `shutdown_command`, kiln presses the power button (Packer kills QEMU).
-//! - `boot_wait` only delays `boot_command` (which kiln does not type
-//!   yet); without one there is nothing to wait for. The SSH forward and
-//!   the HTTP server listen on 127.0.0.1 only.
+//! - `boot_command` is typed through QMP (`input-send-event`, US keyboard
+//!   key codes, on a QMP socket of its own), not VNC: see the crate
+//!   `kiln-bootcommand` for why and what differs. The VNC display is still
+//!   started as the `vnc_*` keys say, to watch; a boot command also works
+//!   with `disable_vnc` (Packer refuses it). `boot_wait` only delays
+//!   `boot_command`; without one there is nothing to wait for. The SSH
+//!   forward and the HTTP server listen on 127.0.0.1 only.
 //! - `use_backing_file` passes the backing file's format (`-F`), which the
 //!   qemu-img of Debian 12 and later requires (Packer 1.6.6 fails there).
 //! - A guest that reboots itself (the seed's `update.sh`) is seen at once:
@@ -146,6 +150,7 @@ impl Builder for QemuBuilder {
                 id: None,
                 settle: self.settle,
             }),
+            Box::new(StepTypeBootCommand { c }),
             Box::new(StepConnect {
                 connector: self.connector.clone(),
                 none: c.comm.is_none(),

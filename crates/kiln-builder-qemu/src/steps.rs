@@ -38,6 +38,8 @@ pub struct State {
     pub qmp_socket: PathBuf,
     /// kiln's second QMP socket, for QEMU's events.
     pub qmp_events: PathBuf,
+    /// kiln's QMP socket for typing the boot command.
+    pub qmp_keys: PathBuf,
     /// Watches QEMU's events while it runs.
     pub event_watch: Option<tokio::task::JoinHandle<()>>,
 }
@@ -55,6 +57,7 @@ impl State {
             qemu_log: work_dir.join("qemu.log"),
             qmp_socket: work_dir.join("qmp.sock"),
             qmp_events: work_dir.join("qmp-events.sock"),
+            qmp_keys: work_dir.join("qmp-keys.sock"),
             ..Default::default()
         }
     }
@@ -716,6 +719,7 @@ impl StepRun<'_> {
             serial_log: Some(state.serial_log.clone()),
             qmp_socket: state.qmp_socket.clone(),
             qmp_events: Some(state.qmp_events.clone()),
+            qmp_keys: (!self.c.boot_command.is_empty()).then(|| state.qmp_keys.clone()),
             http_ip: "10.0.2.2".into(),
             http_port: state.http_port,
         }
@@ -761,6 +765,7 @@ impl Step<State> for StepRun<'_> {
             let _ = std::fs::remove_file(&state.serial_log);
             let _ = std::fs::remove_file(&state.qmp_socket);
             let _ = std::fs::remove_file(&state.qmp_events);
+            let _ = std::fs::remove_file(&state.qmp_keys);
             let vm = self
                 .d
                 .start_vm(&c.qemu_binary, &args, &state.qmp_socket, &state.qemu_log)
@@ -841,6 +846,7 @@ impl Step<State> for StepRun<'_> {
         }
         let _ = std::fs::remove_file(&state.qmp_socket);
         let _ = std::fs::remove_file(&state.qmp_events);
+        let _ = std::fs::remove_file(&state.qmp_keys);
         Ok(())
     }
 }
@@ -865,6 +871,60 @@ fn watch_resets(
         })
         .await;
     })
+}
+
+/// Packer's `stepTypeBootCommand`: waits `boot_wait`, then types
+/// `boot_command` through kiln's QMP socket for keys (crate
+/// `kiln-bootcommand`), failing at once if QEMU stops meanwhile.
+pub struct StepTypeBootCommand<'a> {
+    pub c: &'a Config,
+}
+
+#[async_trait]
+impl Step<State> for StepTypeBootCommand<'_> {
+    fn name(&self) -> &'static str {
+        "type boot command"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        use kiln_bootcommand::{QmpKeySink, TypeError, Typist, Values};
+        let c = self.c;
+        if c.boot_command.is_empty() {
+            return Ok(());
+        }
+        let live = state.machine.liveness.clone();
+        if !c.boot_wait.is_zero() {
+            ctx.ui
+                .say(&format!("Waiting {:?} for boot...", c.boot_wait));
+            kiln_commonsteps::while_alive(live.clone(), "waiting for boot", ctx.sleep(c.boot_wait))
+                .await?;
+        }
+        let values = Values {
+            http_ip: "10.0.2.2".into(),
+            http_port: state.http_port,
+            name: c.vm_name.clone(),
+        };
+        let steps = c
+            .boot_command
+            .render(&c.interp, &values)
+            .map_err(BuildError::new)?;
+        ctx.ui.say("Typing the boot command (QMP)...");
+        let socket = state.qmp_keys.clone();
+        let typing = async {
+            let mut keys = QmpKeySink::connect(&socket, Duration::from_secs(10))
+                .await
+                .map_err(BuildError::new)?;
+            Typist {
+                key_interval: c.boot_key_interval,
+            }
+            .type_steps(&steps, &mut keys, &ctx.cancel)
+            .await
+            .map_err(|e| match e {
+                TypeError::Cancelled => BuildError::Cancelled,
+                e => BuildError::new(e),
+            })
+        };
+        kiln_commonsteps::while_alive(live, "typing the boot command", typing).await
+    }
 }
 
 /// Removes the per-build key from the machine's `authorized_keys` (it is
