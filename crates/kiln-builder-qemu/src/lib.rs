@@ -58,18 +58,18 @@
 //! and `qemu64` instead of `-cpu max`.
 pub mod args;
 pub mod config;
-pub mod download;
 pub mod driver;
-pub mod http;
 pub mod iso;
-pub mod ports;
 pub mod qmp;
 pub mod steps;
+/// Shared with other builders (`kiln-commonsteps`).
+pub use kiln_commonsteps::{download, http, ports};
 
 use config::Config;
 use driver::{Driver, HostDriver};
 use kiln_commonsteps::{
-    Connector, MachineStopped, SshConnector, StepConnect, StepOutputDir, StepProvision,
+    Connector, MachineStopped, SshConnector, StepConnect, StepCreateFloppy, StepDownload,
+    StepHttpServer, StepOutputDir, StepProvision,
 };
 use kiln_core::{
     async_trait, run_steps, Artifact, BuildCtx, BuildError, Builder, FileArtifact, Hook,
@@ -135,13 +135,17 @@ impl Builder for QemuBuilder {
         let mut state = State::new(&ctx.work_dir);
         let mut steps: Vec<Box<dyn Step<State> + '_>> = vec![
             Box::new(StepCheckHost { c, d: d.clone() }),
-            Box::new(StepDownload { c }),
+            Box::new(StepDownload { config: &c.iso }),
             Box::new(StepOutputDir::new(&c.output_directory, c.force)),
+            Box::new(StepCreateFloppy { config: &c.floppy }),
             Box::new(StepCreateCd { c, d: d.clone() }),
             Box::new(StepCreateDisk { c, d: d.clone() }),
             Box::new(StepCopyDisk { c, d: d.clone() }),
             Box::new(StepResizeDisk { c, d: d.clone() }),
-            Box::new(StepHttp { c }),
+            Box::new(StepHttpServer {
+                config: &c.http,
+                http_ip: "10.0.2.2",
+            }),
             Box::new(StepPorts { c, exclude: vec![] }),
             Box::new(StepRun {
                 c,

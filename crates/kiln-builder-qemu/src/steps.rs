@@ -4,8 +4,8 @@
 use crate::args::{self, AccelChoice, Runtime};
 use crate::config::{Accel, Config};
 use crate::driver::{Driver, Vm};
-use crate::{download, http, iso, ports};
-use kiln_commonsteps::{Connector, HasMachine, Liveness, Machine, MachineStopped};
+use crate::{iso, ports};
+use kiln_commonsteps::{Connector, HasMachine, HasMedia, Liveness, Machine, MachineStopped, Media};
 use kiln_core::context::LedgerId;
 use kiln_core::{async_trait, BuildCtx, BuildError, Outcome, Step};
 use kiln_ssh::TempKeyPair;
@@ -17,12 +17,11 @@ use std::time::{Duration, Instant};
 /// What the steps share.
 #[derive(Default)]
 pub struct State {
-    /// The downloaded (or local) ISO or source disk.
-    pub source: Option<PathBuf>,
+    /// What the shared media steps made: the downloaded (or local) ISO or
+    /// source disk, the floppy, the HTTP server and its port.
+    pub media: Media,
     pub disks: Vec<PathBuf>,
     pub cds: Vec<PathBuf>,
-    pub http: Option<http::HttpServer>,
-    pub http_port: u16,
     pub ssh_host_port: Option<u16>,
     pub vnc_display: Option<u16>,
     pub accel: Option<AccelChoice>,
@@ -47,6 +46,12 @@ pub struct State {
 impl HasMachine for State {
     fn machine(&mut self) -> &mut Machine {
         &mut self.machine
+    }
+}
+
+impl HasMedia for State {
+    fn media(&mut self) -> &mut Media {
+        &mut self.media
     }
 }
 
@@ -233,30 +238,6 @@ impl Step<State> for StepCheckHost<'_> {
     }
 }
 
-pub struct StepDownload<'a> {
-    pub c: &'a Config,
-}
-
-#[async_trait]
-impl Step<State> for StepDownload<'_> {
-    fn name(&self) -> &'static str {
-        "download"
-    }
-    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        let c = self.c;
-        let p = download::fetch(
-            ctx,
-            &c.iso_urls,
-            &c.iso_checksum,
-            c.iso_target_path.as_deref(),
-            &c.iso_target_extension,
-        )
-        .await?;
-        state.source = Some(p);
-        Ok(())
-    }
-}
-
 /// `cd_files` on a CD, and the cloud-init seed (a CD labelled `cidata`
 /// with the per-build key and user) when the build makes one.
 pub struct StepCreateCd<'a> {
@@ -272,20 +253,20 @@ impl Step<State> for StepCreateCd<'_> {
     async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         let c = self.c;
         if !c.disk_image {
-            if let Some(src) = &state.source {
+            if let Some(src) = &state.media.source {
                 state.cds.push(src.clone());
             }
         }
         let seed_in_cd = c.cloud_init_seed
-            && (c.cd_label.is_empty() || c.cd_label.eq_ignore_ascii_case("cidata"));
-        if !c.cd_files.is_empty() {
+            && (c.cd.label.is_empty() || c.cd.label.eq_ignore_ascii_case("cidata"));
+        if !c.cd.files.is_empty() {
             ctx.ui.say("Creating CD disk...");
             let dir = ctx.work_dir.join("cd");
-            stage(&dir, &c.cd_files)?;
+            stage(&dir, &c.cd.files)?;
             let label = if seed_in_cd {
                 "cidata".to_string()
             } else {
-                c.cd_label.clone()
+                c.cd.label.clone()
             };
             if seed_in_cd {
                 self.write_seed(state, &dir, ctx)?;
@@ -294,7 +275,7 @@ impl Step<State> for StepCreateCd<'_> {
             self.d.make_iso(ctx, &dir, &label, &out).await?;
             state.cds.push(out);
         }
-        let seed_done = seed_in_cd && !c.cd_files.is_empty();
+        let seed_done = seed_in_cd && !c.cd.files.is_empty();
         if c.cloud_init_seed && !seed_done {
             let dir = ctx.work_dir.join("seed");
             stage(&dir, &[])?;
@@ -414,6 +395,7 @@ impl Step<State> for StepCreateDisk<'_> {
             }
             let backing = if c.disk_image && c.use_backing_file && i == 0 {
                 let src = state
+                    .media
                     .source
                     .clone()
                     .ok_or_else(|| BuildError::msg("no source disk"))?;
@@ -468,6 +450,7 @@ impl Step<State> for StepCopyDisk<'_> {
             return Ok(());
         }
         let src = state
+            .media
             .source
             .clone()
             .ok_or_else(|| BuildError::msg("no source disk"))?;
@@ -526,62 +509,6 @@ impl Step<State> for StepResizeDisk<'_> {
             .qemu_img(ctx, &a)
             .await
             .map_err(|e| e.context("Error creating hard drive"))?;
-        Ok(())
-    }
-}
-
-/// `http_directory`, served to the guest at 10.0.2.2.
-pub struct StepHttp<'a> {
-    pub c: &'a Config,
-}
-
-#[async_trait]
-impl Step<State> for StepHttp<'_> {
-    fn name(&self) -> &'static str {
-        "http server"
-    }
-    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        let c = self.c;
-        ctx.set_generated("HTTPIP", "10.0.2.2");
-        let Some(dir) = &c.http_directory else {
-            return Ok(());
-        };
-        let mut tried = vec![];
-        let addr = c.http_bind_address.clone();
-        loop {
-            let p = ports::pick(
-                c.http_port_min,
-                c.http_port_max,
-                ports::seed(),
-                &tried,
-                |p| ports::tcp_free(&addr, p),
-            )
-            .ok_or_else(|| {
-                BuildError::msg(format!(
-                    "no free port for the HTTP server between {} and {}",
-                    c.http_port_min, c.http_port_max
-                ))
-            })?;
-            match tokio::net::TcpListener::bind((addr.as_str(), p)).await {
-                Ok(l) => {
-                    let srv = http::serve(dir.clone(), l).await;
-                    ctx.ui.say(&format!("Starting HTTP server on port {p}"));
-                    ctx.set_generated("HTTPPort", p.to_string());
-                    state.http_port = p;
-                    state.http = Some(srv);
-                    return Ok(());
-                }
-                Err(_) => tried.push(p),
-            }
-        }
-    }
-    async fn cleanup(
-        &mut self,
-        state: &mut State,
-        _: &BuildCtx,
-        _: Outcome,
-    ) -> Result<(), BuildError> {
-        state.http = None;
         Ok(())
     }
 }
@@ -721,7 +648,8 @@ impl StepRun<'_> {
             qmp_events: Some(state.qmp_events.clone()),
             qmp_keys: (!self.c.boot_command.is_empty()).then(|| state.qmp_keys.clone()),
             http_ip: "10.0.2.2".into(),
-            http_port: state.http_port,
+            http_port: state.media.http_port,
+            floppy: state.media.floppy.clone(),
         }
     }
 }
@@ -900,7 +828,7 @@ impl Step<State> for StepTypeBootCommand<'_> {
         }
         let values = Values {
             http_ip: "10.0.2.2".into(),
-            http_port: state.http_port,
+            http_port: state.media.http_port,
             name: c.vm_name.clone(),
         };
         let steps = c
