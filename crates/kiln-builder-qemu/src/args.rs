@@ -63,8 +63,12 @@ pub struct Runtime {
     /// A second QMP socket of kiln's, on which it only listens to events
     /// (QEMU's QMP serves one client at a time per socket).
     pub qmp_events: Option<PathBuf>,
+    /// A QMP socket for typing the boot command (when there is one).
+    pub qmp_keys: Option<PathBuf>,
     pub http_ip: String,
     pub http_port: u16,
+    /// The `floppy_files`/`floppy_dirs` image, attached as `-fda`.
+    pub floppy: Option<PathBuf>,
 }
 
 /// An ordered multimap of arguments: key -> values (no value: a flag).
@@ -138,6 +142,9 @@ pub fn default_args(c: &Config, rt: &Runtime) -> ArgMap {
             None => "user,id=user.0".into(),
         },
     );
+    if let Some(f) = &rt.floppy {
+        a.one("-fda", f.display().to_string());
+    }
     let (devices, drives) = device_and_drive_args(c, rt);
     a.set("-device", devices);
     a.set("-drive", drives);
@@ -164,6 +171,9 @@ pub fn default_args(c: &Config, rt: &Runtime) -> ArgMap {
     )];
     if let Some(e) = &rt.qmp_events {
         qmp.push(format!("unix:{},server=on,wait=off", opt_path(e)));
+    }
+    if let Some(k) = &rt.qmp_keys {
+        qmp.push(format!("unix:{},server=on,wait=off", opt_path(k)));
     }
     if c.qmp_enable {
         if let Some(p) = &c.qmp_socket_path {
@@ -300,7 +310,8 @@ pub fn render_qemuargs(c: &Config, rt: &Runtime) -> Result<Vec<Vec<String>>, Str
         .with("HTTPPort", rt.http_port.to_string())
         .with(
             "HTTPDir",
-            c.http_directory
+            c.http
+                .directory
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
@@ -342,8 +353,10 @@ mod tests {
             serial_log: Some(PathBuf::from("/w/serial.log")),
             qmp_socket: PathBuf::from("/w/qmp.sock"),
             qmp_events: None,
+            qmp_keys: None,
             http_ip: "10.0.2.2".into(),
             http_port: 8123,
+            floppy: None,
         }
     }
 
@@ -364,6 +377,24 @@ mod tests {
              -device virtio-net,netdev=user.0 \
              -drive file=out/packer-x,if=virtio,cache=writeback,discard=ignore,format=qcow2 \
              -display none -qmp unix:/w/qmp.sock,server=on,wait=off -serial file:/w/serial.log"
+        );
+    }
+
+    #[test]
+    fn a_floppy_is_fda_and_a_qemuargs_row_replaces_it() {
+        let mut r = rt();
+        r.floppy = Some(PathBuf::from("/w/floppy.img"));
+        let args = command_line(&cfg(), &r).unwrap().join(" ");
+        assert!(
+            args.contains(" -fda /w/floppy.img -device "),
+            "{args}"
+        );
+        let mut c = cfg();
+        c.qemuargs = vec![vec!["-fda".into(), "/x.img".into()]];
+        let args = command_line(&c, &r).unwrap().join(" ");
+        assert!(
+            args.contains(" -fda /x.img ") && !args.contains("floppy.img"),
+            "{args}"
         );
     }
 

@@ -365,7 +365,7 @@ fn config(dir: &Path) -> Config {
     let base = dir.join("base.qcow2");
     std::fs::write(&base, "base").unwrap();
     let mut c = Config::with_defaults("q", "debian");
-    c.iso_urls = vec![base.display().to_string()];
+    c.iso.urls = vec![base.display().to_string()];
     c.disk_image = true;
     c.headless = true;
     c.cloud_init_seed = true;
