@@ -8,6 +8,7 @@ use crate::component::{Hook, PrepareOpts, ProvisionCtx};
 use crate::context::BuildCtx;
 use crate::error::BuildError;
 use crate::step::Outcome;
+use crate::timeline::{Kind as TlKind, Status};
 use async_trait::async_trait;
 use kiln_template::{Context, Diagnostics};
 use std::sync::Arc;
@@ -28,7 +29,10 @@ impl Hook for ProvisionHook<'_> {
         comm: Option<Arc<dyn Communicator>>,
     ) -> Result<(), BuildError> {
         for p in self.provisioners {
-            self.run_provisioner(p, ctx, comm.as_ref()).await?;
+            let span = ctx.timeline.start(TlKind::Provisioner, label(p));
+            let r = self.run_provisioner(p, ctx, comm.as_ref()).await;
+            span.finish(Status::of(&r));
+            r?;
         }
         Ok(())
     }
@@ -55,10 +59,18 @@ impl Hook for ProvisionHook<'_> {
             cancel: ctx.abandon.child_token(),
             ..ctx.clone()
         };
-        self.run_provisioner(p, &cleanup_ctx, comm.as_ref())
-            .await
-            .map_err(|e| e.context("error-cleanup-provisioner failed"))
+        let span = ctx
+            .timeline
+            .start(TlKind::Provisioner, format!("error-cleanup {}", label(p)));
+        let r = self.run_provisioner(p, &cleanup_ctx, comm.as_ref()).await;
+        span.finish(Status::of(&r));
+        r.map_err(|e| e.context("error-cleanup-provisioner failed"))
     }
+}
+
+/// A provisioner as the timeline names it (`shell: scripts/update.sh`).
+fn label(p: &PlannedProvisioner) -> String {
+    kiln_cache::key::step_label(&p.def.type_name.value, &p.config.to_json())
 }
 
 impl ProvisionHook<'_> {
