@@ -34,7 +34,7 @@ pub use async_trait::async_trait;
 pub use communicator::{Communicator, ExitStatus, OutputSink};
 pub use component::{
     Builder, Hook, PostProcessCtx, PostProcessed, PostProcessor, PrepareOpts, ProvisionCtx,
-    Provisioner, Registry,
+    ProvisionStep, Provisioner, Registry, StepDone,
 };
 pub use context::{BuildCtx, Ledger, OnError};
 pub use error::BuildError;
