@@ -100,6 +100,7 @@ async fn run_one(b: PlannedBuild, opts: &RunOptions) -> BuildOutcome {
         generated: Default::default(),
         work_dir: work_dir.path().to_path_buf(),
     };
+    super::seed_generated(&ctx);
     let work_dir_id = ctx.ledger.track(work_dir_entry);
     ui.machine(
         "ui",
