@@ -372,3 +372,141 @@ async fn virtualbox_box_from_the_same_qcow2() {
         "{vf}"
     );
 }
+
+/// A disk whose boot sector waits about 8 s (BIOS ticks), then triple
+/// faults: with `-no-reboot` QEMU exits, which is the end of a Packer qemu
+/// build without a communicator. Plus data here and there.
+fn make_bootable_qcow2(dir: &Path) -> PathBuf {
+    use std::io::{Seek, SeekFrom, Write};
+    // sti; xor ax,ax; mov ds,ax; mov bx,[0x46c]
+    // wait: mov ax,[0x46c]; sub ax,bx; cmp ax,146; jb wait
+    // cli; lidt [0x7c20] (limit 0); int3  -> triple fault
+    let code = [
+        0xFB, 0x31, 0xC0, 0x8E, 0xD8, 0x8B, 0x1E, 0x6C, 0x04, 0xA1, 0x6C, 0x04, 0x29, 0xD8, 0x3D,
+        0x92, 0x00, 0x72, 0xF6, 0xFA, 0x0F, 0x01, 0x1E, 0x20, 0x7C, 0xCC, 0xF4,
+    ];
+    let raw = dir.join("boot.raw");
+    let mut f = std::fs::File::create(&raw).unwrap();
+    f.set_len(64 << 20).unwrap();
+    let mut sector = [0u8; 512];
+    sector[..code.len()].copy_from_slice(&code);
+    sector[510] = 0x55;
+    sector[511] = 0xAA;
+    f.write_all(&sector).unwrap();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for at in [1u64 << 20, 40 << 20] {
+        let buf: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 8) as u8
+            })
+            .collect();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&buf).unwrap();
+    }
+    drop(f);
+    let q = dir.join("boot.qcow2");
+    run(&[
+        "qemu-img",
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        s(&raw),
+        s(&q),
+    ]);
+    q
+}
+
+fn packer() -> String {
+    let p = std::env::var("KILN_PACKER").unwrap_or_else(|_| "packer".into());
+    let ok = Command::new(&p)
+        .arg("version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("1.6.6"));
+    assert!(
+        ok,
+        "Packer 1.6.6 is the oracle of this test: `apt-get install packer` (scripts/setup.sh) or set KILN_PACKER"
+    );
+    p
+}
+
+fn without_driver(vagrantfile: &str) -> String {
+    vagrantfile
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("libvirt.driver"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Packer 1.6.6's qemu builder (TCG, no communicator) and vagrant
+/// post-processor box a qcow2; kiln's post-processor boxes Packer's very
+/// output qcow2: the same files, in the same order, bar the driver line.
+#[tokio::test]
+#[ignore = "runs Packer 1.6.6's qemu builder: a QEMU guest under TCG, about 15 s"]
+async fn same_box_as_packer() {
+    if !tool("qemu-img") || !tool("qemu-system-x86_64") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = make_bootable_qcow2(d.path());
+    let out = d.path().join("out");
+    let template = serde_json::json!({
+        "builders": [{
+            "type": "qemu", "iso_url": s(&src), "iso_checksum": "none",
+            "disk_image": true, "format": "qcow2", "disk_size": "64M",
+            "accelerator": "tcg", "communicator": "none", "headless": true,
+            "output_directory": s(&out), "vm_name": "disk.qcow2",
+            "qemuargs": [["-no-reboot"]], "boot_wait": "1s", "shutdown_timeout": "2m"
+        }],
+        "post-processors": [{
+            "type": "vagrant", "keep_input_artifact": true,
+            "output": s(&d.path().join("packer.box"))
+        }]
+    });
+    std::fs::write(d.path().join("t.json"), template.to_string()).unwrap();
+    let o = Command::new(packer())
+        .current_dir(d.path())
+        .env("CHECKPOINT_DISABLE", "1")
+        .env("PACKER_CONFIG_DIR", d.path().join(".packer.d"))
+        .env("HOME", d.path())
+        .args(["build", "-color=false", "t.json"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "packer: {log}");
+    let disk = out.join("disk.qcow2");
+    let json = format!(
+        r#"{{"type": "vagrant", "output": "{}"}}"#,
+        d.path().join("kiln.box").display()
+    );
+    // What kiln's qemu builder records under TCG.
+    let (a, _, _) = make_box(d.path(), &json, qemu_artifact(&disk, "tcg")).await;
+    let packer_box = d.path().join("packer.box");
+    assert_eq!(
+        run(&["tar", "-tf", s(&a.files()[0])]),
+        run(&["tar", "-tf", s(&packer_box)])
+    );
+    let k = unpack(&a.files()[0], &d.path().join("k"));
+    let p = unpack(&packer_box, &d.path().join("p"));
+    assert_eq!(k.keys().collect::<Vec<_>>(), p.keys().collect::<Vec<_>>());
+    for name in k.keys() {
+        let (kb, pb) = (
+            std::fs::read(&k[name]).unwrap(),
+            std::fs::read(&p[name]).unwrap(),
+        );
+        if name == "Vagrantfile" {
+            let (kt, pt) = (
+                String::from_utf8(kb).unwrap(),
+                String::from_utf8(pb).unwrap(),
+            );
+            assert_eq!(without_driver(&kt), without_driver(&pt));
+            assert!(kt.contains("libvirt.driver = \"qemu\""), "{kt}");
+        } else {
+            assert!(kb == pb, "{name} differs from Packer's");
+        }
+    }
+}
