@@ -619,3 +619,54 @@ impl PostProcessor for Vagrant {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_is_the_accelerator_used() {
+        assert_eq!(libvirt_driver("kvm"), Some("kvm"));
+        for t in ["tcg", "none", "hvf"] {
+            assert_eq!(libvirt_driver(t), Some("qemu"), "{t}");
+        }
+        assert_eq!(libvirt_driver("xen"), None);
+    }
+
+    #[test]
+    fn sizes_round_up_to_gib() {
+        assert_eq!(size_in_gb(0), 0);
+        assert_eq!(size_in_gb(1), 1);
+        assert_eq!(size_in_gb(2 << 30), 2);
+        assert_eq!(size_in_gb((2 << 30) + 512), 3);
+    }
+
+    #[test]
+    fn providers_by_builder() {
+        assert_eq!(provider_for("transcend.qemu"), Some("libvirt"));
+        assert_eq!(provider_for("kiln.debootstrap"), Some("libvirt"));
+        assert_eq!(provider_for("mitchellh.virtualbox"), Some("virtualbox"));
+        assert_eq!(provider_for("packer.post-processor.artifice"), None);
+    }
+
+    #[test]
+    fn vagrantfile_layout() {
+        let v = vagrantfile(&libvirt_vagrantfile("qemu"), "");
+        assert!(v.starts_with("\n# The contents below were provided by the Packer Vagrant post-processor\n\nVagrant.configure(\"2\") do |config|\n"));
+        assert!(v.contains("    libvirt.driver = \"qemu\"\n  end\nend\n"));
+        assert!(v.ends_with("during image build.\n\n"));
+        assert!(virtualbox_vagrantfile("080027000001")
+            .contains("  config.vm.base_mac = \"080027000001\"\n"));
+    }
+
+    #[test]
+    fn metadata_is_go_json() {
+        let mut m = BTreeMap::new();
+        m.insert("virtual_size", serde_json::json!(2));
+        m.insert("provider", serde_json::json!("libvirt"));
+        assert_eq!(
+            metadata(&m),
+            b"{\"provider\":\"libvirt\",\"virtual_size\":2}\n"
+        );
+    }
+}

@@ -510,3 +510,46 @@ async fn same_box_as_packer() {
         }
     }
 }
+
+/// A VirtualBox build's artifact (an OVF and its disk): Packer's way, the
+/// files as they are and the OVF renamed box.ovf.
+#[tokio::test]
+async fn virtualbox_box_from_an_ovf_artifact() {
+    let d = tempfile::tempdir().unwrap();
+    let ovf = d.path().join("web.ovf");
+    std::fs::write(
+        &ovf,
+        "<Envelope>\n<Adapter slot=\"0\" enabled=\"true\" MACAddress=\"080027123456\" type=\"82540EM\">\n</Envelope>\n",
+    )
+    .unwrap();
+    let disk = d.path().join("web-disk001.vmdk");
+    std::fs::write(&disk, vec![7u8; 100_000]).unwrap();
+    let a: Arc<dyn Artifact> = Arc::new(FileArtifact::new(
+        "mitchellh.virtualbox",
+        vec![ovf.clone(), disk.clone()],
+    ));
+    let json = format!(
+        r#"{{"type": "vagrant", "output": "{}/v.box"}}"#,
+        d.path().display()
+    );
+    let (a, _, _) = make_box(d.path(), &json, a).await;
+    let files = unpack(&a.files()[0], &d.path().join("x"));
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        [
+            "Vagrantfile",
+            "box.ovf",
+            "metadata.json",
+            "web-disk001.vmdk"
+        ]
+    );
+    assert_eq!(
+        std::fs::read(&files["box.ovf"]).unwrap(),
+        std::fs::read(&ovf).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(&files["web-disk001.vmdk"]).unwrap(),
+        vec![7u8; 100_000]
+    );
+    assert!(read(&files["Vagrantfile"]).contains("config.vm.base_mac = \"080027123456\""));
+}
