@@ -10,7 +10,10 @@
 # 2. the box: `kiln build box.json` (the qemu builder boots the base image
 #    under TCG, adds the user vagrant with Vagrant's insecure key and
 #    passwordless sudo, and the vagrant post-processor writes a libvirt
-#    box whose Vagrantfile says libvirt.driver = "qemu");
+#    box whose Vagrantfile says libvirt.driver = "qemu", and a virtualbox
+#    box from the same disk, checked offline: xmllint on the OVF, qemu-img
+#    info/check on the VMDK and compare against the libvirt box's box.img,
+#    base_mac equal to the OVF's adapter 0, `vagrant box add` accepts it);
 # 3. the user's steps with vagrant-libvirt (libvirt started without
 #    systemd: virtlogd -d; libvirtd -d): vagrant box add, vagrant up
 #    --provider=libvirt (the box's own driver line, no override), vagrant
@@ -31,7 +34,7 @@ quiet() { "$@" 2>&1 | tr '\r' '\n' | grep -v -e 'Progress:' -e '^\s*$' || return
 
 pub=$(ls /usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub 2>/dev/null | head -1)
 [ -n "$pub" ] || { echo "run.sh: Vagrant's insecure key not found: apt-get install vagrant (scripts/setup.sh)" >&2; exit 1; }
-for tool in vagrant virsh libvirtd virtlogd qemu-system-x86_64 qemu-img; do
+for tool in vagrant virsh libvirtd virtlogd qemu-system-x86_64 qemu-img xmllint; do
   command -v "$tool" >/dev/null || { echo "run.sh: $tool missing: run scripts/setup.sh" >&2; exit 1; }
 done
 vagrant plugin list 2>/dev/null | grep -q vagrant-libvirt || { echo "run.sh: vagrant-libvirt missing: run scripts/setup.sh" >&2; exit 1; }
@@ -57,9 +60,24 @@ echo "base image: $base"
 mkdir -p "$WORK/build"
 cd "$WORK/build"
 t "$KILN" build -color=false -var "base_image=$base" -var "vagrant_pub=$pub" \
-  -var "output_directory=$WORK/build/output-box" -var "box=$WORK/kiln.box" "$HERE/box.json"
+  -var "output_directory=$WORK/build/output-box" -var "box=$WORK/kiln.box" -var "vbox=$WORK/kiln-vb.box" "$HERE/box.json"
 [ -f "$WORK/kiln.box" ] && [ ! -e "$WORK/build/output-box/box.qcow2" ] || { echo "run.sh: no box, or the input artifact was kept" >&2; exit 1; }
 tar -xOzf "$WORK/kiln.box" Vagrantfile | grep -q 'libvirt.driver = "qemu"' || { echo "run.sh: the box's driver is not qemu" >&2; exit 1; }
+
+# The VirtualBox box from the same build, offline (no VirtualBox here): the
+# OVF is well-formed XML, the VMDK is stream-optimized, sound and holds the
+# same disk as the libvirt box's box.img, base_mac is the OVF's adapter 0.
+mkdir -p "$WORK/vb" "$WORK/lv"
+tar -xzf "$WORK/kiln-vb.box" -C "$WORK/vb"
+tar -xzf "$WORK/kiln.box" -C "$WORK/lv" box.img
+xmllint --noout "$WORK/vb/box.ovf"
+qemu-img info "$WORK/vb/box-disk001.vmdk" | grep -q 'create type: streamOptimized'
+qemu-img check "$WORK/vb/box-disk001.vmdk" >/dev/null
+t qemu-img compare "$WORK/vb/box-disk001.vmdk" "$WORK/lv/box.img"
+mac=$(grep -o '<Adapter slot="0"[^>]*MACAddress="[0-9A-F]*"' "$WORK/vb/box.ovf" | grep -o '[0-9A-F]\{12\}')
+grep -q "config.vm.base_mac = \"$mac\"" "$WORK/vb/Vagrantfile" || { echo "run.sh: base_mac is not the OVF's ($mac)" >&2; exit 1; }
+rm -rf "$WORK/vb" "$WORK/lv"
+echo "virtualbox box: OVF, VMDK and base_mac $mac checked"
 
 # 3. the user's steps
 export VAGRANT_HOME=$WORK/vagrant.d VAGRANT_DEFAULT_PROVIDER=libvirt VAGRANT_NO_COLOR=1
@@ -68,6 +86,7 @@ cleanup() {
   set +e
   (cd "$WORK/proj" 2>/dev/null && vagrant destroy -f >/dev/null 2>&1)
   vagrant box remove -f "$NAME" >/dev/null 2>&1
+  vagrant box remove -f "$NAME-vb" >/dev/null 2>&1
   for v in $(virsh -q vol-list default 2>/dev/null | awk -v n="${NAME}_vagrant_box_image_" 'index($1,n)==1{print $1}'); do
     virsh -q vol-delete --pool default "$v" >/dev/null
   done
@@ -83,6 +102,8 @@ if ! pgrep -x virtlogd >/dev/null; then virtlogd -d; STARTED+=("$(pgrep -nx virt
 if ! pgrep -x libvirtd >/dev/null; then libvirtd -d; sleep 2; STARTED+=("$(pgrep -nx libvirtd)"); fi
 nets_before=$(virsh -q net-list --all --name | sort); nets_known=1
 
+t quiet vagrant box add --name "$NAME-vb" "$WORK/kiln-vb.box"   # reads metadata.json only
+vagrant box list | grep -q "^$NAME-vb .*virtualbox" && vagrant box remove -f "$NAME-vb" >/dev/null
 t quiet vagrant box add --name "$NAME" "$WORK/kiln.box"
 mkdir -p "$WORK/proj" && cd "$WORK/proj"
 cat > Vagrantfile <<VF
