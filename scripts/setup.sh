@@ -43,6 +43,9 @@ packages=(
   isolinux
   debian-installer-12-netboot-amd64
   busybox-static
+  # floppy_files: kiln writes the FAT image itself; mtools reads it back in
+  # kiln-commonsteps' tests (an independent FAT implementation)
+  mtools
   # configuration-management provisioners (kiln-provisioners-cm): Ansible
   # (ansible-core: ansible-playbook without the 500 MB of collections) and
   # Puppet 7 (`puppet apply`); Salt is not in Debian 12: its tests install

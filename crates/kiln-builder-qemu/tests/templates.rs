@@ -94,7 +94,7 @@ fn mistakes_are_reported_all_at_once() {
     let json = format!(
         r#"{{"builders": [{{"type": "qemu", "iso_checksum": "sha256:abc", "format": "vmdk",
         "accelerator": "kvmm", "disk_size": "10GB", "disk_cache": "fast", "ssh_username": "u",
-        "output_directory": "{}", "use_backing_file": true, "boot_command": ["<enter>"],
+        "output_directory": "{}", "use_backing_file": true, "boot_command": ["<entr>"],
         "disk_imagee": true}},
         {{"type": "debootstrap", "name": "b", "disk_size": "1Q", "extra_packages": ["Bad,Name"],
         "format": "vmdk", "hostname": "-x-"}}]}}"#,
@@ -110,7 +110,7 @@ fn mistakes_are_reported_all_at_once() {
         "unrecognized disk cache type `fast`",
         "already exists",
         "use_backing_file can only be enabled",
-        "boot_command is not supported by kiln yet",
+        "`boot_command`: unknown key `<entr>`",
         "unknown key `disk_imagee`",
         "did you mean `disk_image`?",
         "invalid disk size `1Q`",
