@@ -18,8 +18,9 @@
 //!   jitter on throttling, 5xx and dropped connections; [`AwsError`] tells a
 //!   refusal from a server error from no answer at all.
 //! - [`ec2`], [`s3`]: typed calls; [`wait`]: waiters, cancellable.
-//! - [`inflight`]: the "record before send, settle, find, release" rule
-//!   for creates ([`inflight::InFlight`], [`inflight::find_created`]).
+//! - creates follow kiln-commonsteps' [`kiln_commonsteps::create`]
+//!   routine ("record before send, settle, find, delete, release"):
+//!   [`AwsError`] implements its [`kiln_commonsteps::CloudError`].
 //! - [`artifact`]: AMIs as an artifact (`region: ami-...`, Packer's id).
 //! - [`import`]: the `amazon-import` post-processor (it converts with
 //!   `kiln_diskimage`'s streaming qcow2 reader and stream-optimized VMDK
@@ -72,7 +73,6 @@ pub mod credentials;
 pub mod ec2;
 pub mod error;
 pub mod import;
-pub mod inflight;
 pub mod s3;
 pub mod sigv4;
 pub mod wait;

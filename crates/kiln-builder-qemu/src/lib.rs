@@ -8,12 +8,15 @@
 //! - `accelerator` unset: kiln boots a 512-byte test guest under KVM (real
 //!   mode, long mode, `lock cmpxchg16b`, which nested KVM may fail to
 //!   emulate) and uses KVM only if it runs; otherwise TCG (`-accel
-//!   tcg,thread=multi -cpu max`), said once. Packer picks KVM whenever
-//!   `/dev/kvm` opens, and its guest then dies. (`-cpu max` boots every
-//!   x86-64 distribution, x86-64-v2 ones such as RHEL 9 included; Packer's
-//!   default `qemu64` does not. Measured here, interleaved boots of the
-//!   base image reached SSH about 1 to 3 s (5%) sooner with `qemu64`: set
-//!   `qemuargs: [["-cpu", "qemu64"]]` to trade compatibility for that.)
+//!   tcg,thread=multi -cpu qemu64`), said once, with the CPU model really
+//!   passed (a `-cpu` row in `qemuargs` replaces `qemu64`). Packer picks
+//!   KVM whenever `/dev/kvm` opens, and its guest then dies. `qemu64` is
+//!   Packer's own default and the fastest model under TCG measured here
+//!   (issue #15: CPU-bound guest work 20-30 % faster than `-cpu max`,
+//!   whose AVX2/SSE4.2 string routines TCG emulates slowly; see the
+//!   `seed_vs_packer` benchmark's CPU table). A guest built for
+//!   x86-64-v2 or later (RHEL 9, RHEL 10) needs `qemuargs: [["-cpu",
+//!   "max"]]`.
 //!   The probe runs in the background while the disk is prepared.
 //! - Disk images with no credentials in the template (no `ssh_password`,
 //!   `ssh_private_key_file` or `ssh_agent_auth`) get a cloud-init NoCloud
@@ -54,8 +57,7 @@
 //! `seed_vs_packer` benchmark's phase table). Tried and measured here, with
 //! no gain beyond run-to-run noise: `cache=unsafe` on the disk (apt and
 //! dpkg are CPU-bound under TCG, not fsync-bound), a 2 GiB translation
-//! cache (`tb-size`; a seed-like build flushes the default 1 GiB twice),
-//! and `qemu64` instead of `-cpu max`.
+//! cache (`tb-size`; a seed-like build flushes the default 1 GiB twice).
 pub mod args;
 pub mod config;
 pub mod driver;

@@ -25,6 +25,9 @@ pub struct State {
     pub ssh_host_port: Option<u16>,
     pub vnc_display: Option<u16>,
     pub accel: Option<AccelChoice>,
+    /// Why KVM could not be used, until the TCG fallback is announced
+    /// (with the CPU model of the command line).
+    pub tcg_why: Option<String>,
     /// The KVM probe, started by the first step so that it runs while the
     /// disk is prepared; the run step waits for its answer.
     pub kvm_probe: Option<tokio::task::JoinHandle<Result<(), String>>>,
@@ -621,11 +624,7 @@ impl StepRun<'_> {
                 match r {
                     Ok(()) => AccelChoice::Machine("kvm".into()),
                     Err(why) => {
-                        if !ACCEL_SAID.swap(true, Ordering::SeqCst) {
-                            ctx.ui.say(&format!(
-                                "KVM cannot run a guest here ({why}): using TCG, QEMU's software emulation (-accel tcg,thread=multi -cpu max), which is slower"
-                            ));
-                        }
+                        state.tcg_why = Some(why);
                         AccelChoice::TcgFallback
                     }
                 }
@@ -654,6 +653,36 @@ impl StepRun<'_> {
             http_port: state.media.http_port,
             floppy: state.media.floppy.clone(),
         }
+    }
+}
+
+/// What kiln says when it falls back to TCG: the CPU model named is the one
+/// really passed (`qemuargs` included).
+pub fn tcg_fallback_message(why: &str, args: &[String]) -> String {
+    let cpu = match args::cpu_model(args) {
+        Some(m) => format!("-cpu {m}"),
+        None => "QEMU's default CPU".into(),
+    };
+    format!(
+        "KVM cannot run a guest here ({why}): using TCG, QEMU's software emulation (-accel tcg,thread=multi {cpu}), which is slower"
+    )
+}
+
+#[cfg(test)]
+mod tcg_message_tests {
+    use super::*;
+
+    #[test]
+    fn the_fallback_message_names_the_cpu_passed() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let m = tcg_fallback_message("no /dev/kvm", &args(&["-m", "1G", "-cpu", "qemu64"]));
+        assert!(m.contains("(no /dev/kvm)"), "{m}");
+        assert!(m.contains("-accel tcg,thread=multi -cpu qemu64)"), "{m}");
+        let m = tcg_fallback_message("x", &args(&["-cpu", "Nehalem,+avx"]));
+        assert!(m.contains("-cpu Nehalem,+avx)"), "{m}");
+        assert!(!m.contains("qemu64"), "{m}");
+        let m = tcg_fallback_message("x", &args(&["-m", "1G"]));
+        assert!(m.contains("QEMU's default CPU"), "{m}");
     }
 }
 
@@ -693,6 +722,11 @@ impl Step<State> for StepRun<'_> {
             let rt = self.runtime(state, accel.clone());
             let args =
                 args::command_line(c, &rt).map_err(|e| io_err("Error processing QemuArgs", e))?;
+            if let Some(why) = state.tcg_why.take() {
+                if !ACCEL_SAID.swap(true, Ordering::SeqCst) {
+                    ctx.ui.say(&tcg_fallback_message(&why, &args));
+                }
+            }
             let _ = std::fs::remove_file(&state.serial_log);
             let _ = std::fs::remove_file(&state.qmp_socket);
             let _ = std::fs::remove_file(&state.qmp_events);
