@@ -54,6 +54,19 @@ packages=(
   puppet-agent
   # salt-masterless `formulas` are cloned with git
   git
+  # --- vagrant (kiln-vagrant's tests, testlab/vagrant) ---
+  # `vagrant up --provider=libvirt` of boxes kiln makes: Vagrant 2.3.4 and
+  # vagrant-libvirt 0.11.2, libvirt (started without systemd by
+  # testlab/vagrant/run.sh), its NAT network's dnsmasq and iptables
+  # (qemu-system-x86 and qemu-utils, listed above, are installed with
+  # them); xmllint checks the VirtualBox box's OVF
+  vagrant
+  vagrant-libvirt
+  libvirt-daemon-system
+  dnsmasq-base
+  iptables
+  libxml2-utils
+  # --- end vagrant ---
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -303,6 +303,9 @@ impl Step<State> for StepCreateCd<'_> {
             stage(&dir, &c.cd.files)?;
             let label = if seed_in_cd {
                 "cidata".to_string()
+            } else if c.cd.label.is_empty() {
+                // Packer's default volume label.
+                "packer".to_string()
             } else {
                 c.cd.label.clone()
             };

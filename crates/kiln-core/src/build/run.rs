@@ -101,6 +101,7 @@ async fn run_one(b: PlannedBuild, opts: &RunOptions) -> BuildOutcome {
         work_dir: work_dir.path().to_path_buf(),
         timeline: Default::default(),
     };
+    super::seed_generated(&ctx);
     let work_dir_id = ctx.ledger.track(work_dir_entry);
     ui.machine(
         "ui",
