@@ -373,35 +373,43 @@ impl Step<State> for ModifyAttributes<'_> {
                 ImageAttribute::AddProductCodes(c.ami_product_codes.clone()),
             ));
         }
-        let share_snaps = !c.snapshot_users.is_empty() || !c.snapshot_groups.is_empty();
-        if changes.is_empty() && !share_snaps {
+        let mut snap_changes: Vec<(&str, &[String], &[String])> = Vec::new();
+        if !c.snapshot_groups.is_empty() {
+            snap_changes.push(("groups", &[], &c.snapshot_groups));
+        }
+        if !c.snapshot_users.is_empty() {
+            snap_changes.push(("users", &c.snapshot_users, &[]));
+        }
+        if changes.is_empty() && snap_changes.is_empty() {
             return Ok(());
         }
         for (region, ami) in s.amis.clone() {
             let aws = s.aws.in_region(&region);
-            let ec2 = aws.ec2();
-            if !changes.is_empty() {
-                ctx.ui
-                    .say(&format!("Modifying attributes on AMI ({ami})..."));
-                for (name, a) in &changes {
-                    ctx.ui.message(&format!("Modifying: {name}"));
-                    ec2.modify_image_attribute(&ami, a)
-                        .await
-                        .map_err(|e| BuildError::from(e).context("Error modify AMI attributes"))?;
-                }
-            }
-            if share_snaps {
-                let snaps = ec2
-                    .image(&ami)
+            ctx.ui
+                .say(&format!("Modifying attributes on AMI ({ami})..."));
+            for (name, a) in &changes {
+                ctx.ui.message(&format!("Modifying: {name}"));
+                aws.ec2()
+                    .modify_image_attribute(&ami, a)
                     .await
-                    .map_err(|e| BuildError::from(e).context("Error describing AMI"))?
-                    .map(|i| i.snapshot_ids())
-                    .unwrap_or_default();
-                for snap in snaps {
-                    ctx.ui
-                        .say(&format!("Modifying attributes on snapshot ({snap})..."));
-                    ctx.ui.message("Modifying: create volume permission");
-                    ec2.share_snapshot(&snap, &c.snapshot_users, &c.snapshot_groups)
+                    .map_err(|e| BuildError::from(e).context("Error modify AMI attributes"))?;
+            }
+        }
+        for (region, ami) in s.amis.clone() {
+            let aws = s.aws.in_region(&region);
+            let ec2 = aws.ec2();
+            let snaps = ec2
+                .image(&ami)
+                .await
+                .map_err(|e| BuildError::from(e).context("Error describing AMI"))?
+                .map(|i| i.snapshot_ids())
+                .unwrap_or_default();
+            for snap in snaps {
+                ctx.ui
+                    .say(&format!("Modifying attributes on snapshot ({snap})..."));
+                for (name, users, groups) in &snap_changes {
+                    ctx.ui.message(&format!("Modifying: {name}"));
+                    ec2.add_create_volume_permission(&snap, users, groups)
                         .await
                         .map_err(|e| {
                             BuildError::from(e).context("Error modify snapshot attributes")
@@ -456,7 +464,9 @@ impl Step<State> for CreateTags<'_> {
                 |e: AwsError| BuildError::from(e).context("Error adding tags to Resources");
             ctx.ui.say("Creating AMI tags");
             report(ctx, &c.tags);
-            ec2.create_tags(std::slice::from_ref(&ami), &c.tags)
+            let mut resources = vec![ami.clone()];
+            resources.extend(snaps.iter().cloned());
+            ec2.create_tags(&resources, &c.tags)
                 .await
                 .map_err(tag_err)?;
             ctx.ui.say("Creating snapshot tags");

@@ -220,7 +220,10 @@ impl Resource for Instances<'_> {
             .collect())
     }
     async fn delete(&self, id: &String) -> Result<(), AwsError> {
-        self.aws.ec2().terminate_instances(std::slice::from_ref(id)).await
+        self.aws
+            .ec2()
+            .terminate_instances(std::slice::from_ref(id))
+            .await
     }
     fn find_failed(&self) -> String {
         format!(
@@ -318,6 +321,7 @@ impl Step<State> for StopInstance<'_> {
         let id = s.instance_id();
         if !self.c.disable_stop_instance {
             ctx.ui.say("Stopping the source instance...");
+            ctx.ui.message("Stopping instance");
             s.aws
                 .ec2()
                 .stop_instances(std::slice::from_ref(&id), false)

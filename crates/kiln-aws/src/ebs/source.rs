@@ -47,12 +47,15 @@ impl Step<State> for PreValidate<'_> {
         if let (Some(vpc), None, true) =
             (&c.vpc_id, &c.subnet_id, c.subnet_filter.filters.is_empty())
         {
-            let v = ec2.describe_vpcs(std::slice::from_ref(vpc), &[]).await.map_err(|e| {
-                err(
-                    e,
-                    &format!("Error retrieving VPC information for vpc_id {vpc}"),
-                )
-            })?;
+            let v = ec2
+                .describe_vpcs(std::slice::from_ref(vpc), &[])
+                .await
+                .map_err(|e| {
+                    err(
+                        e,
+                        &format!("Error retrieving VPC information for vpc_id {vpc}"),
+                    )
+                })?;
             if !v.first().is_some_and(|v| v.is_default) {
                 return Err(BuildError::msg(format!(
                     "Error: subnet_id or subnet_filter must be provided for non-default VPCs ({vpc})"
