@@ -80,8 +80,8 @@ impl Step<State> for SecurityGroup<'_> {
         s.security_group_ids = vec![id.clone()];
         let port = c.comm.port;
         ctx.ui.say(&format!(
-            "Authorizing access to port {port} from {:?} in the temporary security groups...",
-            c.temporary_sg_cidrs
+            "Authorizing access to port {port} from [{}] in the temporary security groups...",
+            c.temporary_sg_cidrs.join(" ")
         ));
         s.aws
             .ec2()
