@@ -23,9 +23,9 @@
 //!   [`AwsError`] implements its [`kiln_commonsteps::CloudError`].
 //! - [`ebs`]: the `amazon-ebs` builder.
 //! - [`artifact`]: AMIs as an artifact (`region: ami-...`, Packer's id).
-//! - [`import`]: the `amazon-import` post-processor; [`qcow2`] and
-//!   [`vmdk`]: the streaming qcow2 reader and stream-optimized VMDK writer
-//!   it converts with.
+//! - [`import`]: the `amazon-import` post-processor (it converts with
+//!   `kiln_diskimage`'s streaming qcow2 reader and stream-optimized VMDK
+//!   writer).
 //!
 //! # Why its own signer and calls, not the AWS SDK for Rust
 //!
@@ -75,10 +75,8 @@ pub mod ebs;
 pub mod ec2;
 pub mod error;
 pub mod import;
-pub mod qcow2;
 pub mod s3;
 pub mod sigv4;
-pub mod vmdk;
 pub mod wait;
 mod xml;
 

@@ -141,8 +141,8 @@ async fn write_new(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_core::build::test_ui;
     use kiln_core::component::NoHook;
+    use kiln_testkit::test_ui;
     use std::os::unix::fs::PermissionsExt;
 
     fn prepare(json: &str) -> (Option<Box<dyn Builder>>, String, String) {

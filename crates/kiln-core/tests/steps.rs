@@ -2,7 +2,6 @@
 //! reverse order, on success, failure and cancellation; `-on-error=abort`
 //! skips cleanup; a second interrupt abandons cleanup and reports what is
 //! left.
-use kiln_core::build::test_ui;
 use kiln_core::context::{AskAnswer, Asker};
 use kiln_core::{run_steps, BuildCtx, BuildError, OnError, Outcome, Step};
 use std::sync::{Arc, Mutex};
@@ -89,8 +88,7 @@ fn steps(log: &Log, spec: &[(&'static str, Behaviour)]) -> Vec<Box<dyn Step<Stat
 }
 
 fn ctx() -> (kiln_core::Output, BuildCtx) {
-    let (out, ui) = test_ui("t");
-    (out, BuildCtx::for_test(ui, std::env::temp_dir()))
+    kiln_testkit::test_ctx("t", &std::env::temp_dir())
 }
 
 fn log_of(log: &Log) -> Vec<String> {

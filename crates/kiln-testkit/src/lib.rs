@@ -22,7 +22,8 @@
 //! - [`ProcessGuard`]: a child process killed (with its process group) on
 //!   drop.
 //! - [`test_ctx`]: a [`kiln_core::BuildCtx`] with a capturing output, for
-//!   calling builders and provisioners directly.
+//!   calling builders and provisioners directly; [`test_ui`]: the output
+//!   and UI alone.
 //! - [`require_tool`]: fail (under CI) or say why a test cannot run.
 //!
 //! These helpers panic with a clear message on any setup failure: they are
@@ -140,14 +141,22 @@ fn kill_pid(pid: i32, sig: i32) {
 /// returned [`kiln_core::Output`] gives what was printed
 /// (`out.captured()`).
 pub fn test_ctx(name: &str, work_dir: &Path) -> (kiln_core::Output, kiln_core::BuildCtx) {
+    let (out, ui) = test_ui(name);
+    let ctx = kiln_core::BuildCtx::for_test(ui, work_dir.to_path_buf());
+    (out, ctx)
+}
+
+/// A capturing output (plain human text: no colour, no timestamps) and the
+/// UI of build `name` writing to it. `out.captured()` gives what was
+/// printed.
+pub fn test_ui(name: &str) -> (kiln_core::Output, std::sync::Arc<dyn kiln_core::Ui>) {
     let out = kiln_core::Output::capturing(kiln_core::ui::OutputConfig {
         mode: kiln_core::ui::Mode::Human,
         color: false,
         timestamp: false,
     });
     let ui = out.build_ui(name);
-    let ctx = kiln_core::BuildCtx::for_test(ui, work_dir.to_path_buf());
-    (out, ctx)
+    (out, ui)
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released; a small race that
