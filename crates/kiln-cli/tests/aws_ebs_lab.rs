@@ -729,6 +729,66 @@ async fn failures_leave_nothing() {
     }
 }
 
+/// `encrypt_boot`: the image is made under a random name, copied
+/// encrypted (with `kms_key_id`) in its own region, and the intermediary
+/// deregistered with its snapshot: one AMI is left, the encrypted copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the AWS lab (testlab/aws)"]
+async fn encrypt_boot_leaves_only_the_encrypted_copy() {
+    let lab = Lab::get();
+    // (Other tests use this region too: only what this build did counts.)
+    let region = "eu-north-1";
+    clear_faults(&lab, &[region]).await;
+    let aws = lab.aws(region).await;
+    let sub = subnet(&aws, "10.10.0.0/24").await;
+    let before = holdings(&aws).await;
+    let key = format!("arn:aws:kms:{region}:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab");
+    let d = tempfile::tempdir().unwrap();
+    let t = json!({"builders": [ebs(&lab, region, &sub, json!({
+        "communicator": "none", "ami_name": "encrypted-{{timestamp}}", "encrypt_boot": true, "kms_key_id": key
+    }))]});
+    std::fs::write(d.path().join("t.json"), t.to_string()).unwrap();
+    let l0 = log_lines(&lab);
+    let (ok, text) = kiln(d.path(), &["build", "-color=false", "t.json"]);
+    assert!(ok, "{text}");
+    let log = std::fs::read_to_string(&lab.call_log).unwrap();
+    let calls: Vec<Value> = log
+        .lines()
+        .skip(l0)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["region"] == json!(region))
+        .collect();
+    let call = |a: &str| {
+        calls
+            .iter()
+            .find(|v| v["action"] == json!(a))
+            .unwrap_or_else(|| panic!("no {a}: {calls:?}"))["params"]
+            .clone()
+    };
+    let tmp_name = call("CreateImage")["Name"][0].as_str().unwrap().to_string();
+    assert_eq!(tmp_name.len(), 7, "a random intermediary name: {tmp_name}");
+    let copy = call("CopyImage");
+    assert_eq!(copy["Encrypted"], json!(["true"]));
+    assert_eq!(copy["KmsKeyId"], json!([key]));
+    assert_eq!(copy["SourceRegion"], json!([region]));
+    let mut left = holdings(&aws).await;
+    left.retain(|l| !before.contains(l));
+    let amis: Vec<&String> = left.iter().filter(|l| l.starts_with("AMI ")).collect();
+    assert_eq!(amis.len(), 1, "{left:?}");
+    let ami = amis[0].split(' ').nth(1).unwrap().to_string();
+    assert!(amis[0].contains(" encrypted-"), "{left:?}");
+    assert!(
+        text.contains(&format!(
+            "--> amazon-ebs: AMIs were created:\n{region}: {ami}"
+        )),
+        "{text}"
+    );
+    aws.ec2().destroy_image(&ami).await.unwrap();
+    let mut left = holdings(&aws).await;
+    left.retain(|l| !before.contains(l));
+    assert_eq!(left, Vec::<String>::new(), "{text}");
+}
+
 /// A real SIGINT while a create is held by the proxy: kiln waits for the
 /// answer (released after the signal: carried out late), then undoes what
 /// it made; exit 1, nothing left.

@@ -78,6 +78,10 @@ impl Step<State> for SecurityGroup<'_> {
             .await
             .map_err(BuildError::from)?;
         s.security_group_ids = vec![id.clone()];
+        if c.comm.is_none() {
+            // Nothing to let in (Packer opens port 0).
+            return Ok(());
+        }
         let port = c.comm.port;
         ctx.ui.say(&format!(
             "Authorizing access to port {port} from [{}] in the temporary security groups...",
