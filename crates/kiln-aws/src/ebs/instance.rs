@@ -45,6 +45,14 @@ impl Step<State> for RunInstance<'_> {
             ),
             (None, None) => None,
         };
+        // Packer's rule: user data that is base64 already is sent as it is
+        // (the request encodes what it is given: decode it first).
+        let user_data = user_data.map(|u| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(&u)
+                .unwrap_or(u)
+        });
         ctx.ui.say("Launching a source AWS instance...");
         let image = s
             .source_image
