@@ -190,11 +190,34 @@ pub fn cpu_refusal(console: &[String]) -> Option<String> {
     ))
 }
 
-/// Resolves when the serial console shows the guest refusing its CPU.
+/// The console's last 64 KiB as lines (a long build's console grows; only
+/// its end is looked at).
+fn console_end(serial_log: &Path) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(serial_log) else {
+        return vec![];
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 << 10)));
+    let mut b = Vec::new();
+    let _ = f.read_to_end(&mut b);
+    String::from_utf8_lossy(&b)
+        .lines()
+        .map(|l| strip_ansi(l).trim_end().to_string())
+        .collect()
+}
+
+/// Resolves when the serial console shows the guest refusing its CPU
+/// (looked at again only when it grew).
 pub async fn watch_cpu_refusal(serial_log: &Path, poll: Duration) -> String {
+    let mut seen = None;
     loop {
-        if let Some(why) = cpu_refusal(&serial_tail(serial_log, 200)) {
-            return why;
+        let len = std::fs::metadata(serial_log).map(|m| m.len()).ok();
+        if len != seen {
+            seen = len;
+            if let Some(why) = cpu_refusal(&console_end(serial_log)) {
+                return why;
+            }
         }
         tokio::time::sleep(poll).await;
     }
