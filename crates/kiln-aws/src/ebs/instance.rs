@@ -357,3 +357,56 @@ impl Step<State> for StopInstance<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(interface: Option<&str>, host: Option<&str>) -> Config {
+        let mut c = Config {
+            ssh_interface: interface.map(str::to_string),
+            ..Default::default()
+        };
+        c.comm.host = host.map(str::to_string);
+        c
+    }
+
+    #[test]
+    fn packers_ssh_host_rules() {
+        let i = Instance {
+            vpc_id: Some("vpc-1".into()),
+            private_ip: Some("10.0.0.4".into()),
+            public_ip: Some("54.1.2.3".into()),
+            public_dns: Some("ec2-54-1-2-3.compute.amazonaws.com".into()),
+            private_dns: Some("ip-10-0-0-4.ec2.internal".into()),
+            ..Default::default()
+        };
+        let host = |iface, h, i: &Instance| ssh_host(&config(iface, h), i);
+        assert_eq!(host(None, Some("h"), &i).as_deref(), Some("h"));
+        assert_eq!(host(None, None, &i).as_deref(), Some("54.1.2.3"));
+        assert_eq!(
+            host(Some("private_ip"), None, &i).as_deref(),
+            Some("10.0.0.4")
+        );
+        assert_eq!(
+            host(Some("private_dns"), None, &i).as_deref(),
+            Some("ip-10-0-0-4.ec2.internal")
+        );
+        // In a VPC without a public address: the private one.
+        let no_public = Instance {
+            public_ip: Some(String::new()),
+            ..i.clone()
+        };
+        assert_eq!(host(None, None, &no_public).as_deref(), Some("10.0.0.4"));
+        assert_eq!(host(Some("public_ip"), None, &no_public), None);
+        // Outside a VPC (EC2-Classic): the public DNS name.
+        let classic = Instance {
+            vpc_id: None,
+            ..i.clone()
+        };
+        assert_eq!(
+            host(None, None, &classic).as_deref(),
+            Some("ec2-54-1-2-3.compute.amazonaws.com")
+        );
+    }
+}
