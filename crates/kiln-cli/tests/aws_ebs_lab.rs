@@ -449,10 +449,10 @@ async fn packer_and_kiln_make_the_same_ebs_calls() {
             region,
             subnet,
             json!({
-                "ami_description": "from the lab", "ami_users": ["210987654321"], "ami_groups": ["all"],
+                "ami_description": "from {{ .SourceAMI }} in {{ .BuildRegion }}", "ami_users": ["210987654321"], "ami_groups": ["all"],
                 "snapshot_users": ["210987654321"], "ami_regions": [copy],
-                "tags": {"Name": "oracle", "B": "2"}, "snapshot_tags": {"S": "t"},
-                "run_tags": {"R": "1"}, "run_volume_tags": {"V": "1"},
+                "tags": {"Name": "oracle", "B": "2", "Base": "{{ .SourceAMIName }}"}, "snapshot_tags": {"S": "t"},
+                "run_tags": {"R": "1", "From": "{{ .SourceAMI }}"}, "run_volume_tags": {"V": "1"},
                 // Base64 already: sent as it is (Packer's rule).
                 "user_data": "IyEvYmluL3NoCmVjaG8gaGkK",
                 "launch_block_device_mappings": [{"device_name": "/dev/sdb", "volume_size": 2, "volume_type": "gp2", "delete_on_termination": true}]

@@ -69,24 +69,25 @@ impl Step<State> for RunInstance<'_> {
             )));
         }
         ctx.ui.say("Adding tags to source instance");
-        let mut run_tags = c.run_tags.clone();
+        let mut run_tags = super::render_tags(c, s, ctx, "run_tags", &c.run_tags)?;
+        let run_volume_tags = super::render_tags(c, s, ctx, "run_volume_tags", &c.run_volume_tags)?;
         run_tags
             .entry("Name".into())
             .or_insert_with(|| "Packer Builder".into());
         for (k, v) in &run_tags {
             ctx.ui.message(&format!("Adding tag: \"{k}\": \"{v}\""));
         }
-        for (k, v) in &c.run_volume_tags {
+        for (k, v) in &run_volume_tags {
             ctx.ui.message(&format!("Adding tag: \"{k}\": \"{v}\""));
         }
         let mut tag_specs = vec![TagSpec {
             resource_type: "instance".into(),
             tags: run_tags,
         }];
-        if !c.run_volume_tags.is_empty() {
+        if !run_volume_tags.is_empty() {
             tag_specs.push(TagSpec {
                 resource_type: "volume".into(),
-                tags: c.run_volume_tags.clone(),
+                tags: run_volume_tags,
             });
         }
         // Packer sends the network interface form only with a subnet.
