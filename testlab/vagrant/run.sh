@@ -125,8 +125,9 @@ echo "$OUT"
 grep -qx 'vagrant' <<<"$OUT" && grep -qx 'sudo-ok' <<<"$OUT" && grep -qx 'kiln' <<<"$OUT" \
   || { echo "run.sh: vagrant ssh did not show user vagrant, sudo and /stash" >&2; exit 1; }
 dom=$(virsh -q list --all --name | grep "^$NAME" || true)
-[ -n "$dom" ] && virsh dumpxml "$dom" | grep -q "<domain type='qemu'" \
-  || { echo "run.sh: the domain is not a TCG (type qemu) one" >&2; exit 1; }
+xml=$(virsh dumpxml "$dom" 2>&1 || true)   # not piped into grep -q: pipefail and SIGPIPE
+grep -q "<domain type=.qemu." <<<"$xml" \
+  || { echo "run.sh: the domain ($dom) is not a TCG (type qemu) one: $(head -1 <<<"$xml")" >&2; exit 1; }
 t quiet vagrant destroy -f
 t quiet vagrant box remove -f "$NAME"
 for v in $(virsh -q vol-list default | awk -v n="${NAME}_vagrant_box_image_" 'index($1,n)==1{print $1}'); do
