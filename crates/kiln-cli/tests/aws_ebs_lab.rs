@@ -536,6 +536,10 @@ async fn packer_and_kiln_make_the_same_ebs_calls() {
                     && !l.contains("Private IP")
                     && !l.contains("finished after")
                     && !l.contains("Running post-processor")
+                    // kiln's step timeline at the end of a build
+                    && !l.contains("Timeline (wall time")
+                    && !l.starts_with("    amazon-ebs: step ")
+                    && !l.starts_with("    amazon-ebs:   provisioner ")
             })
             .collect();
         sort_runs(v, |l| {
