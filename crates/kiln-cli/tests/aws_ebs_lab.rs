@@ -449,10 +449,10 @@ async fn packer_and_kiln_make_the_same_ebs_calls() {
             region,
             subnet,
             json!({
-                "ami_description": "from the lab", "ami_users": ["210987654321"], "ami_groups": ["all"],
+                "ami_description": "from {{ .SourceAMI }} in {{ .BuildRegion }}", "ami_users": ["210987654321"], "ami_groups": ["all"],
                 "snapshot_users": ["210987654321"], "ami_regions": [copy],
-                "tags": {"Name": "oracle", "B": "2"}, "snapshot_tags": {"S": "t"},
-                "run_tags": {"R": "1"}, "run_volume_tags": {"V": "1"},
+                "tags": {"Name": "oracle", "B": "2", "Base": "{{ .SourceAMIName }}"}, "snapshot_tags": {"S": "t"},
+                "run_tags": {"R": "1", "From": "{{ .SourceAMI }}"}, "run_volume_tags": {"V": "1"},
                 // Base64 already: sent as it is (Packer's rule).
                 "user_data": "IyEvYmluL3NoCmVjaG8gaGkK",
                 "launch_block_device_mappings": [{"device_name": "/dev/sdb", "volume_size": 2, "volume_type": "gp2", "delete_on_termination": true}]
@@ -536,6 +536,10 @@ async fn packer_and_kiln_make_the_same_ebs_calls() {
                     && !l.contains("Private IP")
                     && !l.contains("finished after")
                     && !l.contains("Running post-processor")
+                    // kiln's step timeline at the end of a build
+                    && !l.contains("Timeline (wall time")
+                    && !l.starts_with("    amazon-ebs: step ")
+                    && !l.starts_with("    amazon-ebs:   provisioner ")
             })
             .collect();
         sort_runs(v, |l| {
@@ -789,6 +793,117 @@ async fn encrypt_boot_leaves_only_the_encrypted_copy() {
     let mut left = holdings(&aws).await;
     left.retain(|l| !before.contains(l));
     assert_eq!(left, Vec::<String>::new(), "{text}");
+}
+
+/// The user's own key pair (`ssh_keypair_name` + `ssh_private_key_file`),
+/// security group (`security_group_id`) and a subnet found by
+/// `subnet_filter`: kiln makes no temporary key pair or group, logs in with
+/// the user's key, and leaves the user's things as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the AWS lab (testlab/aws)"]
+async fn the_users_key_pair_group_and_subnet_are_used_and_kept() {
+    let lab = Lab::get();
+    let region = "eu-west-3";
+    clear_faults(&lab, &[region]).await;
+    let aws = lab.aws(region).await;
+    let ec2 = aws.ec2();
+    let sub = subnet(&aws, "127.0.3.0/24").await;
+    let tag = common::unique("subnet");
+    ec2.create_tags(
+        std::slice::from_ref(&sub),
+        &[("Purpose".to_string(), tag.clone())].into(),
+    )
+    .await
+    .unwrap();
+    let vpc = ec2
+        .describe_subnets(std::slice::from_ref(&sub), &[])
+        .await
+        .unwrap()[0]
+        .vpc_id
+        .clone();
+    let d = tempfile::tempdir().unwrap();
+    let key = d.path().join("id");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let public = std::fs::read_to_string(d.path().join("id.pub")).unwrap();
+    let name = common::unique("users-key");
+    ec2.import_key_pair(&name, &public, &Default::default())
+        .await
+        .unwrap();
+    let sg = ec2
+        .create_security_group(
+            &common::unique("users-sg"),
+            "mine",
+            Some(&vpc),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let t = json!({"builders": [ebs(&lab, region, "", json!({
+        "subnet_id": null,
+        "subnet_filter": {"filters": {"tag:Purpose": tag}},
+        "security_group_id": sg,
+        "ssh_keypair_name": name,
+        "ssh_private_key_file": key.to_string_lossy(),
+        "ami_name": "users-{{timestamp}}"
+    }))], "provisioners": [{"type": "shell", "inline": ["echo logged in as $(id -un)"]}]});
+    let mut t = t;
+    t["builders"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("subnet_id");
+    std::fs::write(d.path().join("t.json"), t.to_string()).unwrap();
+    let _ssh = SSH.lock().await;
+    let (ok, text) = kiln(d.path(), &["build", "-color=false", "t.json"]);
+    drop(_ssh);
+    assert!(ok, "{text}");
+    for line in [
+        &format!("Found Subnet ID: {sub}"),
+        &format!("Found Security Group(s): {sg}"),
+        "Using existing SSH private key",
+        "logged in as kiln-ec2",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(!text.contains("temporary"), "{text}");
+    // The user's key pair and group are still there.
+    assert_eq!(
+        ec2.describe_key_pairs(std::slice::from_ref(&name), &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        ec2.describe_security_groups(std::slice::from_ref(&sg), &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let run = lab
+        .calls(region)
+        .into_iter()
+        .rfind(|(a, _)| a == "RunInstances")
+        .unwrap();
+    assert_eq!(run.1["KeyName"], json!([name]));
+    assert_eq!(run.1["SecurityGroupId.1"], json!([sg]));
+    assert_eq!(run.1["SubnetId"], json!([sub]));
+    for i in ec2
+        .describe_images(&[], &["self".into()], &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.name.starts_with("users-"))
+    {
+        ec2.destroy_image(&i.id).await.unwrap();
+    }
+    ec2.delete_key_pair(&name).await.unwrap();
+    ec2.delete_security_group(&sg).await.unwrap();
 }
 
 /// A real SIGINT while a create is held by the proxy: kiln waits for the

@@ -359,7 +359,8 @@ impl Step<State> for ModifyAttributes<'_> {
         let c = self.c;
         let mut changes: Vec<(&str, ImageAttribute)> = Vec::new();
         if let Some(d) = &c.ami_description {
-            changes.push(("description", ImageAttribute::Description(d.clone())));
+            let d = super::render(c, s, ctx, "AMI description", d)?;
+            changes.push(("description", ImageAttribute::Description(d)));
         }
         if !c.ami_groups.is_empty() {
             changes.push(("groups", ImageAttribute::AddGroups(c.ami_groups.clone())));
@@ -441,6 +442,8 @@ impl Step<State> for CreateTags<'_> {
         if c.tags.is_empty() && c.snapshot_tags.is_empty() {
             return Ok(());
         }
+        let tags = super::render_tags(c, s, ctx, "tags", &c.tags)?;
+        let snapshot_tags = super::render_tags(c, s, ctx, "snapshot_tags", &c.snapshot_tags)?;
         for (region, ami) in s.amis.clone() {
             let aws = s.aws.in_region(&region);
             let ec2 = aws.ec2();
@@ -463,15 +466,13 @@ impl Step<State> for CreateTags<'_> {
             let tag_err =
                 |e: AwsError| BuildError::from(e).context("Error adding tags to Resources");
             ctx.ui.say("Creating AMI tags");
-            report(ctx, &c.tags);
+            report(ctx, &tags);
             let mut resources = vec![ami.clone()];
             resources.extend(snaps.iter().cloned());
-            ec2.create_tags(&resources, &c.tags)
-                .await
-                .map_err(tag_err)?;
+            ec2.create_tags(&resources, &tags).await.map_err(tag_err)?;
             ctx.ui.say("Creating snapshot tags");
-            report(ctx, &c.snapshot_tags);
-            ec2.create_tags(&snaps, &c.snapshot_tags)
+            report(ctx, &snapshot_tags);
+            ec2.create_tags(&snaps, &snapshot_tags)
                 .await
                 .map_err(tag_err)?;
         }

@@ -81,7 +81,22 @@ pub struct Config {
     pub run_volume_tags: BTreeMap<String, String>,
     /// The communicator's keys, as kiln's SSH communicator decodes them.
     pub comm: SshConfig,
+    /// The template's context: `ami_description` and the tag maps
+    /// ([`RUN_TIME_KEYS`]) are rendered with it when the build runs, with
+    /// the source AMI's data, as Packer renders them.
+    pub interp: kiln_template::Context,
 }
+
+/// Keys Packer 1.6.6 leaves for run time (its `InterpolateFilter.Exclude`
+/// for amazon-ebs), rendered with `.BuildRegion`, `.SourceAMI`,
+/// `.SourceAMIName`, ... ([`crate::ebs::render`]).
+pub const RUN_TIME_KEYS: &[&str] = &[
+    "ami_description",
+    "run_tags",
+    "run_volume_tags",
+    "snapshot_tags",
+    "tags",
+];
 
 impl Config {
     /// Packer's rule: a temporary key pair unless a key pair, a private
@@ -174,6 +189,7 @@ fn mappings(d: &mut Decoder<'_>, key: &str) -> Vec<BlockDeviceMapping> {
 /// already) and check them as Packer's Prepare does.
 pub fn decode(d: &mut Decoder<'_>, comm: SshConfig, force: bool) -> Config {
     let access = AccessConfig::decode(d);
+    d.raw_keys(RUN_TIME_KEYS);
     for k in REFUSED {
         if d.node(k).is_some_and(|n| n.kind() != "null") {
             d.error(
@@ -345,6 +361,7 @@ pub fn decode(d: &mut Decoder<'_>, comm: SshConfig, force: bool) -> Config {
         run_tags: d.string_map("run_tags").unwrap_or_default(),
         run_volume_tags: d.string_map("run_volume_tags").unwrap_or_default(),
         comm,
+        interp: d.ctx().clone(),
     }
 }
 

@@ -69,24 +69,25 @@ impl Step<State> for RunInstance<'_> {
             )));
         }
         ctx.ui.say("Adding tags to source instance");
-        let mut run_tags = c.run_tags.clone();
+        let mut run_tags = super::render_tags(c, s, ctx, "run_tags", &c.run_tags)?;
+        let run_volume_tags = super::render_tags(c, s, ctx, "run_volume_tags", &c.run_volume_tags)?;
         run_tags
             .entry("Name".into())
             .or_insert_with(|| "Packer Builder".into());
         for (k, v) in &run_tags {
             ctx.ui.message(&format!("Adding tag: \"{k}\": \"{v}\""));
         }
-        for (k, v) in &c.run_volume_tags {
+        for (k, v) in &run_volume_tags {
             ctx.ui.message(&format!("Adding tag: \"{k}\": \"{v}\""));
         }
         let mut tag_specs = vec![TagSpec {
             resource_type: "instance".into(),
             tags: run_tags,
         }];
-        if !c.run_volume_tags.is_empty() {
+        if !run_volume_tags.is_empty() {
             tag_specs.push(TagSpec {
                 resource_type: "volume".into(),
-                tags: c.run_volume_tags.clone(),
+                tags: run_volume_tags,
             });
         }
         // Packer sends the network interface form only with a subnet.
@@ -355,5 +356,58 @@ impl Step<State> for StopInstance<'_> {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(interface: Option<&str>, host: Option<&str>) -> Config {
+        let mut c = Config {
+            ssh_interface: interface.map(str::to_string),
+            ..Default::default()
+        };
+        c.comm.host = host.map(str::to_string);
+        c
+    }
+
+    #[test]
+    fn packers_ssh_host_rules() {
+        let i = Instance {
+            vpc_id: Some("vpc-1".into()),
+            private_ip: Some("10.0.0.4".into()),
+            public_ip: Some("54.1.2.3".into()),
+            public_dns: Some("ec2-54-1-2-3.compute.amazonaws.com".into()),
+            private_dns: Some("ip-10-0-0-4.ec2.internal".into()),
+            ..Default::default()
+        };
+        let host = |iface, h, i: &Instance| ssh_host(&config(iface, h), i);
+        assert_eq!(host(None, Some("h"), &i).as_deref(), Some("h"));
+        assert_eq!(host(None, None, &i).as_deref(), Some("54.1.2.3"));
+        assert_eq!(
+            host(Some("private_ip"), None, &i).as_deref(),
+            Some("10.0.0.4")
+        );
+        assert_eq!(
+            host(Some("private_dns"), None, &i).as_deref(),
+            Some("ip-10-0-0-4.ec2.internal")
+        );
+        // In a VPC without a public address: the private one.
+        let no_public = Instance {
+            public_ip: Some(String::new()),
+            ..i.clone()
+        };
+        assert_eq!(host(None, None, &no_public).as_deref(), Some("10.0.0.4"));
+        assert_eq!(host(Some("public_ip"), None, &no_public), None);
+        // Outside a VPC (EC2-Classic): the public DNS name.
+        let classic = Instance {
+            vpc_id: None,
+            ..i.clone()
+        };
+        assert_eq!(
+            host(None, None, &classic).as_deref(),
+            Some("ec2-54-1-2-3.compute.amazonaws.com")
+        );
     }
 }

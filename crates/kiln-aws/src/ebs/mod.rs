@@ -130,6 +130,51 @@ impl Builder for EbsBuilder {
     }
 }
 
+/// Render a run-time template ([`config::RUN_TIME_KEYS`]) with the build's
+/// data: Packer's `extractBuildInfo` (`.BuildRegion`, `.SourceAMI`,
+/// `.SourceAMICreationDate`, `.SourceAMIName`, `.SourceAMIOwner`,
+/// `.SourceAMIOwnerName`) and `{{ build ... }}`.
+pub fn render(
+    c: &Config,
+    s: &State,
+    ctx: &BuildCtx,
+    what: &str,
+    t: &str,
+) -> Result<String, BuildError> {
+    let mut interp = c.interp.clone();
+    let img = s.source_image.clone().unwrap_or_default();
+    let owner = img.owner_id.clone().unwrap_or_default();
+    for (k, v) in [
+        ("BuildRegion", s.aws.region.clone()),
+        ("SourceAMI", img.id.clone()),
+        (
+            "SourceAMICreationDate",
+            img.creation_date.clone().unwrap_or_default(),
+        ),
+        ("SourceAMIName", img.name.clone()),
+        ("SourceAMIOwner", owner.clone()),
+        ("SourceAMIOwnerName", owner),
+    ] {
+        interp.data.insert(k.to_string(), v);
+    }
+    interp.generated = Some(Arc::new(ctx.generated()));
+    kiln_template::interp::render(t, &interp)
+        .map_err(|e| BuildError::new(e).context(format!("Error rendering {what}")))
+}
+
+/// [`render`] on a tag map (keys and values, as Packer's `TagMap`).
+pub fn render_tags(
+    c: &Config,
+    s: &State,
+    ctx: &BuildCtx,
+    what: &str,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>, BuildError> {
+    tags.iter()
+        .map(|(k, v)| Ok((render(c, s, ctx, what, k)?, render(c, s, ctx, what, v)?)))
+        .collect()
+}
+
 pub(crate) fn factory(
     d: &mut kiln_template::Decoder<'_>,
     opts: &kiln_core::PrepareOpts,

@@ -206,3 +206,24 @@ impl Step<State> for NetworkInfo<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn most_recent_is_the_newest_creation_date() {
+        let img = |id: &str, date: &str| Image {
+            id: id.into(),
+            creation_date: Some(date.into()),
+            ..Default::default()
+        };
+        let picked = most_recent(vec![
+            img("ami-b", "2021-06-01T00:00:00.000Z"),
+            img("ami-c", "2020-01-01T00:00:00.000Z"),
+            img("ami-a", "2021-05-31T23:59:59.000Z"),
+        ]);
+        assert_eq!(picked.map(|i| i.id).as_deref(), Some("ami-b"));
+        assert!(most_recent(Vec::new()).is_none());
+    }
+}
