@@ -21,6 +21,7 @@
 //! - creates follow kiln-commonsteps' [`kiln_commonsteps::create`]
 //!   routine ("record before send, settle, find, delete, release"):
 //!   [`AwsError`] implements its [`kiln_commonsteps::CloudError`].
+//! - [`ebs`]: the `amazon-ebs` builder.
 //! - [`artifact`]: AMIs as an artifact (`region: ami-...`, Packer's id).
 //! - [`import`]: the `amazon-import` post-processor (it converts with
 //!   `kiln_diskimage`'s streaming qcow2 reader and stream-optimized VMDK
@@ -70,6 +71,7 @@ pub mod artifact;
 pub mod client;
 pub mod config;
 pub mod credentials;
+pub mod ebs;
 pub mod ec2;
 pub mod error;
 pub mod import;
@@ -82,8 +84,10 @@ pub use client::{Aws, Retry};
 pub use config::{AccessConfig, Env};
 pub use error::AwsError;
 
-/// Register the `amazon-import` post-processor.
+/// Register the `amazon-ebs` builder and the `amazon-import`
+/// post-processor.
 pub fn register(reg: &mut kiln_core::Registry) {
+    reg.builder("amazon-ebs", ebs::factory);
     reg.post_processor("amazon-import", import::factory);
 }
 

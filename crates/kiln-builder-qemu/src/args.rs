@@ -385,10 +385,7 @@ mod tests {
         let mut r = rt();
         r.floppy = Some(PathBuf::from("/w/floppy.img"));
         let args = command_line(&cfg(), &r).unwrap().join(" ");
-        assert!(
-            args.contains(" -fda /w/floppy.img -device "),
-            "{args}"
-        );
+        assert!(args.contains(" -fda /w/floppy.img -device "), "{args}");
         let mut c = cfg();
         c.qemuargs = vec![vec!["-fda".into(), "/x.img".into()]];
         let args = command_line(&c, &r).unwrap().join(" ");

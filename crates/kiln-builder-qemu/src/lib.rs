@@ -39,6 +39,13 @@
 //!   with `disable_vnc` (Packer refuses it). `boot_wait` only delays
 //!   `boot_command`; without one there is nothing to wait for. The SSH
 //!   forward and the HTTP server listen on 127.0.0.1 only.
+//! - What an ISO install needs around the boot command is shared with
+//!   other builders (`kiln_commonsteps`): `iso_url`/`iso_urls` with
+//!   `iso_checksum` (a value, a `file:` checksum list, `none`) and
+//!   `iso_target_path`; `http_directory` (streamed, with ranges);
+//!   `floppy_files`/`floppy_dirs`, a FAT12 image kiln writes itself and
+//!   attaches as `-fda` (Packer's); `cd_files`/`cd_label`. See
+//!   `docs/boot_command.md`.
 //! - `use_backing_file` passes the backing file's format (`-F`), which the
 //!   qemu-img of Debian 12 and later requires (Packer 1.6.6 fails there).
 //! - A guest that reboots itself (the seed's `update.sh`) is seen at once:

@@ -168,10 +168,68 @@ pub struct QemuLiveness {
     pub serial_log: PathBuf,
 }
 
+/// What a guest built for a newer x86-64 level than the machine's CPU
+/// model prints on its console before it stops working: glibc's loader,
+/// glibc's own check, the kernel's boot check.
+const CPU_REFUSALS: &[&str] = &[
+    "CPU ISA level is lower than required",
+    "CPU does not support x86-64-v",
+    "This kernel requires the following features not present on the CPU",
+    "This kernel requires an x86-64 CPU",
+];
+
+/// If the console shows the guest refusing its CPU, why (with the
+/// `qemuargs` that fix it).
+pub fn cpu_refusal(console: &[String]) -> Option<String> {
+    let line = console
+        .iter()
+        .find(|l| CPU_REFUSALS.iter().any(|m| l.contains(m)))?;
+    Some(format!(
+        "the guest refuses the machine's CPU model (its console says \"{}\"): it was built for a newer x86-64 level than the TCG default `qemu64` offers; set `qemuargs: [[\"-cpu\", \"max\"]]` (or a named model such as `Nehalem` for x86-64-v2, `Haswell` for x86-64-v3)",
+        line.trim()
+    ))
+}
+
+/// The console's last 64 KiB as lines (a long build's console grows; only
+/// its end is looked at).
+fn console_end(serial_log: &Path) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(serial_log) else {
+        return vec![];
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 << 10)));
+    let mut b = Vec::new();
+    let _ = f.read_to_end(&mut b);
+    String::from_utf8_lossy(&b)
+        .lines()
+        .map(|l| strip_ansi(l).trim_end().to_string())
+        .collect()
+}
+
+/// Resolves when the serial console shows the guest refusing its CPU
+/// (looked at again only when it grew).
+pub async fn watch_cpu_refusal(serial_log: &Path, poll: Duration) -> String {
+    let mut seen = None;
+    loop {
+        let len = std::fs::metadata(serial_log).map(|m| m.len()).ok();
+        if len != seen {
+            seen = len;
+            if let Some(why) = cpu_refusal(&console_end(serial_log)) {
+                return why;
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
 #[async_trait]
 impl Liveness for QemuLiveness {
     async fn stopped(&self, what: &str) -> MachineStopped {
-        let why = machine_stopped(self.vm.as_ref(), Duration::from_millis(250)).await;
+        let why = tokio::select! {
+            why = machine_stopped(self.vm.as_ref(), Duration::from_millis(250)) => why,
+            why = watch_cpu_refusal(&self.serial_log, Duration::from_millis(500)) => why,
+        };
         MachineStopped {
             report: death_report(
                 self.vm.as_ref(),
@@ -268,6 +326,9 @@ impl Step<State> for StepCreateCd<'_> {
             stage(&dir, &c.cd.files)?;
             let label = if seed_in_cd {
                 "cidata".to_string()
+            } else if c.cd.label.is_empty() {
+                // Packer's default volume label.
+                "packer".to_string()
             } else {
                 c.cd.label.clone()
             };
@@ -668,6 +729,48 @@ pub fn tcg_fallback_message(why: &str, args: &[String]) -> String {
 #[cfg(test)]
 mod tcg_message_tests {
     use super::*;
+
+    #[test]
+    fn a_guest_refusing_its_cpu_is_named_with_the_fix() {
+        let lines = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for said in [
+            // glibc's loader (ld.so) for a program built for x86-64-v2.
+            "/sbin/init: CPU ISA level is lower than required",
+            // glibc 2.34+ built for x86-64-v2 (RHEL 9).
+            "Fatal glibc error: CPU does not support x86-64-v2",
+            // The kernel's boot check (arch/x86/boot/cpu.c).
+            "This kernel requires the following features not present on the CPU:",
+        ] {
+            let why = cpu_refusal(&lines(&["[    1.2] Run /sbin/init as init process", said]))
+                .unwrap_or_else(|| panic!("{said}"));
+            assert!(why.contains(said.trim()), "{why}");
+            assert!(why.contains(r#"qemuargs: [["-cpu", "max"]]"#), "{why}");
+        }
+        assert!(cpu_refusal(&lines(&["Kernel panic - not syncing: VFS", "ok"])).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_console_is_watched_for_it() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("serial.log");
+        std::fs::write(&log, "booting\r\n").unwrap();
+        let w = tokio::spawn({
+            let log = log.clone();
+            async move { watch_cpu_refusal(&log, Duration::from_millis(20)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!w.is_finished());
+        std::fs::write(
+            &log,
+            "booting\r\n\x1b[0mFatal glibc error: CPU does not support x86-64-v2\r\n",
+        )
+        .unwrap();
+        let why = tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(why.contains("x86-64-v2"), "{why}");
+    }
 
     #[test]
     fn the_fallback_message_names_the_cpu_passed() {

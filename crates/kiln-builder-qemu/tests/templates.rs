@@ -123,6 +123,36 @@ fn mistakes_are_reported_all_at_once() {
 }
 
 #[test]
+fn install_media_mistakes_are_named() {
+    let d = tempfile::tempdir().unwrap();
+    let json = format!(
+        r#"{{"builders": [{{"type": "qemu", "iso_urls": ["ftp://m/d.iso", "d.iso"],
+        "iso_checksum": "file:", "ssh_username": "u", "output_directory": "{out}",
+        "floppy_files": ["{dir}/nope/ks.cfg"], "floppy_dirs": ["{dir}/nodir"],
+        "cd_files": ["{dir}/missing.txt"], "http_directory": "{dir}/nohttp",
+        "http_port_min": 9000, "http_port_max": 8000,
+        "net_bridge": "br0", "http_interface": "eth0"}}]}}"#,
+        dir = d.path().display(),
+        out = d.path().join("out").display()
+    );
+    let e = prepare(&write(d.path(), &json)).unwrap_err();
+    for want in [
+        "`ftp://m/d.iso`: kiln fetches http://, https:// and file:// URLs and local paths only",
+        "iso_checksum file: needs a URL or path",
+        "Bad Floppy disk file",
+        "nope/ks.cfg': no such file or directory",
+        "Bad Floppy disk directory",
+        "Bad CD disk file",
+        "nohttp is not a directory",
+        "http_port_min must be less than http_port_max",
+        "net_bridge is not supported by kiln yet",
+        "http_interface is not supported by kiln yet",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}
+
+#[test]
 fn disk_images_without_credentials_get_a_cloud_init_seed() {
     use kiln_builder_qemu::config::decode;
     use kiln_template::{Context, Diagnostics};

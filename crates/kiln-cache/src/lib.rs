@@ -15,6 +15,12 @@
 //!   reusable state (24 hours; `KILN_CACHE_MAX_AGE`) and the size limit
 //!   (`KILN_CACHE_MAX_SIZE`, 20 GiB).
 //!
+//! # Status
+//!
+//! The keys, the store and `kiln cache list`/`prune` are done and tested;
+//! the qemu builder does not save or resume states yet (see
+//! `docs/cache.md`): the design below is the one the integration follows.
+//!
 //! # The state of a machine
 //!
 //! The state saved after a step is the machine's disk only, as a qcow2

@@ -180,6 +180,12 @@ impl<S: HasMedia> Step<S> for StepHttpServer<'_> {
                     let srv = serve(dir.clone(), l);
                     ctx.ui.say(&format!("Starting HTTP server on port {p}"));
                     ctx.set_generated("HTTPPort", p.to_string());
+                    // What provisioners see as `{{build `PackerHTTPAddr`}}`
+                    // and `PACKER_HTTP_ADDR` (Packer's placeholders until
+                    // a server runs).
+                    ctx.set_generated("PackerHTTPIP", self.http_ip);
+                    ctx.set_generated("PackerHTTPPort", p.to_string());
+                    ctx.set_generated("PackerHTTPAddr", format!("{}:{p}", self.http_ip));
                     let m = state.media();
                     m.http_port = p;
                     m.http = Some(srv);
