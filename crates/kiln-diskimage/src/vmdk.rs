@@ -181,7 +181,7 @@ impl<F: FnMut(Vec<u8>) -> bool> Writer<F> {
             self.close_gt();
             self.gt_index = gt_index;
         }
-        if g.iter().all(|&b| b == 0) {
+        if crate::qcow2::writer::is_zero(g) {
             return;
         }
         let mut full;

@@ -309,7 +309,7 @@ impl<W: Write + Seek> Writer<W> {
     }
 }
 
-fn is_zero(c: &[u8]) -> bool {
+pub(crate) fn is_zero(c: &[u8]) -> bool {
     let (chunks, rest) = (c.chunks_exact(16), c.len() % 16);
     let tail_zero = c[c.len() - rest..].iter().all(|b| *b == 0);
     tail_zero
