@@ -7,6 +7,7 @@
 //! - [`artifact`]: what builds produce.
 //! - [`build`]: preparing a template into builds and running them (in
 //!   parallel), with provisioner wrapping and post-processor chains.
+//! - [`glob`]: glob patterns, one implementation per meaning.
 //! - [`ui`]: Packer-style output with secrets scrubbed by construction.
 //! - [`context`]: per-build context: cancellation, `-on-error`, ledger.
 //! - [`parity`]: validate parity with Packer 1.6.6: which fields Packer
@@ -20,6 +21,7 @@ pub mod communicator;
 pub mod component;
 pub mod context;
 pub mod error;
+pub mod glob;
 pub mod local;
 pub mod parity;
 pub mod step;

@@ -22,7 +22,6 @@ pub mod artifice;
 pub mod blockgz;
 pub mod checksum;
 pub mod compress;
-mod glob;
 pub mod manifest;
 pub mod shell_local;
 
