@@ -130,6 +130,28 @@ pub fn render(template: &str, ctx: &Context) -> Result<String, InterpError> {
     render_with(template, ctx, &mut Hooks::default())
 }
 
+/// An option's template that did not render (a run-time option such as a
+/// post-processor's `output`): the option, the template, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("error interpolating `{option}` ({template:?}): {source}")]
+pub struct OptionError {
+    pub option: String,
+    pub template: String,
+    pub source: InterpError,
+}
+
+/// Render the template of option `option` (text without `{{` as it is).
+pub fn render_option(option: &str, template: &str, ctx: &Context) -> Result<String, OptionError> {
+    if !template.contains("{{") {
+        return Ok(template.to_string());
+    }
+    render(template, ctx).map_err(|source| OptionError {
+        option: option.to_string(),
+        template: template.to_string(),
+        source,
+    })
+}
+
 /// Parse only (for `validate -syntax-only`). Unknown function names are
 /// syntax errors, as in Go.
 pub fn check_syntax(template: &str) -> Result<(), InterpError> {
