@@ -1444,6 +1444,9 @@ fn render_option_names_the_option_and_keeps_the_cause() {
     assert_eq!(e.template, "{{ nope }}");
     assert_eq!(
         e.to_string(),
-        format!("error interpolating `output` (\"{{{{ nope }}}}\"): {}", e.source)
+        format!(
+            "error interpolating `output` (\"{{{{ nope }}}}\"): {}",
+            e.source
+        )
     );
 }
