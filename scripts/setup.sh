@@ -43,6 +43,9 @@ packages=(
   isolinux
   debian-installer-12-netboot-amd64
   busybox-static
+  # floppy_files: kiln writes the FAT image itself; mtools reads it back in
+  # kiln-commonsteps' tests (an independent FAT implementation)
+  mtools
   # configuration-management provisioners (kiln-provisioners-cm): Ansible
   # (ansible-core: ansible-playbook without the 500 MB of collections) and
   # Puppet 7 (`puppet apply`); Salt is not in Debian 12: its tests install
@@ -51,6 +54,19 @@ packages=(
   puppet-agent
   # salt-masterless `formulas` are cloned with git
   git
+  # --- vagrant (kiln-vagrant's tests, testlab/vagrant) ---
+  # `vagrant up --provider=libvirt` of boxes kiln makes: Vagrant 2.3.4 and
+  # vagrant-libvirt 0.11.2, libvirt (started without systemd by
+  # testlab/vagrant/run.sh), its NAT network's dnsmasq and iptables
+  # (qemu-system-x86 and qemu-utils, listed above, are installed with
+  # them); xmllint checks the VirtualBox box's OVF
+  vagrant
+  vagrant-libvirt
+  libvirt-daemon-system
+  dnsmasq-base
+  iptables
+  libxml2-utils
+  # --- end vagrant ---
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -1000,6 +1000,29 @@ impl<'a> Ec2<'a> {
             .map(|_| ())
     }
 
+    /// ModifySnapshotAttribute as Packer's amazon-ebs sends it: create
+    /// volume permission for users (`UserId`) or groups (`Group`), one
+    /// kind per call.
+    pub async fn add_create_volume_permission(
+        &self,
+        snapshot_id: &str,
+        users: &[String],
+        groups: &[String],
+    ) -> Result<(), AwsError> {
+        let mut p = Params::new();
+        p.set("SnapshotId", snapshot_id);
+        for (i, u) in users.iter().enumerate() {
+            p.set(format!("CreateVolumePermission.Add.{}.UserId", i + 1), u);
+        }
+        for (i, g) in groups.iter().enumerate() {
+            p.set(format!("CreateVolumePermission.Add.{}.Group", i + 1), g);
+        }
+        p.list("UserId", users).list("UserGroup", groups);
+        self.call("ModifySnapshotAttribute", p, Retry::Idempotent)
+            .await
+            .map(|_| ())
+    }
+
     pub async fn describe_snapshots(
         &self,
         ids: &[String],

@@ -154,6 +154,31 @@ impl From<AwsError> for BuildError {
     }
 }
 
+/// What kiln-commonsteps' create routine asks of an error: the answers
+/// are [`AwsError`]'s own.
+impl kiln_commonsteps::CloudError for AwsError {
+    fn outcome_unknown(&self) -> bool {
+        AwsError::outcome_unknown(self)
+    }
+    fn unanswered(&self) -> bool {
+        AwsError::unanswered(self)
+    }
+    fn is_not_found(&self) -> bool {
+        AwsError::is_not_found(self)
+    }
+    fn is_retryable(&self) -> bool {
+        AwsError::is_retryable(self)
+    }
+    fn task_lost(reason: String) -> Self {
+        AwsError::Transport {
+            service: "ec2",
+            action: "request".into(),
+            message: format!("the request's task ended: {reason}"),
+            sent: true,
+        }
+    }
+}
+
 /// Parse an AWS error body: EC2's `<Response><Errors><Error>`, the Query
 /// APIs' `<ErrorResponse><Error>`, S3's `<Error>`. `(code, message,
 /// request id)`.
@@ -214,6 +239,23 @@ mod tests {
             api(500, "InternalError").to_string(),
             "ec2 RunInstances: InternalError: m (HTTP 500, request id r-1)"
         );
+    }
+
+    #[test]
+    fn what_the_create_routine_is_told() {
+        use kiln_commonsteps::CloudError;
+        let lost = <AwsError as CloudError>::task_lost("panicked".into());
+        assert!(CloudError::unanswered(&lost) && CloudError::outcome_unknown(&lost));
+        assert!(CloudError::is_retryable(&api(503, "RequestLimitExceeded")));
+        assert!(!CloudError::outcome_unknown(&api(
+            503,
+            "RequestLimitExceeded"
+        )));
+        assert!(CloudError::is_not_found(&api(400, "InvalidGroup.NotFound")));
+        assert!(!CloudError::outcome_unknown(&api(
+            400,
+            "InvalidKeyPair.Duplicate"
+        )));
     }
 
     #[test]

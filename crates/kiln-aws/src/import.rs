@@ -6,8 +6,8 @@
 //! Better than Packer:
 //! - a qcow2 artifact (the `qemu` builder's) is accepted with `format:
 //!   raw` or `format: vmdk`: it is read cluster by cluster
-//!   ([`crate::qcow2`]) and streamed into the multipart upload as raw, or
-//!   as a stream-optimized VMDK ([`crate::vmdk`]: only the data,
+//!   ([`kiln_diskimage::qcow2`]) and streamed into the multipart upload as raw, or
+//!   as a stream-optimized VMDK ([`kiln_diskimage::vmdk`]: only the data,
 //!   deflated): no copy on disk, parts sent from memory (four at a time),
 //!   with a progress bar. `cargo bench -p kiln-aws --bench import`
 //!   measured against `qemu-img convert` + `aws s3 cp` on the lab: raw
@@ -24,7 +24,6 @@ use crate::client::Aws;
 use crate::config::AccessConfig;
 use crate::ec2::{CopyImage, ImageAttribute, ImportImage, ImportTask};
 use crate::error::AwsError;
-use crate::qcow2;
 use crate::s3::Sse;
 use bytes::Bytes;
 use kiln_core::communicator::TransferProgress;
@@ -32,6 +31,7 @@ use kiln_core::context::LedgerId;
 use kiln_core::{
     async_trait, Artifact, BuildCtx, BuildError, PostProcessCtx, PostProcessed, PostProcessor,
 };
+use kiln_diskimage::qcow2;
 use kiln_template::Decoder;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -329,7 +329,7 @@ fn produce(
             progress.start(Some(size));
             std::thread::spawn(move || {
                 let tx2 = tx.clone();
-                let mut w = crate::vmdk::Writer::new(size, 1, |b| {
+                let mut w = kiln_diskimage::vmdk::Writer::new(size, 1, |b| {
                     tx2.blocking_send(Ok(Bytes::from(b))).is_ok()
                 });
                 let res = r.stream(CHUNK, |buf| {

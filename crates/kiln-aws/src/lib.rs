@@ -18,12 +18,14 @@
 //!   jitter on throttling, 5xx and dropped connections; [`AwsError`] tells a
 //!   refusal from a server error from no answer at all.
 //! - [`ec2`], [`s3`]: typed calls; [`wait`]: waiters, cancellable.
-//! - [`inflight`]: the "record before send, settle, find, release" rule
-//!   for creates ([`inflight::InFlight`], [`inflight::find_created`]).
+//! - creates follow kiln-commonsteps' [`kiln_commonsteps::create`]
+//!   routine ("record before send, settle, find, delete, release"):
+//!   [`AwsError`] implements its [`kiln_commonsteps::CloudError`].
+//! - [`ebs`]: the `amazon-ebs` builder.
 //! - [`artifact`]: AMIs as an artifact (`region: ami-...`, Packer's id).
-//! - [`import`]: the `amazon-import` post-processor; [`qcow2`] and
-//!   [`vmdk`]: the streaming qcow2 reader and stream-optimized VMDK writer
-//!   it converts with.
+//! - [`import`]: the `amazon-import` post-processor (it converts with
+//!   `kiln_diskimage`'s streaming qcow2 reader and stream-optimized VMDK
+//!   writer).
 //!
 //! # Why its own signer and calls, not the AWS SDK for Rust
 //!
@@ -69,14 +71,12 @@ pub mod artifact;
 pub mod client;
 pub mod config;
 pub mod credentials;
+pub mod ebs;
 pub mod ec2;
 pub mod error;
 pub mod import;
-pub mod inflight;
-pub mod qcow2;
 pub mod s3;
 pub mod sigv4;
-pub mod vmdk;
 pub mod wait;
 mod xml;
 
@@ -84,8 +84,10 @@ pub use client::{Aws, Retry};
 pub use config::{AccessConfig, Env};
 pub use error::AwsError;
 
-/// Register the `amazon-import` post-processor.
+/// Register the `amazon-ebs` builder and the `amazon-import`
+/// post-processor.
 pub fn register(reg: &mut kiln_core::Registry) {
+    reg.builder("amazon-ebs", ebs::factory);
     reg.post_processor("amazon-import", import::factory);
 }
 

@@ -36,8 +36,8 @@
 //! - it is what a keyboard sends: no keymap in between. Over VNC, QEMU's
 //!   `lock-key-sync` presses Caps Lock behind the sender's back whenever a
 //!   letter keysym's case disagrees with Shift, so Packer's
-//!   `<leftShiftOn>held<leftShiftOff>` types `held` (measured in this
-//!   crate's `tests/guest.rs`, and with a bare VNC client:
+//!   `<leftShiftOn>held<leftShiftOff>` types `held` (measured in the qemu
+//!   builder's `tests/boot_command.rs`, and with a bare VNC client:
 //!   `lock-key-sync=off` gives `HELD`); kiln types `HELD`, as a person
 //!   holding Shift would. Characters QEMU's keymap lacks (`é`, a line break
 //!   in the text) are dropped by QEMU with a warning on its standard error;
@@ -51,8 +51,8 @@
 //! VNC stays what it is for users: the qemu builder still starts QEMU's VNC
 //! server as its `vnc_*` keys say, and a user may watch the install with a
 //! VNC viewer while kiln types (QEMU accepts input from both; kiln's keys
-//! do not go through VNC). The guest test connects to the VNC display
-//! while typing to check that it answers.
+//! do not go through VNC). The qemu builder's guest test connects to the
+//! VNC display while kiln types to check that it answers.
 //!
 //! Timing is Packer's VNC driver's: after every key event (press or
 //! release) a pause of `boot_key_interval`, else `PACKER_KEY_INTERVAL`,

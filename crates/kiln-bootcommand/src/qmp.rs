@@ -197,7 +197,7 @@ impl KeySink for QmpKeySink {
 #[cfg(test)]
 mod tests {
     //! The protocol against a scripted QMP server (QEMU itself types into
-    //! a real guest in tests/guest.rs).
+    //! a real guest in the qemu builder's tests/boot_command.rs).
     use super::*;
     use tokio::net::UnixListener;
 

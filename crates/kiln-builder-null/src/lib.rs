@@ -66,6 +66,8 @@ impl Builder for NullBuilder {
             }),
             Box::new(StepProvision { hook }),
         ];
+        // Packer's null builder puts `instance_id` "Null" in its state.
+        ctx.set_generated("ID", ARTIFACT_ID);
         let mut state = State::default();
         state.machine.host = self.ssh.host.clone();
         state.machine.port = Some(self.ssh.port);

@@ -8,6 +8,13 @@
 //!
 //!   cargo bench -p kiln-builder-qemu --bench seed_vs_packer
 //!
+//! `KILN_BENCH_CPUS=qemu64,max,Nehalem` (with `KILN_BENCH_ROUNDS`, at
+//! least 5 for figures worth quoting) runs the CPU-model table of issue #15
+//! instead: the base image booted by kiln under TCG with each `-cpu`
+//! model in turn (the order rotating between rounds), timing boot to SSH
+//! and, in the guest, gzip of 64 MB and `grep -r` over /usr; medians and
+//! ratios against the first model.
+//!
 //! Needs root, QEMU, Packer (`scripts/setup.sh`). The base image is
 //! `examples/seed/output-base/debian-12.qcow2` if it exists (KILN_BENCH_BASE
 //! names another), else it is built first (not timed).
@@ -305,6 +312,102 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The guest work timed for each CPU model: `KILN-CPU name seconds` lines.
+const CPU_WORK: &str = r#"t() { n=$1; shift; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "KILN-CPU $n $(awk "BEGIN{print $e-$s}")"; }
+cat /usr/bin/* /usr/lib/x86_64-linux-gnu/*.so* 2>/dev/null | head -c 64M > /var/tmp/kiln-cpu-data
+t gzip gzip -c /var/tmp/kiln-cpu-data
+t grep grep -r kiln-no-such-string /usr
+rm -f /var/tmp/kiln-cpu-data"#;
+
+/// Seconds to SSH, gzip seconds, grep seconds (each if measured).
+type CpuTimes = (Option<f64>, Option<f64>, Option<f64>);
+
+/// One boot of the base image with `-cpu model`.
+fn cpu_run(
+    rt: &tokio::runtime::Runtime,
+    scratch: &Path,
+    base: &Path,
+    model: &str,
+    round: usize,
+) -> CpuTimes {
+    let dir = scratch.join(format!("cpu-{model}-{round}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tpl = serde_json::json!({
+        "builders": [{
+            "type": "qemu", "name": "cpu", "iso_url": base.display().to_string(),
+            "iso_checksum": "none", "disk_image": true, "use_backing_file": true,
+            "format": "qcow2", "headless": true, "cpus": 2, "memory": 1024,
+            "output_directory": dir.join("out").display().to_string(),
+            "ssh_username": "debian", "ssh_timeout": "10m",
+            "shutdown_command": "sudo shutdown -P now",
+            "qemuargs": [["-cpu", model]]
+        }],
+        "provisioners": [{"type": "shell", "inline": [CPU_WORK]}]
+    });
+    let path = dir.join("cpu.json");
+    std::fs::write(&path, tpl.to_string()).unwrap();
+    let (states, transcript) = rt.block_on(kiln_build(&path, &[]));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ssh = states
+        .first()
+        .and_then(|s| s.get("timeToSSH")?.parse().ok());
+    let work = |name: &str| -> Option<f64> {
+        let marker = format!("KILN-CPU {name} ");
+        let line = transcript.lines().find(|l| l.contains(&marker))?;
+        line.split(&marker).nth(1)?.trim().parse().ok()
+    };
+    (ssh, work("gzip"), work("grep"))
+}
+
+/// The CPU-model table (`KILN_BENCH_CPUS`).
+fn cpu_table(
+    rt: &tokio::runtime::Runtime,
+    scratch: &Path,
+    base: &Path,
+    models: &[String],
+    rounds: usize,
+) {
+    let mut results: Vec<Vec<CpuTimes>> = vec![vec![]; models.len()];
+    for round in 0..rounds {
+        for i in 0..models.len() {
+            let m = (i + round) % models.len();
+            eprintln!("CPU round {}: -cpu {}...", round + 1, models[m]);
+            results[m].push(cpu_run(rt, scratch, base, &models[m], round));
+        }
+    }
+    let med = |v: Vec<Option<f64>>| -> Option<f64> {
+        let v: Vec<f64> = v.into_iter().flatten().collect();
+        (!v.is_empty()).then(|| median(v))
+    };
+    println!();
+    println!(
+        "CPU models under TCG, base image, 2 vCPUs, {rounds} round(s), order rotating; medians (ratio to -cpu {})",
+        models[0]
+    );
+    println!(
+        "  {:<12} {:>16} {:>16} {:>16}",
+        "model", "boot to SSH", "gzip 64 MB", "grep -r /usr"
+    );
+    let cols: Vec<[Option<f64>; 3]> = results
+        .iter()
+        .map(|r| {
+            [
+                med(r.iter().map(|x| x.0).collect()),
+                med(r.iter().map(|x| x.1).collect()),
+                med(r.iter().map(|x| x.2).collect()),
+            ]
+        })
+        .collect();
+    for (m, c) in models.iter().zip(&cols) {
+        let cell = |j: usize| match (c[j], cols[0][j]) {
+            (Some(x), Some(b)) => format!("{x:.1} s ({:.2})", x / b),
+            (Some(x), None) => format!("{x:.1} s"),
+            _ => "?".into(),
+        };
+        println!("  {m:<12} {:>16} {:>16} {:>16}", cell(0), cell(1), cell(2));
+    }
+}
+
 fn main() {
     let seed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
     let seed = seed.canonicalize().expect("examples/seed");
@@ -338,6 +441,15 @@ fn main() {
             &[("output_directory", dir.display().to_string())],
         ));
         eprintln!("Base image built.");
+    }
+    if let Ok(models) = std::env::var("KILN_BENCH_CPUS") {
+        let models: Vec<String> = models
+            .split(',')
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .collect();
+        cpu_table(&rt, scratch.path(), &base, &models, rounds);
+        return;
     }
     let packer_tpl = packer_template(scratch.path(), &seed);
 

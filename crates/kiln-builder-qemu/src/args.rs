@@ -20,8 +20,25 @@ pub enum AccelChoice {
     Machine(String),
     /// `accelerator: none`: `-machine type=T` only.
     NoAccel,
-    /// KVM cannot run guests here: `-accel tcg,thread=multi -cpu max`.
+    /// KVM cannot run guests here: `-accel tcg,thread=multi -cpu qemu64`
+    /// ([`TCG_DEFAULT_CPU`]; a `-cpu` row in `qemuargs` replaces it).
     TcgFallback,
+}
+
+/// The CPU model of the TCG fallback when `qemuargs` names none: the plain
+/// x86-64 baseline, Packer's own default. Under TCG it is the fastest model
+/// measured here (glibc then picks SSE2 routines, which TCG translates
+/// well, instead of AVX2/SSE4.2 string routines, which it emulates
+/// slowly); a guest built for x86-64-v2 or later needs `qemuargs:
+/// [["-cpu", "max"]]` (or a named model).
+pub const TCG_DEFAULT_CPU: &str = "qemu64";
+
+/// The CPU model a command line passes (`-cpu MODEL[,features]`), if any.
+pub fn cpu_model(args: &[String]) -> Option<&str> {
+    args.windows(2)
+        .rev()
+        .find(|w| w[0] == "-cpu")
+        .map(|w| w[1].as_str())
 }
 
 /// What is known only at run time.
@@ -46,8 +63,12 @@ pub struct Runtime {
     /// A second QMP socket of kiln's, on which it only listens to events
     /// (QEMU's QMP serves one client at a time per socket).
     pub qmp_events: Option<PathBuf>,
+    /// A QMP socket for typing the boot command (when there is one).
+    pub qmp_keys: Option<PathBuf>,
     pub http_ip: String,
     pub http_port: u16,
+    /// The `floppy_files`/`floppy_dirs` image, attached as `-fda`.
+    pub floppy: Option<PathBuf>,
 }
 
 /// An ordered multimap of arguments: key -> values (no value: a flag).
@@ -106,7 +127,7 @@ pub fn default_args(c: &Config, rt: &Runtime) -> ArgMap {
         AccelChoice::TcgFallback => {
             a.one("-machine", format!("type={}", c.machine_type));
             a.one("-accel", "tcg,thread=multi");
-            a.one("-cpu", "max");
+            a.one("-cpu", TCG_DEFAULT_CPU);
         }
     }
     a.one("-m", format!("{}M", c.memory));
@@ -121,6 +142,9 @@ pub fn default_args(c: &Config, rt: &Runtime) -> ArgMap {
             None => "user,id=user.0".into(),
         },
     );
+    if let Some(f) = &rt.floppy {
+        a.one("-fda", f.display().to_string());
+    }
     let (devices, drives) = device_and_drive_args(c, rt);
     a.set("-device", devices);
     a.set("-drive", drives);
@@ -147,6 +171,9 @@ pub fn default_args(c: &Config, rt: &Runtime) -> ArgMap {
     )];
     if let Some(e) = &rt.qmp_events {
         qmp.push(format!("unix:{},server=on,wait=off", opt_path(e)));
+    }
+    if let Some(k) = &rt.qmp_keys {
+        qmp.push(format!("unix:{},server=on,wait=off", opt_path(k)));
     }
     if c.qmp_enable {
         if let Some(p) = &c.qmp_socket_path {
@@ -283,7 +310,8 @@ pub fn render_qemuargs(c: &Config, rt: &Runtime) -> Result<Vec<Vec<String>>, Str
         .with("HTTPPort", rt.http_port.to_string())
         .with(
             "HTTPDir",
-            c.http_directory
+            c.http
+                .directory
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
@@ -325,8 +353,10 @@ mod tests {
             serial_log: Some(PathBuf::from("/w/serial.log")),
             qmp_socket: PathBuf::from("/w/qmp.sock"),
             qmp_events: None,
+            qmp_keys: None,
             http_ip: "10.0.2.2".into(),
             http_port: 8123,
+            floppy: None,
         }
     }
 
@@ -342,11 +372,26 @@ mod tests {
         let args = command_line(&cfg(), &rt()).unwrap().join(" ");
         assert_eq!(
             args,
-            "-name packer-x -machine type=pc -accel tcg,thread=multi -cpu max -m 512M -boot c \
+            "-name packer-x -machine type=pc -accel tcg,thread=multi -cpu qemu64 -m 512M -boot c \
              -netdev user,id=user.0,hostfwd=tcp:127.0.0.1:3333-:22 \
              -device virtio-net,netdev=user.0 \
              -drive file=out/packer-x,if=virtio,cache=writeback,discard=ignore,format=qcow2 \
              -display none -qmp unix:/w/qmp.sock,server=on,wait=off -serial file:/w/serial.log"
+        );
+    }
+
+    #[test]
+    fn a_floppy_is_fda_and_a_qemuargs_row_replaces_it() {
+        let mut r = rt();
+        r.floppy = Some(PathBuf::from("/w/floppy.img"));
+        let args = command_line(&cfg(), &r).unwrap().join(" ");
+        assert!(args.contains(" -fda /w/floppy.img -device "), "{args}");
+        let mut c = cfg();
+        c.qemuargs = vec![vec!["-fda".into(), "/x.img".into()]];
+        let args = command_line(&c, &r).unwrap().join(" ");
+        assert!(
+            args.contains(" -fda /x.img ") && !args.contains("floppy.img"),
+            "{args}"
         );
     }
 
@@ -407,7 +452,7 @@ mod tests {
                 4,
                 &[
                     "-accel tcg,thread=multi",
-                    "-cpu max",
+                    "-cpu qemu64",
                     "-smp cpus=4,sockets=4",
                 ],
                 &["accel=tcg"],
@@ -426,6 +471,27 @@ mod tests {
                 assert!(!line.contains(h), "{accel:?}: no {h} in {line}");
             }
         }
+    }
+
+    #[test]
+    fn the_tcg_cpu_is_qemu64_unless_qemuargs_name_one() {
+        let line = command_line(&cfg(), &rt()).unwrap();
+        assert_eq!(cpu_model(&line), Some("qemu64"));
+        assert_eq!(line.iter().filter(|a| *a == "-cpu").count(), 1);
+        let mut c = cfg();
+        c.qemuargs = vec![vec!["-cpu".into(), "Nehalem,".into(), "+avx".into()]];
+        let line = command_line(&c, &rt()).unwrap();
+        assert_eq!(cpu_model(&line), Some("Nehalem,+avx"));
+        assert_eq!(line.iter().filter(|a| *a == "-cpu").count(), 1, "{line:?}");
+        // With KVM (or an explicit accelerator) kiln passes no -cpu: QEMU's
+        // own default, as Packer.
+        let mut r = rt();
+        r.accel = AccelChoice::Machine("kvm".into());
+        assert_eq!(cpu_model(&command_line(&cfg(), &r).unwrap()), None);
+        assert_eq!(
+            cpu_model(&command_line(&c, &r).unwrap()),
+            Some("Nehalem,+avx")
+        );
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Packer 1.6.6's qemu builder configuration: every key it accepts is
 //! asked for (so a Packer template never has "unknown" keys here); the
 //! ones kiln cannot honour yet are reported as such when set.
+use kiln_commonsteps::cd::CdConfig;
+use kiln_commonsteps::download::IsoConfig;
+use kiln_commonsteps::floppy::FloppyConfig;
+use kiln_commonsteps::http::{decode_port as port, HttpConfig};
 use kiln_ssh::SshConfig;
 use kiln_template::Decoder;
 use std::path::PathBuf;
@@ -26,20 +30,20 @@ pub enum Accel {
 pub struct Config {
     pub build_name: String,
     pub force: bool,
-    // ISO / source disk
-    pub iso_urls: Vec<String>,
-    pub iso_checksum: String,
-    pub iso_target_path: Option<PathBuf>,
-    pub iso_target_extension: String,
-    pub iso_skip_cache: bool,
-    // HTTP
-    pub http_directory: Option<PathBuf>,
-    pub http_port_min: u16,
-    pub http_port_max: u16,
-    pub http_bind_address: String,
+    /// `iso_*`: the ISO or source disk (shared: `kiln_commonsteps`).
+    pub iso: IsoConfig,
+    /// `http_*`: the HTTP server.
+    pub http: HttpConfig,
+    /// `floppy_files`, `floppy_dirs`, `floppy_label`.
+    pub floppy: FloppyConfig,
     // boot
-    pub boot_command: Vec<String>,
+    /// Typed through QMP after `boot_wait` (crate `kiln-bootcommand`).
+    pub boot_command: kiln_bootcommand::BootCommand,
+    /// Packer's rule: unset or 0 is 10 s, negative is none.
     pub boot_wait: Duration,
+    /// The pause after each key event (`boot_key_interval`, else
+    /// `PACKER_KEY_INTERVAL`, else 100 ms).
+    pub boot_key_interval: Duration,
     pub disable_vnc: bool,
     // shutdown
     pub shutdown_command: Option<String>,
@@ -49,9 +53,8 @@ pub struct Config {
     pub host_port_min: u16,
     pub host_port_max: u16,
     pub skip_nat_mapping: bool,
-    // CD
-    pub cd_files: Vec<PathBuf>,
-    pub cd_label: String,
+    /// `cd_files`, `cd_label`.
+    pub cd: CdConfig,
     // machine
     pub accelerator: Accel,
     pub disk_additional_size: Vec<String>,
@@ -104,17 +107,12 @@ impl Config {
         Config {
             build_name: build_name.into(),
             force: false,
-            iso_urls: vec![],
-            iso_checksum: "none".into(),
-            iso_target_path: None,
-            iso_target_extension: "iso".into(),
-            iso_skip_cache: false,
-            http_directory: None,
-            http_port_min: 8000,
-            http_port_max: 9000,
-            http_bind_address: "127.0.0.1".into(),
-            boot_command: vec![],
+            iso: IsoConfig::default(),
+            http: HttpConfig::default(),
+            floppy: FloppyConfig::default(),
+            boot_command: kiln_bootcommand::BootCommand::default(),
             boot_wait: Duration::from_secs(10),
+            boot_key_interval: kiln_bootcommand::typist::DEFAULT_KEY_INTERVAL,
             disable_vnc: false,
             shutdown_command: None,
             shutdown_timeout: Duration::from_secs(300),
@@ -122,8 +120,7 @@ impl Config {
             host_port_min: 2222,
             host_port_max: 4444,
             skip_nat_mapping: false,
-            cd_files: vec![],
-            cd_label: String::new(),
+            cd: CdConfig::default(),
             accelerator: Accel::Auto,
             disk_additional_size: vec![],
             cpus: 1,
@@ -194,17 +191,6 @@ pub fn normalize_disk_size(s: &str) -> Option<String> {
     })
 }
 
-fn port(d: &mut Decoder<'_>, key: &str, default: u16) -> u16 {
-    match d.int(key) {
-        None | Some(0) => default,
-        Some(p) if (1..=65535).contains(&p) => p as u16,
-        Some(p) => {
-            d.error(key, format!("{key} {p} is not a TCP port"));
-            default
-        }
-    }
-}
-
 fn one_of(d: &mut Decoder<'_>, key: &str, default: &str, allowed: &[&str], what: &str) -> String {
     match d.string(key).filter(|s| !s.is_empty()) {
         None => default.to_string(),
@@ -231,91 +217,42 @@ pub fn decode(d: &mut Decoder<'_>, force: bool) -> Option<Config> {
     // Communicator keys (ssh_*, communicator, ...).
     c.comm = SshConfig::decode(d);
 
-    // ISO.
-    let iso_url = d.string("iso_url").filter(|s| !s.is_empty());
-    let iso_urls = d.string_list("iso_urls").unwrap_or_default();
-    match (iso_url, iso_urls.is_empty()) {
-        (Some(_), false) => {
-            d.error_here("Only one of iso_url or iso_urls must be specified");
-            ok = false;
-        }
-        (Some(u), true) => c.iso_urls = vec![u],
-        (None, false) => c.iso_urls = iso_urls,
-        (None, true) => {
-            d.error_here("One of iso_url or iso_urls must be specified");
-            ok = false;
-        }
+    // ISO, HTTP server, floppy, CD: Packer's common configurations.
+    match IsoConfig::decode(d) {
+        Some(i) => c.iso = i,
+        None => ok = false,
     }
-    c.iso_skip_cache = d.bool("iso_skip_cache").unwrap_or(false);
-    c.iso_checksum = d.string("iso_checksum").unwrap_or_default();
-    if c.iso_skip_cache {
-        c.iso_checksum = "none".into();
+    match HttpConfig::decode(d) {
+        Some(h) => c.http = h,
+        None => ok = false,
     }
-    if c.iso_checksum.is_empty() {
-        d.error("iso_checksum", "A checksum must be specified");
-        ok = false;
-    } else if let Err(e) = crate::download::Checksum::parse(&c.iso_checksum) {
-        d.error("iso_checksum", e);
-        ok = false;
+    match FloppyConfig::decode(d) {
+        Some(f) => c.floppy = f,
+        None => ok = false,
     }
-    c.iso_target_path = d
-        .string("iso_target_path")
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from);
-    c.iso_target_extension = d
-        .string("iso_target_extension")
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "iso".into())
-        .to_ascii_lowercase();
-
-    // HTTP server.
-    c.http_directory = d
-        .string("http_directory")
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from);
-    c.http_port_min = port(d, "http_port_min", 8000);
-    c.http_port_max = port(d, "http_port_max", 9000);
-    if c.http_port_min > c.http_port_max {
-        d.error(
-            "http_port_min",
-            "http_port_min must be less than http_port_max",
-        );
-        ok = false;
-    }
-    if let Some(a) = d.string("http_bind_address").filter(|s| !s.is_empty()) {
-        c.http_bind_address = a;
-    }
-    if d.string("http_interface").is_some_and(|s| !s.is_empty()) {
-        d.error(
-            "http_interface",
-            "http_interface is not supported by kiln yet (use http_bind_address)",
-        );
-        ok = false;
-    }
-    if let Some(dir) = &c.http_directory {
-        if !dir.is_dir() {
-            d.error(
-                "http_directory",
-                format!("http_directory {} is not a directory", dir.display()),
-            );
-            ok = false;
-        }
+    match CdConfig::decode(d) {
+        Some(cd) => c.cd = cd,
+        None => ok = false,
     }
 
-    // Boot command (VNC typing): not supported yet.
-    c.boot_command = d.raw_string_list("boot_command").unwrap_or_default();
-    if !c.boot_command.is_empty() {
-        d.error(
-            "boot_command",
-            "boot_command is not supported by kiln yet: boot a disk image (disk_image: true) configured by cloud-init instead",
-        );
-        ok = false;
+    // Boot command: typed through QMP (kiln-bootcommand), so it needs no
+    // VNC (Packer refuses it with disable_vnc).
+    use kiln_bootcommand::template as bootcmd;
+    match bootcmd::decode(d, "boot_command") {
+        Ok(bc) => c.boot_command = bc,
+        Err(_) => ok = false,
     }
-    if let Some(w) = d.duration("boot_wait") {
-        c.boot_wait = w;
+    match bootcmd::decode_boot_wait(d, "boot_wait") {
+        Ok(w) => c.boot_wait = w,
+        Err(_) => ok = false,
     }
+    match bootcmd::decode_key_interval(d, "boot_key_interval") {
+        Ok(i) => c.boot_key_interval = i,
+        Err(_) => ok = false,
+    }
+    // Packer's qemu builder accepts it and does nothing with it (only its
+    // scancode drivers, not VNC, group keys).
     let _ = d.duration("boot_keygroup_interval");
-    let _ = d.duration("boot_key_interval");
     c.disable_vnc = d.bool("disable_vnc").unwrap_or(false);
 
     // Shutdown.
@@ -343,44 +280,6 @@ pub fn decode(d: &mut Decoder<'_>, force: bool) -> Option<Config> {
         ok = false;
     }
     c.skip_nat_mapping = d.bool("skip_nat_mapping").unwrap_or(false);
-
-    // Floppy: not supported.
-    for key in ["floppy_files", "floppy_dirs"] {
-        if d.string_list(key).is_some_and(|v| !v.is_empty()) {
-            d.error(
-                key,
-                format!("{key} is not supported by kiln yet (use cd_files)"),
-            );
-            ok = false;
-        }
-    }
-    let _ = d.string("floppy_label");
-
-    // CD.
-    let cd_files = d.string_list("cd_files").unwrap_or_default();
-    for f in &cd_files {
-        if f.contains(['*', '?', '[']) {
-            match crate::iso::glob(f) {
-                Ok(v) if !v.is_empty() => c.cd_files.extend(v),
-                Ok(_) => {}
-                Err(e) => {
-                    d.error("cd_files", format!("Bad CD disk file '{f}': {e}"));
-                    ok = false;
-                }
-            }
-        } else {
-            let p = PathBuf::from(f);
-            if !p.exists() {
-                d.error(
-                    "cd_files",
-                    format!("Bad CD disk file '{f}': no such file or directory"),
-                );
-                ok = false;
-            }
-            c.cd_files.push(p);
-        }
-    }
-    c.cd_label = d.string("cd_label").unwrap_or_default();
 
     // Machine.
     c.accelerator = match d.string("accelerator").filter(|s| !s.is_empty()) {
@@ -550,7 +449,7 @@ pub fn decode(d: &mut Decoder<'_>, force: bool) -> Option<Config> {
 
     // kiln: the cloud-init seed with a per-build key.
     let seed = d.bool("cloud_init_seed");
-    let label_is_cidata = c.cd_label.eq_ignore_ascii_case("cidata");
+    let label_is_cidata = c.cd.label.eq_ignore_ascii_case("cidata");
     c.cloud_init_seed = seed
         .unwrap_or(c.disk_image && !c.comm.is_none() && !c.has_credentials() && !label_is_cidata);
     if c.cloud_init_seed && c.comm.is_none() {

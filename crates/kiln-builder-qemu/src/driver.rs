@@ -457,34 +457,6 @@ impl Driver for HostDriver {
         label: &str,
         out: &Path,
     ) -> Result<(), BuildError> {
-        let (prog, mut args): (&str, Vec<String>) = if crate::iso::which("xorriso").is_some() {
-            ("xorriso", vec!["-as".into(), "mkisofs".into()])
-        } else if crate::iso::which("genisoimage").is_some() {
-            ("genisoimage", vec![])
-        } else if crate::iso::which("mkisofs").is_some() {
-            ("mkisofs", vec![])
-        } else {
-            return Err(BuildError::msg(
-                "making a CD needs xorriso, genisoimage or mkisofs (Debian package xorriso)",
-            ));
-        };
-        args.extend(crate::iso::mkisofs_args(dir, label, out));
-        let mut cmd = tokio::process::Command::new(prog);
-        cmd.args(&args).stdin(Stdio::null()).kill_on_drop(true);
-        let o = ctx
-            .cancellable(async {
-                cmd.output()
-                    .await
-                    .map_err(|e| BuildError::msg(format!("running {prog}: {e}")))
-            })
-            .await?;
-        if o.status.success() {
-            Ok(())
-        } else {
-            Err(BuildError::msg(format!(
-                "{prog}: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            )))
-        }
+        kiln_commonsteps::cd::make_iso(ctx, dir, label, out).await
     }
 }

@@ -8,12 +8,15 @@
 //! - `accelerator` unset: kiln boots a 512-byte test guest under KVM (real
 //!   mode, long mode, `lock cmpxchg16b`, which nested KVM may fail to
 //!   emulate) and uses KVM only if it runs; otherwise TCG (`-accel
-//!   tcg,thread=multi -cpu max`), said once. Packer picks KVM whenever
-//!   `/dev/kvm` opens, and its guest then dies. (`-cpu max` boots every
-//!   x86-64 distribution, x86-64-v2 ones such as RHEL 9 included; Packer's
-//!   default `qemu64` does not. Measured here, interleaved boots of the
-//!   base image reached SSH about 1 to 3 s (5%) sooner with `qemu64`: set
-//!   `qemuargs: [["-cpu", "qemu64"]]` to trade compatibility for that.)
+//!   tcg,thread=multi -cpu qemu64`), said once, with the CPU model really
+//!   passed (a `-cpu` row in `qemuargs` replaces `qemu64`). Packer picks
+//!   KVM whenever `/dev/kvm` opens, and its guest then dies. `qemu64` is
+//!   Packer's own default and the fastest model under TCG measured here
+//!   (issue #15: CPU-bound guest work 20-30 % faster than `-cpu max`,
+//!   whose AVX2/SSE4.2 string routines TCG emulates slowly; see the
+//!   `seed_vs_packer` benchmark's CPU table). A guest built for
+//!   x86-64-v2 or later (RHEL 9, RHEL 10) needs `qemuargs: [["-cpu",
+//!   "max"]]`.
 //!   The probe runs in the background while the disk is prepared.
 //! - Disk images with no credentials in the template (no `ssh_password`,
 //!   `ssh_private_key_file` or `ssh_agent_auth`) get a cloud-init NoCloud
@@ -29,9 +32,20 @@
 //!   to exit; then the ACPI power button (QMP `system_powerdown`); then
 //!   SIGKILL (a build error: the disk may be inconsistent). Without
 //!   `shutdown_command`, kiln presses the power button (Packer kills QEMU).
-//! - `boot_wait` only delays `boot_command` (which kiln does not type
-//!   yet); without one there is nothing to wait for. The SSH forward and
-//!   the HTTP server listen on 127.0.0.1 only.
+//! - `boot_command` is typed through QMP (`input-send-event`, US keyboard
+//!   key codes, on a QMP socket of its own), not VNC: see the crate
+//!   `kiln-bootcommand` for why and what differs. The VNC display is still
+//!   started as the `vnc_*` keys say, to watch; a boot command also works
+//!   with `disable_vnc` (Packer refuses it). `boot_wait` only delays
+//!   `boot_command`; without one there is nothing to wait for. The SSH
+//!   forward and the HTTP server listen on 127.0.0.1 only.
+//! - What an ISO install needs around the boot command is shared with
+//!   other builders (`kiln_commonsteps`): `iso_url`/`iso_urls` with
+//!   `iso_checksum` (a value, a `file:` checksum list, `none`) and
+//!   `iso_target_path`; `http_directory` (streamed, with ranges);
+//!   `floppy_files`/`floppy_dirs`, a FAT12 image kiln writes itself and
+//!   attaches as `-fda` (Packer's); `cd_files`/`cd_label`. See
+//!   `docs/boot_command.md`.
 //! - `use_backing_file` passes the backing file's format (`-F`), which the
 //!   qemu-img of Debian 12 and later requires (Packer 1.6.6 fails there).
 //! - A guest that reboots itself (the seed's `update.sh`) is seen at once:
@@ -50,22 +64,21 @@
 //! `seed_vs_packer` benchmark's phase table). Tried and measured here, with
 //! no gain beyond run-to-run noise: `cache=unsafe` on the disk (apt and
 //! dpkg are CPU-bound under TCG, not fsync-bound), a 2 GiB translation
-//! cache (`tb-size`; a seed-like build flushes the default 1 GiB twice),
-//! and `qemu64` instead of `-cpu max`.
+//! cache (`tb-size`; a seed-like build flushes the default 1 GiB twice).
 pub mod args;
 pub mod config;
-pub mod download;
 pub mod driver;
-pub mod http;
 pub mod iso;
-pub mod ports;
 pub mod qmp;
 pub mod steps;
+/// Shared with other builders (`kiln-commonsteps`).
+pub use kiln_commonsteps::{download, http, ports};
 
 use config::Config;
 use driver::{Driver, HostDriver};
 use kiln_commonsteps::{
-    Connector, MachineStopped, SshConnector, StepConnect, StepOutputDir, StepProvision,
+    Connector, MachineStopped, SshConnector, StepConnect, StepCreateFloppy, StepDownload,
+    StepHttpServer, StepOutputDir, StepProvision,
 };
 use kiln_core::{
     async_trait, run_steps, Artifact, BuildCtx, BuildError, Builder, FileArtifact, Hook,
@@ -131,13 +144,17 @@ impl Builder for QemuBuilder {
         let mut state = State::new(&ctx.work_dir);
         let mut steps: Vec<Box<dyn Step<State> + '_>> = vec![
             Box::new(StepCheckHost { c, d: d.clone() }),
-            Box::new(StepDownload { c }),
+            Box::new(StepDownload { config: &c.iso }),
             Box::new(StepOutputDir::new(&c.output_directory, c.force)),
+            Box::new(StepCreateFloppy { config: &c.floppy }),
             Box::new(StepCreateCd { c, d: d.clone() }),
             Box::new(StepCreateDisk { c, d: d.clone() }),
             Box::new(StepCopyDisk { c, d: d.clone() }),
             Box::new(StepResizeDisk { c, d: d.clone() }),
-            Box::new(StepHttp { c }),
+            Box::new(StepHttpServer {
+                config: &c.http,
+                http_ip: "10.0.2.2",
+            }),
             Box::new(StepPorts { c, exclude: vec![] }),
             Box::new(StepRun {
                 c,
@@ -146,6 +163,7 @@ impl Builder for QemuBuilder {
                 id: None,
                 settle: self.settle,
             }),
+            Box::new(StepTypeBootCommand { c }),
             Box::new(StepConnect {
                 connector: self.connector.clone(),
                 none: c.comm.is_none(),

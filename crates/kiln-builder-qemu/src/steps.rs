@@ -4,8 +4,8 @@
 use crate::args::{self, AccelChoice, Runtime};
 use crate::config::{Accel, Config};
 use crate::driver::{Driver, Vm};
-use crate::{download, http, iso, ports};
-use kiln_commonsteps::{Connector, HasMachine, Liveness, Machine, MachineStopped};
+use crate::{iso, ports};
+use kiln_commonsteps::{Connector, HasMachine, HasMedia, Liveness, Machine, MachineStopped, Media};
 use kiln_core::context::LedgerId;
 use kiln_core::{async_trait, BuildCtx, BuildError, Outcome, Step};
 use kiln_ssh::TempKeyPair;
@@ -17,15 +17,17 @@ use std::time::{Duration, Instant};
 /// What the steps share.
 #[derive(Default)]
 pub struct State {
-    /// The downloaded (or local) ISO or source disk.
-    pub source: Option<PathBuf>,
+    /// What the shared media steps made: the downloaded (or local) ISO or
+    /// source disk, the floppy, the HTTP server and its port.
+    pub media: Media,
     pub disks: Vec<PathBuf>,
     pub cds: Vec<PathBuf>,
-    pub http: Option<http::HttpServer>,
-    pub http_port: u16,
     pub ssh_host_port: Option<u16>,
     pub vnc_display: Option<u16>,
     pub accel: Option<AccelChoice>,
+    /// Why KVM could not be used, until the TCG fallback is announced
+    /// (with the CPU model of the command line).
+    pub tcg_why: Option<String>,
     /// The KVM probe, started by the first step so that it runs while the
     /// disk is prepared; the run step waits for its answer.
     pub kvm_probe: Option<tokio::task::JoinHandle<Result<(), String>>>,
@@ -38,6 +40,8 @@ pub struct State {
     pub qmp_socket: PathBuf,
     /// kiln's second QMP socket, for QEMU's events.
     pub qmp_events: PathBuf,
+    /// kiln's QMP socket for typing the boot command.
+    pub qmp_keys: PathBuf,
     /// Watches QEMU's events while it runs.
     pub event_watch: Option<tokio::task::JoinHandle<()>>,
 }
@@ -48,6 +52,12 @@ impl HasMachine for State {
     }
 }
 
+impl HasMedia for State {
+    fn media(&mut self) -> &mut Media {
+        &mut self.media
+    }
+}
+
 impl State {
     pub fn new(work_dir: &Path) -> State {
         State {
@@ -55,6 +65,7 @@ impl State {
             qemu_log: work_dir.join("qemu.log"),
             qmp_socket: work_dir.join("qmp.sock"),
             qmp_events: work_dir.join("qmp-events.sock"),
+            qmp_keys: work_dir.join("qmp-keys.sock"),
             ..Default::default()
         }
     }
@@ -157,10 +168,68 @@ pub struct QemuLiveness {
     pub serial_log: PathBuf,
 }
 
+/// What a guest built for a newer x86-64 level than the machine's CPU
+/// model prints on its console before it stops working: glibc's loader,
+/// glibc's own check, the kernel's boot check.
+const CPU_REFUSALS: &[&str] = &[
+    "CPU ISA level is lower than required",
+    "CPU does not support x86-64-v",
+    "This kernel requires the following features not present on the CPU",
+    "This kernel requires an x86-64 CPU",
+];
+
+/// If the console shows the guest refusing its CPU, why (with the
+/// `qemuargs` that fix it).
+pub fn cpu_refusal(console: &[String]) -> Option<String> {
+    let line = console
+        .iter()
+        .find(|l| CPU_REFUSALS.iter().any(|m| l.contains(m)))?;
+    Some(format!(
+        "the guest refuses the machine's CPU model (its console says \"{}\"): it was built for a newer x86-64 level than the TCG default `qemu64` offers; set `qemuargs: [[\"-cpu\", \"max\"]]` (or a named model such as `Nehalem` for x86-64-v2, `Haswell` for x86-64-v3)",
+        line.trim()
+    ))
+}
+
+/// The console's last 64 KiB as lines (a long build's console grows; only
+/// its end is looked at).
+fn console_end(serial_log: &Path) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(serial_log) else {
+        return vec![];
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 << 10)));
+    let mut b = Vec::new();
+    let _ = f.read_to_end(&mut b);
+    String::from_utf8_lossy(&b)
+        .lines()
+        .map(|l| strip_ansi(l).trim_end().to_string())
+        .collect()
+}
+
+/// Resolves when the serial console shows the guest refusing its CPU
+/// (looked at again only when it grew).
+pub async fn watch_cpu_refusal(serial_log: &Path, poll: Duration) -> String {
+    let mut seen = None;
+    loop {
+        let len = std::fs::metadata(serial_log).map(|m| m.len()).ok();
+        if len != seen {
+            seen = len;
+            if let Some(why) = cpu_refusal(&console_end(serial_log)) {
+                return why;
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
 #[async_trait]
 impl Liveness for QemuLiveness {
     async fn stopped(&self, what: &str) -> MachineStopped {
-        let why = machine_stopped(self.vm.as_ref(), Duration::from_millis(250)).await;
+        let why = tokio::select! {
+            why = machine_stopped(self.vm.as_ref(), Duration::from_millis(250)) => why,
+            why = watch_cpu_refusal(&self.serial_log, Duration::from_millis(500)) => why,
+        };
         MachineStopped {
             report: death_report(
                 self.vm.as_ref(),
@@ -230,30 +299,6 @@ impl Step<State> for StepCheckHost<'_> {
     }
 }
 
-pub struct StepDownload<'a> {
-    pub c: &'a Config,
-}
-
-#[async_trait]
-impl Step<State> for StepDownload<'_> {
-    fn name(&self) -> &'static str {
-        "download"
-    }
-    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        let c = self.c;
-        let p = download::fetch(
-            ctx,
-            &c.iso_urls,
-            &c.iso_checksum,
-            c.iso_target_path.as_deref(),
-            &c.iso_target_extension,
-        )
-        .await?;
-        state.source = Some(p);
-        Ok(())
-    }
-}
-
 /// `cd_files` on a CD, and the cloud-init seed (a CD labelled `cidata`
 /// with the per-build key and user) when the build makes one.
 pub struct StepCreateCd<'a> {
@@ -269,20 +314,23 @@ impl Step<State> for StepCreateCd<'_> {
     async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         let c = self.c;
         if !c.disk_image {
-            if let Some(src) = &state.source {
+            if let Some(src) = &state.media.source {
                 state.cds.push(src.clone());
             }
         }
         let seed_in_cd = c.cloud_init_seed
-            && (c.cd_label.is_empty() || c.cd_label.eq_ignore_ascii_case("cidata"));
-        if !c.cd_files.is_empty() {
+            && (c.cd.label.is_empty() || c.cd.label.eq_ignore_ascii_case("cidata"));
+        if !c.cd.files.is_empty() {
             ctx.ui.say("Creating CD disk...");
             let dir = ctx.work_dir.join("cd");
-            stage(&dir, &c.cd_files)?;
+            stage(&dir, &c.cd.files)?;
             let label = if seed_in_cd {
                 "cidata".to_string()
+            } else if c.cd.label.is_empty() {
+                // Packer's default volume label.
+                "packer".to_string()
             } else {
-                c.cd_label.clone()
+                c.cd.label.clone()
             };
             if seed_in_cd {
                 self.write_seed(state, &dir, ctx)?;
@@ -291,7 +339,7 @@ impl Step<State> for StepCreateCd<'_> {
             self.d.make_iso(ctx, &dir, &label, &out).await?;
             state.cds.push(out);
         }
-        let seed_done = seed_in_cd && !c.cd_files.is_empty();
+        let seed_done = seed_in_cd && !c.cd.files.is_empty();
         if c.cloud_init_seed && !seed_done {
             let dir = ctx.work_dir.join("seed");
             stage(&dir, &[])?;
@@ -411,6 +459,7 @@ impl Step<State> for StepCreateDisk<'_> {
             }
             let backing = if c.disk_image && c.use_backing_file && i == 0 {
                 let src = state
+                    .media
                     .source
                     .clone()
                     .ok_or_else(|| BuildError::msg("no source disk"))?;
@@ -465,6 +514,7 @@ impl Step<State> for StepCopyDisk<'_> {
             return Ok(());
         }
         let src = state
+            .media
             .source
             .clone()
             .ok_or_else(|| BuildError::msg("no source disk"))?;
@@ -523,62 +573,6 @@ impl Step<State> for StepResizeDisk<'_> {
             .qemu_img(ctx, &a)
             .await
             .map_err(|e| e.context("Error creating hard drive"))?;
-        Ok(())
-    }
-}
-
-/// `http_directory`, served to the guest at 10.0.2.2.
-pub struct StepHttp<'a> {
-    pub c: &'a Config,
-}
-
-#[async_trait]
-impl Step<State> for StepHttp<'_> {
-    fn name(&self) -> &'static str {
-        "http server"
-    }
-    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        let c = self.c;
-        ctx.set_generated("HTTPIP", "10.0.2.2");
-        let Some(dir) = &c.http_directory else {
-            return Ok(());
-        };
-        let mut tried = vec![];
-        let addr = c.http_bind_address.clone();
-        loop {
-            let p = ports::pick(
-                c.http_port_min,
-                c.http_port_max,
-                ports::seed(),
-                &tried,
-                |p| ports::tcp_free(&addr, p),
-            )
-            .ok_or_else(|| {
-                BuildError::msg(format!(
-                    "no free port for the HTTP server between {} and {}",
-                    c.http_port_min, c.http_port_max
-                ))
-            })?;
-            match tokio::net::TcpListener::bind((addr.as_str(), p)).await {
-                Ok(l) => {
-                    let srv = http::serve(dir.clone(), l).await;
-                    ctx.ui.say(&format!("Starting HTTP server on port {p}"));
-                    ctx.set_generated("HTTPPort", p.to_string());
-                    state.http_port = p;
-                    state.http = Some(srv);
-                    return Ok(());
-                }
-                Err(_) => tried.push(p),
-            }
-        }
-    }
-    async fn cleanup(
-        &mut self,
-        state: &mut State,
-        _: &BuildCtx,
-        _: Outcome,
-    ) -> Result<(), BuildError> {
-        state.http = None;
         Ok(())
     }
 }
@@ -688,11 +682,7 @@ impl StepRun<'_> {
                 match r {
                     Ok(()) => AccelChoice::Machine("kvm".into()),
                     Err(why) => {
-                        if !ACCEL_SAID.swap(true, Ordering::SeqCst) {
-                            ctx.ui.say(&format!(
-                                "KVM cannot run a guest here ({why}): using TCG, QEMU's software emulation (-accel tcg,thread=multi -cpu max), which is slower"
-                            ));
-                        }
+                        state.tcg_why = Some(why);
                         AccelChoice::TcgFallback
                     }
                 }
@@ -716,9 +706,83 @@ impl StepRun<'_> {
             serial_log: Some(state.serial_log.clone()),
             qmp_socket: state.qmp_socket.clone(),
             qmp_events: Some(state.qmp_events.clone()),
+            qmp_keys: (!self.c.boot_command.is_empty()).then(|| state.qmp_keys.clone()),
             http_ip: "10.0.2.2".into(),
-            http_port: state.http_port,
+            http_port: state.media.http_port,
+            floppy: state.media.floppy.clone(),
         }
+    }
+}
+
+/// What kiln says when it falls back to TCG: the CPU model named is the one
+/// really passed (`qemuargs` included).
+pub fn tcg_fallback_message(why: &str, args: &[String]) -> String {
+    let cpu = match args::cpu_model(args) {
+        Some(m) => format!("-cpu {m}"),
+        None => "QEMU's default CPU".into(),
+    };
+    format!(
+        "KVM cannot run a guest here ({why}): using TCG, QEMU's software emulation (-accel tcg,thread=multi {cpu}), which is slower"
+    )
+}
+
+#[cfg(test)]
+mod tcg_message_tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_refusing_its_cpu_is_named_with_the_fix() {
+        let lines = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for said in [
+            // glibc's loader (ld.so) for a program built for x86-64-v2.
+            "/sbin/init: CPU ISA level is lower than required",
+            // glibc 2.34+ built for x86-64-v2 (RHEL 9).
+            "Fatal glibc error: CPU does not support x86-64-v2",
+            // The kernel's boot check (arch/x86/boot/cpu.c).
+            "This kernel requires the following features not present on the CPU:",
+        ] {
+            let why = cpu_refusal(&lines(&["[    1.2] Run /sbin/init as init process", said]))
+                .unwrap_or_else(|| panic!("{said}"));
+            assert!(why.contains(said.trim()), "{why}");
+            assert!(why.contains(r#"qemuargs: [["-cpu", "max"]]"#), "{why}");
+        }
+        assert!(cpu_refusal(&lines(&["Kernel panic - not syncing: VFS", "ok"])).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_console_is_watched_for_it() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("serial.log");
+        std::fs::write(&log, "booting\r\n").unwrap();
+        let w = tokio::spawn({
+            let log = log.clone();
+            async move { watch_cpu_refusal(&log, Duration::from_millis(20)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!w.is_finished());
+        std::fs::write(
+            &log,
+            "booting\r\n\x1b[0mFatal glibc error: CPU does not support x86-64-v2\r\n",
+        )
+        .unwrap();
+        let why = tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(why.contains("x86-64-v2"), "{why}");
+    }
+
+    #[test]
+    fn the_fallback_message_names_the_cpu_passed() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let m = tcg_fallback_message("no /dev/kvm", &args(&["-m", "1G", "-cpu", "qemu64"]));
+        assert!(m.contains("(no /dev/kvm)"), "{m}");
+        assert!(m.contains("-accel tcg,thread=multi -cpu qemu64)"), "{m}");
+        let m = tcg_fallback_message("x", &args(&["-cpu", "Nehalem,+avx"]));
+        assert!(m.contains("-cpu Nehalem,+avx)"), "{m}");
+        assert!(!m.contains("qemu64"), "{m}");
+        let m = tcg_fallback_message("x", &args(&["-m", "1G"]));
+        assert!(m.contains("QEMU's default CPU"), "{m}");
     }
 }
 
@@ -758,9 +822,15 @@ impl Step<State> for StepRun<'_> {
             let rt = self.runtime(state, accel.clone());
             let args =
                 args::command_line(c, &rt).map_err(|e| io_err("Error processing QemuArgs", e))?;
+            if let Some(why) = state.tcg_why.take() {
+                if !ACCEL_SAID.swap(true, Ordering::SeqCst) {
+                    ctx.ui.say(&tcg_fallback_message(&why, &args));
+                }
+            }
             let _ = std::fs::remove_file(&state.serial_log);
             let _ = std::fs::remove_file(&state.qmp_socket);
             let _ = std::fs::remove_file(&state.qmp_events);
+            let _ = std::fs::remove_file(&state.qmp_keys);
             let vm = self
                 .d
                 .start_vm(&c.qemu_binary, &args, &state.qmp_socket, &state.qemu_log)
@@ -841,6 +911,7 @@ impl Step<State> for StepRun<'_> {
         }
         let _ = std::fs::remove_file(&state.qmp_socket);
         let _ = std::fs::remove_file(&state.qmp_events);
+        let _ = std::fs::remove_file(&state.qmp_keys);
         Ok(())
     }
 }
@@ -865,6 +936,60 @@ fn watch_resets(
         })
         .await;
     })
+}
+
+/// Packer's `stepTypeBootCommand`: waits `boot_wait`, then types
+/// `boot_command` through kiln's QMP socket for keys (crate
+/// `kiln-bootcommand`), failing at once if QEMU stops meanwhile.
+pub struct StepTypeBootCommand<'a> {
+    pub c: &'a Config,
+}
+
+#[async_trait]
+impl Step<State> for StepTypeBootCommand<'_> {
+    fn name(&self) -> &'static str {
+        "type boot command"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        use kiln_bootcommand::{QmpKeySink, TypeError, Typist, Values};
+        let c = self.c;
+        if c.boot_command.is_empty() {
+            return Ok(());
+        }
+        let live = state.machine.liveness.clone();
+        if !c.boot_wait.is_zero() {
+            ctx.ui
+                .say(&format!("Waiting {:?} for boot...", c.boot_wait));
+            kiln_commonsteps::while_alive(live.clone(), "waiting for boot", ctx.sleep(c.boot_wait))
+                .await?;
+        }
+        let values = Values {
+            http_ip: "10.0.2.2".into(),
+            http_port: state.media.http_port,
+            name: c.vm_name.clone(),
+        };
+        let steps = c
+            .boot_command
+            .render(&c.interp, &values)
+            .map_err(BuildError::new)?;
+        ctx.ui.say("Typing the boot command (QMP)...");
+        let socket = state.qmp_keys.clone();
+        let typing = async {
+            let mut keys = QmpKeySink::connect(&socket, Duration::from_secs(10))
+                .await
+                .map_err(BuildError::new)?;
+            Typist {
+                key_interval: c.boot_key_interval,
+            }
+            .type_steps(&steps, &mut keys, &ctx.cancel)
+            .await
+            .map_err(|e| match e {
+                TypeError::Cancelled => BuildError::Cancelled,
+                e => BuildError::new(e),
+            })
+        };
+        kiln_commonsteps::while_alive(live, "typing the boot command", typing).await
+    }
 }
 
 /// Removes the per-build key from the machine's `authorized_keys` (it is

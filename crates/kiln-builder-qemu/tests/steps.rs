@@ -365,7 +365,7 @@ fn config(dir: &Path) -> Config {
     let base = dir.join("base.qcow2");
     std::fs::write(&base, "base").unwrap();
     let mut c = Config::with_defaults("q", "debian");
-    c.iso_urls = vec![base.display().to_string()];
+    c.iso.urls = vec![base.display().to_string()];
     c.disk_image = true;
     c.headless = true;
     c.cloud_init_seed = true;
@@ -411,7 +411,10 @@ async fn a_build_runs_the_steps_in_packers_order() {
     // The copy of the source (same extension: a file copy).
     assert_eq!(std::fs::read_to_string(&disk).unwrap(), "converted");
     let args = driver.started.lock().unwrap()[0].join(" ");
-    assert!(args.contains("-accel tcg,thread=multi -cpu max"), "{args}");
+    assert!(
+        args.contains("-accel tcg,thread=multi -cpu qemu64"),
+        "{args}"
+    );
     assert!(args.contains("media=cdrom"), "the seed CD: {args}");
     let port = conn.ports.lock().unwrap()[0];
     assert!(

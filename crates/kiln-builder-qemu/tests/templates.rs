@@ -94,7 +94,7 @@ fn mistakes_are_reported_all_at_once() {
     let json = format!(
         r#"{{"builders": [{{"type": "qemu", "iso_checksum": "sha256:abc", "format": "vmdk",
         "accelerator": "kvmm", "disk_size": "10GB", "disk_cache": "fast", "ssh_username": "u",
-        "output_directory": "{}", "use_backing_file": true, "boot_command": ["<enter>"],
+        "output_directory": "{}", "use_backing_file": true, "boot_command": ["<entr>"],
         "disk_imagee": true}},
         {{"type": "debootstrap", "name": "b", "disk_size": "1Q", "extra_packages": ["Bad,Name"],
         "format": "vmdk", "hostname": "-x-"}}]}}"#,
@@ -110,13 +110,43 @@ fn mistakes_are_reported_all_at_once() {
         "unrecognized disk cache type `fast`",
         "already exists",
         "use_backing_file can only be enabled",
-        "boot_command is not supported by kiln yet",
+        "`boot_command`: unknown key `<entr>`",
         "unknown key `disk_imagee`",
         "did you mean `disk_image`?",
         "invalid disk size `1Q`",
         "`Bad,Name` is not a package name",
         "invalid format `vmdk`: only qcow2 or raw",
         "`-x-` is not a valid host name",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn install_media_mistakes_are_named() {
+    let d = tempfile::tempdir().unwrap();
+    let json = format!(
+        r#"{{"builders": [{{"type": "qemu", "iso_urls": ["ftp://m/d.iso", "d.iso"],
+        "iso_checksum": "file:", "ssh_username": "u", "output_directory": "{out}",
+        "floppy_files": ["{dir}/nope/ks.cfg"], "floppy_dirs": ["{dir}/nodir"],
+        "cd_files": ["{dir}/missing.txt"], "http_directory": "{dir}/nohttp",
+        "http_port_min": 9000, "http_port_max": 8000,
+        "net_bridge": "br0", "http_interface": "eth0"}}]}}"#,
+        dir = d.path().display(),
+        out = d.path().join("out").display()
+    );
+    let e = prepare(&write(d.path(), &json)).unwrap_err();
+    for want in [
+        "`ftp://m/d.iso`: kiln fetches http://, https:// and file:// URLs and local paths only",
+        "iso_checksum file: needs a URL or path",
+        "Bad Floppy disk file",
+        "nope/ks.cfg': no such file or directory",
+        "Bad Floppy disk directory",
+        "Bad CD disk file",
+        "nohttp is not a directory",
+        "http_port_min must be less than http_port_max",
+        "net_bridge is not supported by kiln yet",
+        "http_interface is not supported by kiln yet",
     ] {
         assert!(e.contains(want), "missing {want:?} in:\n{e}");
     }

@@ -55,8 +55,8 @@ async fn base_image() -> PathBuf {
 
 fn config(dir: &Path, base: &Path) -> Config {
     let mut c = Config::with_defaults("vm", "debian");
-    c.iso_urls = vec![base.display().to_string()];
-    c.iso_checksum = "none".into();
+    c.iso.urls = vec![base.display().to_string()];
+    c.iso.checksum = "none".into();
     c.disk_image = true;
     c.headless = true;
     c.cloud_init_seed = true;

@@ -22,6 +22,9 @@ const LONG_FLAGS: &[&str] = &[
     "syntax-only",
     "validate",
     "machine-readable",
+    "max-age",
+    "max-size",
+    "all",
     "help",
     "version",
 ];
@@ -60,10 +63,28 @@ pub fn normalize(argv: Vec<String>) -> (Vec<String>, bool) {
 #[derive(Debug, Clone)]
 pub enum Cli {
     Build(BuildArgs),
-    Validate { common: Common, syntax_only: bool },
-    Inspect { template: PathBuf },
-    Console { common: Common },
-    Fix { template: PathBuf, validate: bool },
+    Validate {
+        common: Common,
+        syntax_only: bool,
+    },
+    Inspect {
+        template: PathBuf,
+    },
+    Console {
+        common: Common,
+    },
+    Fix {
+        template: PathBuf,
+        validate: bool,
+    },
+    /// `kiln cache list`.
+    CacheList,
+    /// `kiln cache prune`.
+    CachePrune {
+        max_age: Option<String>,
+        max_size: Option<String>,
+        all: bool,
+    },
     Version,
 }
 
@@ -221,6 +242,36 @@ pub fn command() -> Command {
                 .arg(bool_flag("validate", "Check the fixed template's structure too (default true); exit 1 when it is not valid"))
                 .arg(template_arg(true)),
         )
+        .subcommand(
+            Command::new("cache")
+                .about("List or prune the provisioning cache")
+                .long_about(
+                    "List or prune kiln's provisioning cache: the machine states saved after each \
+                     provisioning step, in KILN_CACHE_DIR (default $XDG_CACHE_HOME/kiln, else \
+                     ~/.cache/kiln). See docs/cache.md.",
+                )
+                .subcommand_required(true)
+                .subcommand(Command::new("list").about(
+                    "What is cached: for which template, build and provisioning step, its size and age",
+                ))
+                .subcommand(
+                    Command::new("prune")
+                        .about("Remove old states, then the oldest until the cache fits its size limit")
+                        .arg(
+                            Arg::new("max-age")
+                                .long("max-age")
+                                .value_name("DURATION")
+                                .help("Remove states older than this (e.g. 24h, 90m; default KILN_CACHE_MAX_AGE or 24h)"),
+                        )
+                        .arg(
+                            Arg::new("max-size")
+                                .long("max-size")
+                                .value_name("SIZE")
+                                .help("Then remove the oldest states until the cache is at most this size (e.g. 20G; default KILN_CACHE_MAX_SIZE or 20G)"),
+                        )
+                        .arg(bool_flag("all", "Remove every state")),
+                ),
+        )
         .subcommand(Command::new("version").about("Print kiln's version"))
 }
 
@@ -375,6 +426,14 @@ pub fn parse(argv: Vec<String>) -> Result<Cli, clap::Error> {
                 .unwrap_or_default(),
             validate: flag(m, "validate").unwrap_or(true),
         },
+        Some(("cache", m)) => match m.subcommand() {
+            Some(("prune", m)) => Cli::CachePrune {
+                max_age: m.get_one::<String>("max-age").cloned(),
+                max_size: m.get_one::<String>("max-size").cloned(),
+                all: flag(m, "all").unwrap_or(false),
+            },
+            _ => Cli::CacheList,
+        },
         _ => Cli::Version,
     })
 }
@@ -452,6 +511,33 @@ mod tests {
         assert!(!validate);
         let (a, _) = normalize(argv("kiln fix t.json"));
         assert!(matches!(parse(a).unwrap(), Cli::Fix { validate: true, .. }));
+    }
+
+    #[test]
+    fn cache_commands() {
+        assert!(matches!(
+            parse(argv("kiln cache list")).unwrap(),
+            Cli::CacheList
+        ));
+        let (a, _) = normalize(argv("kiln cache prune -max-age=2h -max-size 5G"));
+        match parse(a).unwrap() {
+            Cli::CachePrune {
+                max_age,
+                max_size,
+                all,
+            } => {
+                assert_eq!(max_age.as_deref(), Some("2h"));
+                assert_eq!(max_size.as_deref(), Some("5G"));
+                assert!(!all);
+            }
+            c => panic!("{c:?}"),
+        }
+        let (a, _) = normalize(argv("kiln cache prune -all"));
+        assert!(matches!(
+            parse(a).unwrap(),
+            Cli::CachePrune { all: true, .. }
+        ));
+        assert!(parse(argv("kiln cache")).is_err());
     }
 
     #[test]

@@ -42,6 +42,12 @@ pub async fn run(cli: Cli, machine_readable: bool) -> u8 {
         Cli::Console { common } => console(&output, &common),
         Cli::Fix { template, validate } => fix(&output, &template, validate),
         Cli::Build(b) => build_cmd(&output, b).await,
+        Cli::CacheList => crate::cache_cmd::list(&output),
+        Cli::CachePrune {
+            max_age,
+            max_size,
+            all,
+        } => crate::cache_cmd::prune(&output, max_age.as_deref(), max_size.as_deref(), all),
     }
 }
 

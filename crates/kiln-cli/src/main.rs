@@ -3,6 +3,7 @@
 //! `-flag value`), loads the template and variables, and hands over to
 //! `kiln-core`.
 mod args;
+mod cache_cmd;
 mod commands;
 mod registry;
 mod signals;

@@ -12,5 +12,6 @@ pub fn registry() -> Registry {
     kiln_provisioners::register(&mut r);
     kiln_provisioners_cm::register(&mut r);
     kiln_post_processors::register(&mut r);
+    kiln_vagrant::register(&mut r);
     r
 }

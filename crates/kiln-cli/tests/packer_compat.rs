@@ -491,3 +491,36 @@ fn templated_builder_name_raw_for_only_and_override() {
         &["-parallel-builds=1", "-var", "env=prod"],
     );
 }
+
+#[test]
+fn build_values_a_builder_does_not_provide() {
+    // Packer 1.6.6 gives every build an ID, the run's UUID and HTTP
+    // placeholders, and renders a communicator value the builder did not
+    // set (communicator none) as `<no value>`; the null builder's ID is
+    // "Null". The run's UUID is the one its scripts get as PACKER_RUN_UUID.
+    let k = compare(
+        r#"{
+  "builders": [{"type": "null", "communicator": "none"}],
+  "provisioners": [{
+    "type": "shell-local",
+    "inline": [
+      "echo 'OUT: {{build `ID`}} {{build `PackerHTTPIP`}} {{build `PackerHTTPPort`}} {{build `PackerHTTPAddr`}}'",
+      "echo 'OUT: {{build `Host`}} {{build `Port`}} {{build `User`}} {{build `SSHPublicKey`}}'",
+      "if [ -n \"$PACKER_RUN_UUID\" ] && [ '{{build `PackerRunUUID`}}' = \"$PACKER_RUN_UUID\" ]; then echo 'OUT: one run id'; fi"
+    ]
+  }]
+}"#,
+        &[],
+    );
+    assert_eq!(k.printed.len(), 3, "{:?}", k.printed);
+    assert!(
+        k.printed[0].starts_with("OUT: Null ERR_HTTP_IP_NOT"),
+        "{:?}",
+        k.printed
+    );
+    assert_eq!(
+        k.printed[1],
+        "OUT: <no value> <no value> <no value> <no value>"
+    );
+    assert_eq!(k.printed[2], "OUT: one run id");
+}

@@ -17,6 +17,28 @@ pub struct PrepareOpts {
     pub force: bool,
 }
 
+/// One provisioning step, as a provisioning cache keys and resumes it: a
+/// provisioner, or one script of a `shell` provisioner with several
+/// `scripts` (see `kiln_cache::key::split_steps`).
+#[derive(Debug, Clone)]
+pub struct ProvisionStep {
+    /// 1-based, in run order.
+    pub index: usize,
+    /// As said to the user (`shell: scripts/update.sh`).
+    pub label: String,
+    /// What its cache key covers: type, rendered configuration, the local
+    /// files it reads.
+    pub input: kiln_cache::StepInput,
+}
+
+/// Told after each provisioning step that succeeded (a builder saves the
+/// machine's state there). An error fails the build; a cache that cannot
+/// save should say so and return `Ok`.
+#[async_trait]
+pub trait StepDone: Send + Sync {
+    async fn done(&self, ctx: &BuildCtx, step: &ProvisionStep) -> Result<(), BuildError>;
+}
+
 /// Called by a builder when the machine is ready: runs the provisioners.
 #[async_trait]
 pub trait Hook: Send + Sync {
@@ -25,6 +47,33 @@ pub trait Hook: Send + Sync {
         ctx: &BuildCtx,
         comm: Option<Arc<dyn Communicator>>,
     ) -> Result<(), BuildError>;
+
+    /// The build's provisioning steps, in order, for a provisioning cache
+    /// (before the machine exists: `{{build ...}}` stays unrendered in
+    /// their configurations). Empty for a hook that cannot resume.
+    fn steps(&self, _ctx: &BuildCtx) -> Vec<ProvisionStep> {
+        Vec::new()
+    }
+
+    /// Run the provisioning steps after the first `skip` (whose effects
+    /// the machine already has, restored from a cache: they are shown in
+    /// the timeline as cached), telling `done` after each one that
+    /// succeeds.
+    async fn provision_steps(
+        &self,
+        ctx: &BuildCtx,
+        comm: Option<Arc<dyn Communicator>>,
+        skip: usize,
+        _done: &dyn StepDone,
+    ) -> Result<(), BuildError> {
+        if skip == 0 {
+            self.provision(ctx, comm).await
+        } else {
+            Err(BuildError::msg(
+                "this build's provisioning cannot resume from a cached state",
+            ))
+        }
+    }
 
     /// Called by a builder from the cleanup of its provisioning step, while
     /// the machine is still reachable, with how the build ended: if it

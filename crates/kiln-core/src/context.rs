@@ -121,6 +121,8 @@ pub struct BuildCtx {
     pub generated: Arc<Mutex<BTreeMap<String, String>>>,
     /// Working directory for temporary files of this build.
     pub work_dir: std::path::PathBuf,
+    /// Each step's and provisioner's wall time, printed at the end.
+    pub timeline: crate::timeline::Timeline,
 }
 
 impl BuildCtx {
@@ -188,6 +190,7 @@ impl BuildCtx {
             ledger: Ledger::default(),
             generated: Default::default(),
             work_dir,
+            timeline: Default::default(),
         }
     }
 }

@@ -8,6 +8,8 @@
 //! - [`build`]: preparing a template into builds and running them (in
 //!   parallel), with provisioner wrapping and post-processor chains.
 //! - [`glob`]: glob patterns, one implementation per meaning.
+//! - [`timeline`]: each step's and provisioner's wall time, printed at
+//!   the end of every build.
 //! - [`ui`]: Packer-style output with secrets scrubbed by construction.
 //! - [`context`]: per-build context: cancellation, `-on-error`, ledger.
 //! - [`parity`]: validate parity with Packer 1.6.6: which fields Packer
@@ -25,6 +27,7 @@ pub mod glob;
 pub mod local;
 pub mod parity;
 pub mod step;
+pub mod timeline;
 pub mod ui;
 pub mod unsupported;
 
@@ -33,7 +36,7 @@ pub use async_trait::async_trait;
 pub use communicator::{Communicator, ExitStatus, OutputSink};
 pub use component::{
     Builder, Hook, PostProcessCtx, PostProcessed, PostProcessor, PrepareOpts, ProvisionCtx,
-    Provisioner, Registry,
+    ProvisionStep, Provisioner, Registry, StepDone,
 };
 pub use context::{BuildCtx, Ledger, OnError};
 pub use error::BuildError;

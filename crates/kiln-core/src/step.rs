@@ -75,11 +75,13 @@ pub async fn run_steps<S: Send>(
         let step = &mut steps[i];
         started = started.max(i + 1);
         ctx.ui.machine("step-start", &[step.name()]);
+        let span = ctx.timeline.start(crate::timeline::Kind::Step, step.name());
         let r = tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => Err(BuildError::Cancelled),
             r = step.run(state, ctx) => r,
         };
+        span.finish(crate::timeline::Status::of(&r));
         match r {
             Ok(()) => i += 1,
             Err(e) => {

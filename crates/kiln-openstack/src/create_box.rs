@@ -16,7 +16,6 @@ use crate::builder::ImageArtifact;
 use crate::client::api::Image;
 use crate::client::{auth, resolve_from_env, AccessKeys, Cloud, OsError, Session};
 use crate::error::FileError;
-use crate::qcow2;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use kiln_commonsteps::create::{Create, Resource};
@@ -24,6 +23,7 @@ use kiln_core::communicator::TransferProgress;
 use kiln_core::{
     async_trait, Artifact, BuildCtx, BuildError, PostProcessCtx, PostProcessed, PostProcessor,
 };
+use kiln_diskimage::qcow2;
 use md5::Md5;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha512};
@@ -381,7 +381,7 @@ async fn download_convert(
     out: &Path,
     c: &Config,
     ui: &dyn kiln_core::Ui,
-) -> Result<qcow2::Stats, BuildError> {
+) -> Result<qcow2::writer::Stats, BuildError> {
     let resp = cloud
         .download_image(&src.id)
         .await
@@ -395,10 +395,11 @@ async fn download_convert(
     let (wtx, mut wrx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let (htx, mut hrx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let out_p = out.to_path_buf();
-    let writer = tokio::task::spawn_blocking(move || -> Result<qcow2::Stats, FileError> {
+    let writer = tokio::task::spawn_blocking(move || -> Result<qcow2::writer::Stats, FileError> {
         let writing = || FileError::at("writing", &out_p);
-        let mut w = qcow2::Writer::new(std::io::BufWriter::with_capacity(1 << 20, f), level)
-            .map_err(writing())?;
+        let mut w =
+            qcow2::writer::Writer::new(std::io::BufWriter::with_capacity(1 << 20, f), level)
+                .map_err(writing())?;
         while let Some(chunk) = wrx.blocking_recv() {
             w.write(&chunk).map_err(writing())?;
         }
@@ -496,18 +497,19 @@ async fn convert_local(
     out: &Path,
     level: Option<u32>,
     ui: &dyn kiln_core::Ui,
-) -> Result<qcow2::Stats, BuildError> {
+) -> Result<qcow2::writer::Stats, BuildError> {
     let progress: Arc<dyn TransferProgress> = Arc::from(ui.progress("Converting"));
     let (p, o) = (path.to_path_buf(), out.to_path_buf());
     let pr = progress.clone();
-    let r = tokio::task::spawn_blocking(move || -> Result<qcow2::Stats, FileError> {
+    let r = tokio::task::spawn_blocking(move || -> Result<qcow2::writer::Stats, FileError> {
         let writing = || FileError::at("writing", &o);
         let mut inp = std::fs::File::open(&p).map_err(FileError::at("opening", &p))?;
         let len = inp.metadata().map(|m| m.len()).ok();
         pr.start(len);
         let f = std::fs::File::create(&o).map_err(FileError::at("creating", &o))?;
-        let mut w = qcow2::Writer::new(std::io::BufWriter::with_capacity(1 << 20, f), level)
-            .map_err(writing())?;
+        let mut w =
+            qcow2::writer::Writer::new(std::io::BufWriter::with_capacity(1 << 20, f), level)
+                .map_err(writing())?;
         let mut buf = vec![0u8; 4 << 20];
         loop {
             let n = inp.read(&mut buf).map_err(FileError::at("reading", &p))?;

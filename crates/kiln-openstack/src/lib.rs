@@ -3,18 +3,17 @@
 //! - [`client`]: the API client (Keystone v3/v2.0, Nova, Neutron, Glance,
 //!   Cinder).
 //! - [`builder`]: the `openstack` builder, Packer 1.6.6 compatible.
-//! - [`qcow2`]: a streaming raw -> qcow2 writer (no raw copy on disk).
 //! - [`error`]: the crate's own typed errors ([`FileError`]); the
 //!   client's is [`OsError`]. Errors reach kiln whole
 //!   ([`kiln_core::BuildError::new`] or `BuildError::from`, with a
 //!   context), so code that must decide something finds them by type.
 //! - [`create_box`]: the `create_box` post-processor: a Glance raw image
-//!   (or a local disk image) becomes a qcow2 Glance image.
+//!   (or a local disk image) becomes a qcow2 Glance image, through
+//!   `kiln_diskimage`'s streaming raw -> qcow2 writer (no raw copy on disk).
 pub mod builder;
 pub mod client;
 pub mod create_box;
 pub mod error;
-pub mod qcow2;
 
 pub use client::{Cloud, OsError, Session};
 pub use error::FileError;

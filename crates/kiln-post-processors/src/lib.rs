@@ -16,7 +16,6 @@
 //! side effects.
 use kiln_core::Registry;
 use kiln_template::interp::Context;
-use std::sync::OnceLock;
 
 pub mod artifice;
 pub mod blockgz;
@@ -40,19 +39,14 @@ pub const RUN_UUID_KEY: &str = "PACKER_RUN_UUID";
 
 /// The identifier of this run, for the manifest's `packer_run_uuid` and
 /// `last_run_uuid`: the interpolation context's `PACKER_RUN_UUID` value if
-/// the engine set one, else the `PACKER_RUN_UUID` environment variable (what
-/// Packer itself reads), else one random UUID generated once per process.
+/// the engine set one, else the run's ([`kiln_core::build::run_uuid`]: the
+/// `PACKER_RUN_UUID` environment variable, else one per process), the same
+/// as `{{build `PackerRunUUID`}}`.
 pub fn run_uuid(interp: &Context) -> String {
     if let Some(u) = interp.data.get(RUN_UUID_KEY).filter(|u| !u.is_empty()) {
         return u.clone();
     }
-    if let Some(u) = std::env::var(RUN_UUID_KEY).ok().filter(|u| !u.is_empty()) {
-        return u;
-    }
-    static PROCESS_UUID: OnceLock<String> = OnceLock::new();
-    PROCESS_UUID
-        .get_or_init(|| uuid::Uuid::new_v4().to_string())
-        .clone()
+    kiln_core::build::run_uuid()
 }
 
 /// Files joined by ", " for messages.

@@ -23,6 +23,11 @@ impl Provisioner for ShellLocal {
         pctx: &ProvisionCtx<'_>,
         _comm: Option<&Arc<dyn Communicator>>,
     ) -> Result<(), BuildError> {
-        self.config.run(pctx.build, &pctx.interp, &[]).await
+        // Packer's children inherit PACKER_RUN_UUID from Packer.
+        let mut env = Vec::new();
+        if std::env::var_os("PACKER_RUN_UUID").is_none() {
+            env.push(("PACKER_RUN_UUID".to_string(), kiln_core::build::run_uuid()));
+        }
+        self.config.run(pctx.build, &pctx.interp, &env).await
     }
 }

@@ -4,10 +4,11 @@
 use super::{component_decoder, runtime_context, Kind, PlannedProvisioner};
 use crate::build::go_duration;
 use crate::communicator::Communicator;
-use crate::component::{Hook, PrepareOpts, ProvisionCtx};
+use crate::component::{Hook, PrepareOpts, ProvisionCtx, ProvisionStep, StepDone};
 use crate::context::BuildCtx;
 use crate::error::BuildError;
 use crate::step::Outcome;
+use crate::timeline::{Kind as TlKind, Status};
 use async_trait::async_trait;
 use kiln_template::{Context, Diagnostics};
 use std::sync::Arc;
@@ -28,7 +29,48 @@ impl Hook for ProvisionHook<'_> {
         comm: Option<Arc<dyn Communicator>>,
     ) -> Result<(), BuildError> {
         for p in self.provisioners {
-            self.run_provisioner(p, ctx, comm.as_ref()).await?;
+            let span = ctx.timeline.start(TlKind::Provisioner, label(p));
+            let r = self.run_provisioner(p, ctx, comm.as_ref()).await;
+            span.finish(Status::of(&r));
+            r?;
+        }
+        Ok(())
+    }
+
+    fn steps(&self, _ctx: &BuildCtx) -> Vec<ProvisionStep> {
+        self.units().into_iter().map(|u| u.step).collect()
+    }
+
+    async fn provision_steps(
+        &self,
+        ctx: &BuildCtx,
+        comm: Option<Arc<dyn Communicator>>,
+        skip: usize,
+        done: &dyn StepDone,
+    ) -> Result<(), BuildError> {
+        for u in self.units() {
+            if u.step.index <= skip {
+                ctx.timeline.record(
+                    TlKind::Provisioner,
+                    &u.step.label,
+                    Duration::ZERO,
+                    Status::Cached,
+                );
+                continue;
+            }
+            let one;
+            let p = match u.script {
+                Some(j) => {
+                    one = with_one_script(&self.provisioners[u.provisioner], j);
+                    &one
+                }
+                None => &self.provisioners[u.provisioner],
+            };
+            let span = ctx.timeline.start(TlKind::Provisioner, &u.step.label);
+            let r = self.run_provisioner(p, ctx, comm.as_ref()).await;
+            span.finish(Status::of(&r));
+            r?;
+            done.done(ctx, &u.step).await?;
         }
         Ok(())
     }
@@ -55,10 +97,114 @@ impl Hook for ProvisionHook<'_> {
             cancel: ctx.abandon.child_token(),
             ..ctx.clone()
         };
-        self.run_provisioner(p, &cleanup_ctx, comm.as_ref())
-            .await
-            .map_err(|e| e.context("error-cleanup-provisioner failed"))
+        let span = ctx
+            .timeline
+            .start(TlKind::Provisioner, format!("error-cleanup {}", label(p)));
+        let r = self.run_provisioner(p, &cleanup_ctx, comm.as_ref()).await;
+        span.finish(Status::of(&r));
+        r.map_err(|e| e.context("error-cleanup-provisioner failed"))
     }
+}
+
+/// One provisioning step of the hook: which planned provisioner, which of
+/// its `scripts` when it is split, and the step as a cache sees it.
+struct Unit {
+    provisioner: usize,
+    script: Option<usize>,
+    step: ProvisionStep,
+}
+
+/// Strings rendered with the user variables (context values such as
+/// `.Path`, known only when the provisioner runs, render as Go's `<no
+/// value>`; `{{build ...}}` as a placeholder); one that cannot be
+/// rendered stays as written.
+fn render_json(v: &serde_json::Value, interp: &Context) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) => {
+            J::String(kiln_template::interp::render(s, interp).unwrap_or_else(|_| s.clone()))
+        }
+        J::Array(a) => J::Array(a.iter().map(|x| render_json(x, interp)).collect()),
+        J::Object(m) => J::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), render_json(x, interp)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// A `shell` provisioner reduced to its `j`th script (no `pause_before`
+/// after the first: Packer pauses once per provisioner).
+fn with_one_script(p: &PlannedProvisioner, j: usize) -> PlannedProvisioner {
+    use kiln_template::Value;
+    let mut config = p.config.clone();
+    if let Value::Object(entries) = &mut config.value {
+        for (k, n) in entries.iter_mut() {
+            if k.name == "scripts" {
+                if let Value::Array(a) = &n.value {
+                    if let Some(one) = a.get(j).cloned() {
+                        n.value = Value::Array(vec![one]);
+                    }
+                }
+            }
+        }
+    }
+    let mut def = p.def.clone();
+    if j > 0 {
+        def.pause_before = None;
+    }
+    PlannedProvisioner {
+        def,
+        config,
+        factory: p.factory,
+        max_retries: p.max_retries,
+    }
+}
+
+impl ProvisionHook<'_> {
+    /// The provisioning steps: each provisioner, a `shell` one with several
+    /// `scripts` as one step per script. Local files are resolved as the
+    /// provisioners resolve them (from the working directory, as Packer).
+    fn units(&self) -> Vec<Unit> {
+        let base_dir = std::env::current_dir().unwrap_or_default();
+        let mut out = Vec::new();
+        for (i, p) in self.provisioners.iter().enumerate() {
+            let type_name = p.def.type_name.value.as_str();
+            let mut interp = self.interp.clone();
+            interp.lenient_fields = true;
+            let mut config = render_json(&p.config.to_json(), &interp);
+            if let serde_json::Value::Object(m) = &mut config {
+                // Keys of the engine's that do not change what it does.
+                m.remove("type");
+                m.remove("pause_before");
+            }
+            let parts = kiln_cache::key::split_steps(type_name, &config);
+            let split = parts.len() > 1;
+            for (j, c) in parts.into_iter().enumerate() {
+                let files = kiln_cache::key::local_files(type_name, &c, &base_dir);
+                out.push(Unit {
+                    provisioner: i,
+                    script: split.then_some(j),
+                    step: ProvisionStep {
+                        index: out.len() + 1,
+                        label: kiln_cache::key::step_label(type_name, &c),
+                        input: kiln_cache::StepInput {
+                            type_name: type_name.to_string(),
+                            config: c,
+                            files,
+                        },
+                    },
+                });
+            }
+        }
+        out
+    }
+}
+
+/// A provisioner as the timeline names it (`shell: scripts/update.sh`).
+fn label(p: &PlannedProvisioner) -> String {
+    kiln_cache::key::step_label(&p.def.type_name.value, &p.config.to_json())
 }
 
 impl ProvisionHook<'_> {

@@ -194,8 +194,46 @@ impl Kind {
 }
 
 /// Re-decode a component with the builder's generated data, now known.
+///
+/// As in Packer 1.6.6, a common key the builder did not set (`Host` when
+/// the communicator is `none`, say) renders as Go's `<no value>` rather
+/// than failing the build; only interpolation sees that text, never the
+/// environment of a script.
 fn runtime_context(base: &Context, ctx: &BuildCtx) -> Context {
     let mut c = base.clone();
-    c.generated = Some(Arc::new(ctx.generated()));
+    let mut g = ctx.generated();
+    for k in kiln_template::interp::COMMON_BUILD_KEYS {
+        g.entry((*k).to_string())
+            .or_insert_with(|| "<no value>".to_string());
+    }
+    c.generated = Some(Arc::new(g));
     c
+}
+
+/// The identifier of this run of kiln (`{{build `PackerRunUUID`}}`, the
+/// manifest's `packer_run_uuid`): `PACKER_RUN_UUID` from the environment
+/// when set (as Packer, which sets it for its children), else one random
+/// UUID for the whole process.
+pub fn run_uuid() -> String {
+    static RUN_UUID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN_UUID
+        .get_or_init(|| {
+            std::env::var("PACKER_RUN_UUID")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        })
+        .clone()
+}
+
+/// What every build's generated data holds before its builder runs,
+/// Packer 1.6.6's defaults (`PopulateProvisionHookData`): the run's UUID,
+/// and placeholders saying the builder did not provide an instance id or
+/// an HTTP server. A builder overrides them with `set_generated`.
+pub(crate) fn seed_generated(ctx: &BuildCtx) {
+    ctx.set_generated("ID", "ERR_ID_NOT_IMPLEMENTED_BY_BUILDER");
+    ctx.set_generated("PackerRunUUID", run_uuid());
+    ctx.set_generated("PackerHTTPIP", "ERR_HTTP_IP_NOT_IMPLEMENTED_BY_BUILDER");
+    ctx.set_generated("PackerHTTPPort", "ERR_HTTP_PORT_NOT_IMPLEMENTED_BY_BUILDER");
+    ctx.set_generated("PackerHTTPAddr", "ERR_HTTP_ADDR_NOT_IMPLEMENTED_BY_BUILDER");
 }

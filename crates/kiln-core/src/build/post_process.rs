@@ -65,7 +65,12 @@ pub(super) async fn run_post_processors(
                 .unwrap_or_else(|| pp.def.type_name.value.clone());
             ctx.ui.say(&format!("Running post-processor: {label}"));
             let pctx = PostProcessCtx { build: ctx, interp };
-            let out = match proc_.post_process(&pctx, prior.clone()).await {
+            let span = ctx
+                .timeline
+                .start(crate::timeline::Kind::PostProcessor, label.clone());
+            let r = proc_.post_process(&pctx, prior.clone()).await;
+            span.finish(crate::timeline::Status::of(&r));
+            let out = match r {
                 Ok(o) => o,
                 Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
                 Err(e) => {

@@ -99,7 +99,9 @@ async fn run_one(b: PlannedBuild, opts: &RunOptions) -> BuildOutcome {
         ledger: Ledger::default(),
         generated: Default::default(),
         work_dir: work_dir.path().to_path_buf(),
+        timeline: Default::default(),
     };
+    super::seed_generated(&ctx);
     let work_dir_id = ctx.ledger.track(work_dir_entry);
     ui.machine(
         "ui",
@@ -116,6 +118,7 @@ async fn run_one(b: PlannedBuild, opts: &RunOptions) -> BuildOutcome {
         Err(e) => Err(e),
     };
     let duration = started.elapsed();
+    ctx.timeline.report(ui.as_ref());
     match &result {
         Ok(_) => ui.say(&format!(
             "Build '{}' finished after {}.",

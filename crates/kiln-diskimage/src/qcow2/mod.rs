@@ -8,9 +8,13 @@
 //! relative to the image's directory). Refused with a message: encryption,
 //! external data files, extended L2 entries, zstd compression, images
 //! marked corrupt.
+//!
+//! [`writer`]: the other way, a streaming raw -> qcow2 writer.
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+pub mod writer;
 
 /// What a file's first bytes say it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! The qcow2 writer against the real qemu-img: `check` finds no error and
 //! no leak, `compare` finds the same content as the raw input.
-use kiln_openstack::qcow2::{Stats, Writer};
+use kiln_diskimage::qcow2::writer::{Stats, Writer};
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;

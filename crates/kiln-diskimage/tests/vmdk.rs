@@ -53,9 +53,9 @@ fn qcow2_to_stream_optimized_vmdk_reads_back_as_the_disk() {
         &s("disk.raw"),
         &s("disk.qcow2"),
     ]);
-    let mut r = kiln_aws::qcow2::Reader::open(&d.path().join("disk.qcow2")).unwrap();
+    let mut r = kiln_diskimage::qcow2::Reader::open(&d.path().join("disk.qcow2")).unwrap();
     let mut out = std::fs::File::create(d.path().join("out.vmdk")).unwrap();
-    let mut w = kiln_aws::vmdk::Writer::new(r.virtual_size(), 1, |b| {
+    let mut w = kiln_diskimage::vmdk::Writer::new(r.virtual_size(), 1, |b| {
         std::io::Write::write_all(&mut out, &b).unwrap();
         true
     });

@@ -318,24 +318,10 @@ fn is_zero(c: &[u8]) -> bool {
             .all(|x| u128::from_ne_bytes(x.try_into().unwrap_or([1; 16])) == 0)
 }
 
-/// What kind of disk image a file's first bytes show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Qcow2,
-    Raw,
-}
-
-pub fn sniff(first_bytes: &[u8]) -> Format {
-    if first_bytes.len() >= 4 && first_bytes[..4] == MAGIC.to_be_bytes() {
-        Format::Qcow2
-    } else {
-        Format::Raw
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::qcow2::{sniff, Format};
     use std::io::Cursor;
 
     fn header_u64(b: &[u8], at: usize) -> u64 {

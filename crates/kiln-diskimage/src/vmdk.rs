@@ -72,8 +72,7 @@ fn header(capacity_sectors: u64, gd_offset: u64) -> Vec<u8> {
     h
 }
 
-fn descriptor(capacity_sectors: u64) -> Vec<u8> {
-    let cid: u32 = rand::random::<u32>() | 1;
+fn descriptor(capacity_sectors: u64, cid: u32) -> Vec<u8> {
     let cylinders = (capacity_sectors / (16 * 63)).clamp(1, 16383);
     let d = format!(
         "# Disk DescriptorFile\nversion=1\nCID={cid:08x}\nparentCID=ffffffff\ncreateType=\"streamOptimized\"\n\n\
@@ -99,6 +98,14 @@ impl<F: FnMut(Vec<u8>) -> bool> Writer<F> {
     /// A writer of a disk of `capacity` bytes (rounded up to sectors);
     /// deflate `level` 0-9.
     pub fn new(capacity: u64, level: u32, out: F) -> Self {
+        Self::with_cid(capacity, level, rand::random::<u32>() | 1, out)
+    }
+
+    /// [`Writer::new`] with a chosen content ID (the descriptor's `CID`):
+    /// the same disk, level and CID give the same bytes, so a first pass
+    /// can measure the VMDK's size before a second writes it (into a tar
+    /// entry, whose header comes first).
+    pub fn with_cid(capacity: u64, level: u32, cid: u32, out: F) -> Self {
         let capacity_sectors = capacity.div_ceil(SECTOR);
         let mut w = Writer {
             capacity_sectors,
@@ -116,7 +123,7 @@ impl<F: FnMut(Vec<u8>) -> bool> Writer<F> {
             data_grains: 0,
         };
         w.emit(&header(capacity_sectors, GD_AT_END));
-        w.emit(&descriptor(capacity_sectors));
+        w.emit(&descriptor(capacity_sectors, cid));
         let pad = (OVERHEAD * SECTOR - w.offset) as usize;
         w.emit(&vec![0; pad]);
         w

@@ -1,7 +1,7 @@
 //! The streaming qcow2 reader against real qemu-img: plain, compressed,
 //! with a backing file (qcow2 and raw), small and odd sizes; the stream
 //! must equal `qemu-img convert -O raw` byte for byte.
-use kiln_aws::qcow2::Reader;
+use kiln_diskimage::qcow2::Reader;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::Command;
