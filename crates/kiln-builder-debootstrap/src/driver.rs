@@ -1,9 +1,8 @@
 //! The external programs the builder runs, behind one small trait so the
 //! steps can be tested without running them.
 use async_trait::async_trait;
+use kiln_core::local::{group_alive, GroupGuard};
 use kiln_core::{BuildCtx, BuildError};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -66,65 +65,6 @@ pub trait Driver: Send + Sync {
 /// The real programs.
 #[derive(Debug, Clone, Default)]
 pub struct HostDriver;
-
-/// Kills a process group when dropped: SIGTERM first (mmdebstrap then
-/// unmounts what it mounted in the chroot), SIGKILL after a grace period.
-/// Dropping happens when a step's future is dropped on Ctrl-C.
-pub struct GroupGuard {
-    pgid: Option<i32>,
-    grace: Duration,
-}
-
-impl GroupGuard {
-    pub fn new(pgid: i32, grace: Duration) -> Self {
-        GroupGuard {
-            pgid: Some(pgid),
-            grace,
-        }
-    }
-    /// The group ended by itself: nothing to kill.
-    pub fn disarm(&mut self) {
-        self.pgid = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            let grace = self.grace;
-            let pg = Pid::from_raw(pgid);
-            if killpg(pg, Signal::SIGTERM).is_ok() {
-                std::thread::spawn(move || {
-                    let deadline = std::time::Instant::now() + grace;
-                    while std::time::Instant::now() < deadline {
-                        if !group_alive(pgid) {
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    let _ = killpg(pg, Signal::SIGKILL);
-                });
-            }
-        }
-    }
-}
-
-/// Whether any process of the group still exists.
-pub fn group_alive(pgid: i32) -> bool {
-    killpg(Pid::from_raw(pgid), None).is_ok()
-}
-
-/// Wait (polling) until the group has no process left, or `timeout`.
-pub async fn wait_group_gone(pgid: i32, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while group_alive(pgid) {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    true
-}
 
 /// Run a program in its own process group. With `stream`, stdout and
 /// stderr lines go to the UI as they come; otherwise they are kept and
@@ -503,7 +443,7 @@ mod tests {
         let pgid = pg.load(std::sync::atomic::Ordering::SeqCst);
         assert!(pgid > 0);
         assert!(
-            wait_group_gone(pgid, Duration::from_secs(10)).await,
+            kiln_core::local::wait_group_gone(pgid, Duration::from_secs(10)).await,
             "group killed"
         );
     }

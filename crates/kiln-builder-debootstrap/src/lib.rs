@@ -272,16 +272,16 @@ impl Step<State> for StepBootstrap<'_> {
         _: Outcome,
     ) -> Result<(), BuildError> {
         let pgid = state.pgid.load(Ordering::SeqCst);
-        if pgid > 0 && driver::group_alive(pgid) {
+        if pgid > 0 && kiln_core::local::group_alive(pgid) {
             // Cancelled mid-way: mmdebstrap got SIGTERM and unmounts what it
             // mounted in the chroot; wait for it before deleting anything.
             ctx.ui.say("Waiting for mmdebstrap to stop...");
-            if !driver::wait_group_gone(pgid, Duration::from_secs(30)).await {
+            if !kiln_core::local::wait_group_gone(pgid, Duration::from_secs(30)).await {
                 let _ = nix::sys::signal::killpg(
                     nix::unistd::Pid::from_raw(pgid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
-                driver::wait_group_gone(pgid, Duration::from_secs(5)).await;
+                kiln_core::local::wait_group_gone(pgid, Duration::from_secs(5)).await;
             }
         }
         if let Some(id) = self.id.take() {

@@ -1,28 +1,6 @@
 //! The `kiln` binary, end to end, on templates that need no machine.
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn kiln(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    c.current_dir(dir).env("NO_COLOR", "1");
-    c
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    if let Some(parent) = p.parent() {
-        std::fs::create_dir_all(parent).unwrap();
-    }
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+mod common;
+use common::{kiln, text, write};
 
 /// The seed's template, verbatim (from the seed README).
 pub const SEED_TEMPLATE: &str = r#"{

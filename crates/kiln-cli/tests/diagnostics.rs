@@ -2,29 +2,8 @@
 //! problem once, in one run, with did-you-mean; builder names interpolated
 //! (and the raw name used for provisioner `only`/`override`); secrets never
 //! printed, whatever the mode or the stage that fails.
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn kiln(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    c.current_dir(dir).env("NO_COLOR", "1");
-    c
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let o: Output = kiln(dir).args(args).output().unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+mod common;
+use common::{kiln, run, write};
 
 // ------------------------------------------------------------ diagnostics
 

@@ -2,21 +2,11 @@
 //! `max_retries` (templated too) and `timeout`; `-parallel-builds`;
 //! `-timestamp-ui`; `-color=false`; `-on-error=abort`; and what a failed
 //! build says it cleaned up.
-use std::path::{Path, PathBuf};
+mod common;
+use common::{kiln, write};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn kiln(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    c.current_dir(dir).env("NO_COLOR", "1");
-    c
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
 
 /// Run with a watchdog: a kiln that does not end within `limit` is killed
 /// and the test fails (a timeout that does not work would otherwise hang

@@ -17,6 +17,27 @@ pub enum ExitStatus {
     Disconnected,
 }
 
+/// A signal's number as Go's ssh package knows it (0 if unknown): Packer
+/// reports a command killed by a signal as exit status 128 + this.
+pub fn signal_number(name: &str) -> i32 {
+    match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ILL" => 4,
+        "ABRT" => 6,
+        "FPE" => 8,
+        "KILL" => 9,
+        "USR1" => 10,
+        "SEGV" => 11,
+        "USR2" => 12,
+        "PIPE" => 13,
+        "ALRM" => 14,
+        "TERM" => 15,
+        _ => 0,
+    }
+}
+
 /// Receives a remote command's output, line by line, as it arrives.
 pub trait OutputSink: Send + Sync {
     fn stdout_line(&self, line: &str);

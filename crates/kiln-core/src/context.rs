@@ -139,6 +139,24 @@ impl BuildCtx {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+    /// The context to render a run-time option with (a provisioner's
+    /// `execute_command`, a post-processor's `output`): `base`, plus the
+    /// builder's generated data as context values (`{{.ID}}`; a value
+    /// `base` already has wins), plus `extra` (which override).
+    pub fn runtime_interp(
+        &self,
+        base: &kiln_template::Context,
+        extra: &[(&str, &str)],
+    ) -> kiln_template::Context {
+        let mut c = base.clone();
+        for (k, v) in self.generated() {
+            c.data.entry(k).or_insert(v);
+        }
+        for (k, v) in extra {
+            c.data.insert((*k).to_string(), (*v).to_string());
+        }
+        c
+    }
     /// Run `fut` unless the build is cancelled first.
     pub async fn cancellable<T>(
         &self,

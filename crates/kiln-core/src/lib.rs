@@ -7,6 +7,7 @@
 //! - [`artifact`]: what builds produce.
 //! - [`build`]: preparing a template into builds and running them (in
 //!   parallel), with provisioner wrapping and post-processor chains.
+//! - [`glob`]: glob patterns, one implementation per meaning.
 //! - [`timeline`]: each step's and provisioner's wall time, printed at
 //!   the end of every build.
 //! - [`ui`]: Packer-style output with secrets scrubbed by construction.
@@ -22,6 +23,7 @@ pub mod communicator;
 pub mod component;
 pub mod context;
 pub mod error;
+pub mod glob;
 pub mod local;
 pub mod parity;
 pub mod step;

@@ -40,26 +40,77 @@ pub enum ExecError {
     Cancelled,
 }
 
-/// Kills the process group on drop unless disarmed.
-struct GroupGuard {
+/// Kills a process group when dropped (a step's future is dropped on
+/// Ctrl-C, a panic unwinds), unless disarmed. With a zero grace the group
+/// gets SIGKILL at once; otherwise SIGTERM first (so that a program such
+/// as mmdebstrap unmounts what it mounted) and SIGKILL when the group is
+/// still there after the grace period (waited for on a thread, so the drop
+/// does not block).
+pub struct GroupGuard {
     pgid: Option<Pid>,
+    grace: Duration,
 }
 
 impl GroupGuard {
-    fn signal(&self, sig: Signal) {
+    /// A guard for the group `pgid` (the pid of a child started with
+    /// `process_group(0)`; no group for an id that is not positive).
+    pub fn new(pgid: i32, grace: Duration) -> Self {
+        GroupGuard {
+            pgid: (pgid > 0).then(|| Pid::from_raw(pgid)),
+            grace,
+        }
+    }
+    /// Send `sig` to the group now.
+    pub fn signal(&self, sig: Signal) {
         if let Some(p) = self.pgid {
             let _ = killpg(p, sig);
         }
     }
-    fn disarm(&mut self) {
+    /// The group ended by itself: nothing to kill.
+    pub fn disarm(&mut self) {
         self.pgid = None;
     }
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        self.signal(Signal::SIGKILL);
+        let Some(pg) = self.pgid.take() else { return };
+        if self.grace.is_zero() {
+            let _ = killpg(pg, Signal::SIGKILL);
+            return;
+        }
+        if killpg(pg, Signal::SIGTERM).is_ok() {
+            let grace = self.grace;
+            std::thread::spawn(move || {
+                let deadline = std::time::Instant::now() + grace;
+                while std::time::Instant::now() < deadline {
+                    if !group_alive(pg.as_raw()) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let _ = killpg(pg, Signal::SIGKILL);
+            });
+        }
     }
+}
+
+/// Whether any process of the group `pgid` still exists.
+pub fn group_alive(pgid: i32) -> bool {
+    killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
+/// Wait (polling) until the group `pgid` has no process left, or
+/// `timeout`; whether it is gone.
+pub async fn wait_group_gone(pgid: i32, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while group_alive(pgid) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
 }
 
 /// What Packer prints of an output line: trailing white space removed, and
@@ -109,12 +160,8 @@ pub async fn run_streaming(
         program: program.clone(),
         source,
     })?;
-    let mut guard = GroupGuard {
-        pgid: child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw),
-    };
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    let mut guard = GroupGuard::new(pgid.unwrap_or(0), Duration::ZERO);
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
 

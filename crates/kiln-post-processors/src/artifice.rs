@@ -5,8 +5,8 @@
 //! says so in the output), a malformed pattern or a matched path that
 //! cannot be stat'ed (a dangling symlink) is an error. The input artifact is
 //! kept unless the user sets `keep_input_artifact: false`.
-use crate::glob::glob;
 use crate::join_paths;
+use kiln_core::glob::glob;
 use kiln_core::{
     async_trait, Artifact, BuildError, FileArtifact, PostProcessCtx, PostProcessed, PostProcessor,
     PrepareOpts,

@@ -10,11 +10,12 @@
 //! Checksum files are opened for appending, as in Packer, so running twice
 //! adds lines. The result lists the input files plus the checksum files this
 //! run created; the input artifact is always kept.
-use crate::{join_paths, render_option, runtime_context};
+use crate::join_paths;
 use kiln_core::{
     async_trait, Artifact, BuildError, FileArtifact, PostProcessCtx, PostProcessed, PostProcessor,
     PrepareOpts,
 };
+use kiln_template::interp::render_option;
 use kiln_template::Decoder;
 use sha2::digest::DynDigest;
 use std::io::{Read, Write};
@@ -142,9 +143,8 @@ impl PostProcessor for Checksum {
         }
 
         for (ti, ty) in self.config.types.iter().enumerate() {
-            let interp = runtime_context(
+            let interp = build.runtime_interp(
                 &ctx.interp,
-                build,
                 &[
                     ("BuildName", &build.build_name),
                     ("BuilderType", &build.build_type),
@@ -152,7 +152,10 @@ impl PostProcessor for Checksum {
                 ],
             );
             for (fi, file) in files.iter().enumerate() {
-                let target = PathBuf::from(render_option("output", &self.config.output, &interp)?);
+                let target = PathBuf::from(
+                    render_option("output", &self.config.output, &interp)
+                        .map_err(BuildError::new)?,
+                );
                 if !target.exists() && !artifact_files.contains(&target) {
                     artifact_files.push(target.clone());
                 }

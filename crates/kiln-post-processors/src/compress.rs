@@ -18,12 +18,12 @@
 //! gzip and BGZF use every core. The input artifact is not kept unless the
 //! user sets `keep_input_artifact`.
 use crate::blockgz::{BlockFormat, ParallelGzWriter};
-use crate::{render_option, runtime_context};
 use kiln_core::communicator::TransferProgress;
 use kiln_core::{
     async_trait, Artifact, BuildError, FileArtifact, PostProcessCtx, PostProcessed, PostProcessor,
     PrepareOpts,
 };
+use kiln_template::interp::render_option;
 use kiln_template::Decoder;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -183,15 +183,15 @@ impl PostProcessor for Compress {
         let build = ctx.build;
         let ui = &build.ui;
         let c = &self.config;
-        let interp = runtime_context(
+        let interp = build.runtime_interp(
             &ctx.interp,
-            build,
             &[
                 ("BuildName", &build.build_name),
                 ("BuilderType", &build.build_type),
             ],
         );
-        let target = PathBuf::from(render_option("output", &c.output, &interp)?);
+        let target =
+            PathBuf::from(render_option("output", &c.output, &interp).map_err(BuildError::new)?);
         let files = input.files();
         if c.archive == Archive::None && files.len() != 1 {
             let list: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();

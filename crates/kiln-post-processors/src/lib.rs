@@ -14,14 +14,13 @@
 //! template is prepared (to report configuration errors early) and again at
 //! run time with the builder's generated data. Factories therefore have no
 //! side effects.
-use kiln_core::{BuildCtx, Registry};
-use kiln_template::interp::{render, Context};
+use kiln_core::Registry;
+use kiln_template::interp::Context;
 
 pub mod artifice;
 pub mod blockgz;
 pub mod checksum;
 pub mod compress;
-mod glob;
 pub mod manifest;
 pub mod shell_local;
 
@@ -48,35 +47,6 @@ pub fn run_uuid(interp: &Context) -> String {
         return u.clone();
     }
     kiln_core::build::run_uuid()
-}
-
-/// The run-time interpolation context Packer gives post-processors: the
-/// builder's generated data as context values (`{{.ID}}`), plus `extra`.
-pub(crate) fn runtime_context(base: &Context, build: &BuildCtx, extra: &[(&str, &str)]) -> Context {
-    let mut c = base.clone();
-    for (k, v) in build.generated() {
-        c.data.entry(k).or_insert(v);
-    }
-    for (k, v) in extra {
-        c.data.insert((*k).to_string(), (*v).to_string());
-    }
-    c
-}
-
-/// Render a template string, naming the option in the error.
-pub(crate) fn render_option(
-    option: &str,
-    template: &str,
-    ctx: &Context,
-) -> Result<String, kiln_core::BuildError> {
-    if !template.contains("{{") {
-        return Ok(template.to_string());
-    }
-    render(template, ctx).map_err(|e| {
-        kiln_core::BuildError::msg(format!(
-            "error interpolating `{option}` ({template:?}): {e}"
-        ))
-    })
 }
 
 /// Files joined by ", " for messages.

@@ -385,7 +385,7 @@ async fn run_piped(
 ) -> i32 {
     match shared.comm.exec_piped(cmd, stdin, stdout, stderr).await {
         Ok(ExitStatus::Code(c)) => c,
-        Ok(ExitStatus::Signal(s)) => 128 + crate::common::signal_number(&s),
+        Ok(ExitStatus::Signal(s)) => 128 + kiln_core::communicator::signal_number(&s),
         Ok(ExitStatus::Disconnected) => {
             shared
                 .ui

@@ -164,27 +164,6 @@ pub fn need_comm<'a>(
     }
 }
 
-/// A signal's number as Go's ssh package knows it (0 if unknown), for the
-/// exit status Packer reports for a command killed by a signal.
-pub fn signal_number(name: &str) -> i32 {
-    match name {
-        "HUP" => 1,
-        "INT" => 2,
-        "QUIT" => 3,
-        "ILL" => 4,
-        "ABRT" => 6,
-        "FPE" => 8,
-        "KILL" => 9,
-        "USR1" => 10,
-        "SEGV" => 11,
-        "USR2" => 12,
-        "PIPE" => 13,
-        "ALRM" => 14,
-        "TERM" => 15,
-        _ => 0,
-    }
-}
-
 /// Run `command` on the machine with its output streamed to the build's
 /// UI (stdout as messages, stderr as errors, as Packer's `RunWithUi`);
 /// returns its exit status (128 + the signal's number when a signal ended
@@ -235,7 +214,7 @@ pub async fn run_quiet(
 fn status_code(st: ExitStatus, command: &str) -> Result<i32, BuildError> {
     match st {
         ExitStatus::Code(c) => Ok(c),
-        ExitStatus::Signal(s) => Ok(128 + signal_number(&s)),
+        ExitStatus::Signal(s) => Ok(128 + kiln_core::communicator::signal_number(&s)),
         ExitStatus::Disconnected => Err(BuildError::msg(format!(
             "the connection to the machine was lost while running: {command}"
         ))),
@@ -332,13 +311,7 @@ pub fn render(
     ctx: &BuildCtx,
     data: &[(&str, &str)],
 ) -> Result<String, BuildError> {
-    let mut c = base.clone();
-    for (k, v) in ctx.generated() {
-        c.data.entry(k).or_insert(v);
-    }
-    for (k, v) in data {
-        c.data.insert(k.to_string(), v.to_string());
-    }
+    let c = ctx.runtime_interp(base, data);
     kiln_template::interp::render(template, &c)
         .map_err(|e| BuildError::msg(format!("error interpolating `{option}`: {e}")))
 }

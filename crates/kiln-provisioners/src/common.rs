@@ -48,13 +48,7 @@ pub fn render(
     ctx: &BuildCtx,
     data: &[(&str, &str)],
 ) -> Result<String, BuildError> {
-    let mut c = base.clone();
-    for (k, v) in ctx.generated() {
-        c.data.entry(k).or_insert(v);
-    }
-    for (k, v) in data {
-        c.data.insert(k.to_string(), v.to_string());
-    }
+    let c = ctx.runtime_interp(base, data);
     kiln_template::interp::render(template, &c).map_err(|e| BuildError::msg(e.to_string()))
 }
 

@@ -365,10 +365,11 @@ impl Provisioner for Shell {
                 match &status {
                     ExitStatus::Code(c) => check_exit_code(*c, &cfg.valid_exit_codes)?,
                     // As Packer (Go's ssh): 128 + the signal's number.
-                    ExitStatus::Signal(s) => {
-                        check_exit_code(128 + signal_number(s), &cfg.valid_exit_codes)
-                            .map_err(|e| e.context(format!("Script was killed by signal {s}")))?
-                    }
+                    ExitStatus::Signal(s) => check_exit_code(
+                        128 + kiln_core::communicator::signal_number(s),
+                        &cfg.valid_exit_codes,
+                    )
+                    .map_err(|e| e.context(format!("Script was killed by signal {s}")))?,
                     ExitStatus::Disconnected => {}
                 }
             }
@@ -388,26 +389,6 @@ impl Provisioner for Shell {
             ctx.sleep(p).await?;
         }
         Ok(())
-    }
-}
-
-/// Signal numbers as Go's ssh package knows them (0 if unknown).
-pub(crate) fn signal_number(name: &str) -> i32 {
-    match name {
-        "HUP" => 1,
-        "INT" => 2,
-        "QUIT" => 3,
-        "ILL" => 4,
-        "ABRT" => 6,
-        "FPE" => 8,
-        "KILL" => 9,
-        "USR1" => 10,
-        "SEGV" => 11,
-        "USR2" => 12,
-        "PIPE" => 13,
-        "ALRM" => 14,
-        "TERM" => 15,
-        _ => 0,
     }
 }
 

@@ -22,7 +22,7 @@
 //! A `execute_command` given as one string is kept whole (Packer splits it
 //! on commas, which breaks any command with a comma in it).
 use kiln_core::{BuildCtx, BuildError};
-use kiln_template::interp::Context;
+use kiln_template::interp::{render_option, Context};
 use kiln_template::Decoder;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -323,10 +323,7 @@ impl Config {
             return Ok(());
         }
         let generated = build.generated();
-        let mut interp = base.clone();
-        for (k, v) in &generated {
-            interp.data.entry(k.clone()).or_insert_with(|| v.clone());
-        }
+        let interp = build.runtime_interp(base, &[]);
         // Kept alive until every script ran; removes the file when dropped.
         let mut _inline_file = None;
         let scripts: Vec<String> = match (&self.inline, self.scripts.is_empty()) {
@@ -340,7 +337,7 @@ impl Config {
         };
         let mut vars = Vec::with_capacity(self.vars.len());
         for v in &self.vars {
-            vars.push(render_option("environment_vars", v, &interp)?);
+            vars.push(render_option("environment_vars", v, &interp).map_err(BuildError::new)?);
         }
         let flattened = flatten_env(
             &build.build_name,
@@ -360,7 +357,7 @@ impl Config {
             let argv = self
                 .execute_command
                 .iter()
-                .map(|a| render_option("execute_command", a, &c))
+                .map(|a| render_option("execute_command", a, &c).map_err(BuildError::new))
                 .collect::<Result<Vec<_>, _>>()?;
             build
                 .ui
@@ -400,7 +397,7 @@ impl Config {
         })?;
         let mut text = format!("#!{}\n", self.inline_shebang);
         for cmd in inline {
-            text.push_str(&render_option("inline", cmd, interp)?);
+            text.push_str(&render_option("inline", cmd, interp).map_err(BuildError::new)?);
             text.push('\n');
         }
         f.write_all(text.as_bytes())
@@ -435,18 +432,6 @@ fn temp_dir(work_dir: &Path) -> PathBuf {
         return work_dir.to_path_buf();
     }
     std::env::temp_dir()
-}
-
-/// Render one option's template, naming the option in the error.
-fn render_option(option: &str, template: &str, ctx: &Context) -> Result<String, BuildError> {
-    if !template.contains("{{") {
-        return Ok(template.to_string());
-    }
-    kiln_template::interp::render(template, ctx).map_err(|e| {
-        BuildError::msg(format!(
-            "error interpolating `{option}` ({template:?}): {e}"
-        ))
-    })
 }
 
 #[cfg(test)]

@@ -10,11 +10,11 @@
 //! seed gives a modern guest); [`TempKeyPair::for_config`] follows the
 //! template.
 use crate::config::SshConfig;
+use getrandom::SysRng;
 use russh::keys::ssh_key::private::{EcdsaKeypair, Ed25519Keypair, RsaKeypair};
-use russh::keys::ssh_key::rand_core::{Infallible, TryCryptoRng, TryRng};
+use russh::keys::ssh_key::rand_core::UnwrapErr;
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::{EcdsaCurve, PrivateKey};
-use std::io::Read;
 use std::path::Path;
 
 /// The kind of a temporary key pair (`temporary_key_pair_type`).
@@ -80,35 +80,14 @@ impl TempKeyType {
     }
 }
 
-/// The kernel's CSPRNG (`/dev/urandom`), for the key generators.
-struct Urandom(std::fs::File);
-
-impl Urandom {
-    fn open() -> Urandom {
-        // Failing to open the kernel's CSPRNG is not recoverable.
-        Urandom(std::fs::File::open("/dev/urandom").expect("opening /dev/urandom"))
-    }
+/// The system's CSPRNG (`getrandom(2)`) for the key generators, which want
+/// a generator that cannot fail: it is tried once first, so that a system
+/// without one is an error here rather than a panic in the generator.
+fn system_rng() -> Result<UnwrapErr<SysRng>, String> {
+    getrandom::fill(&mut [0u8; 1])
+        .map_err(|e| format!("the system's random number generator: {e}"))?;
+    Ok(UnwrapErr(SysRng))
 }
-
-impl TryRng for Urandom {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        let mut b = [0u8; 4];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u32::from_le_bytes(b))
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        let mut b = [0u8; 8];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        self.0.read_exact(dst).expect("reading /dev/urandom");
-        Ok(())
-    }
-}
-
-impl TryCryptoRng for Urandom {}
 
 /// A key pair generated for one build: builders put the public half on the
 /// machine (cloud-init, a Nova key pair) and kiln logs in with the private
@@ -161,7 +140,7 @@ impl TempKeyPair {
     /// 4096 bits in an optimised build).
     pub fn generate_with(kind: TempKeyType, bits: u32, name: &str) -> Result<TempKeyPair, String> {
         let bits = kind.bits(bits)?;
-        let mut rng = Urandom::open();
+        let mut rng = system_rng()?;
         let mut key = match kind {
             TempKeyType::Ed25519 => PrivateKey::from(Ed25519Keypair::random(&mut rng)),
             TempKeyType::Rsa => PrivateKey::from(

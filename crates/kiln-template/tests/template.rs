@@ -1432,3 +1432,21 @@ fn decoder_warnings_are_separate_from_errors() {
     let w: Vec<&str> = w.iter().map(|d| d.message.as_str()).collect();
     assert_eq!(w, ["top-level warning", "nested warning"]);
 }
+
+#[test]
+fn render_option_names_the_option_and_keeps_the_cause() {
+    use kiln_template::interp::{render_option, Context};
+    let ctx = Context::new(std::env::temp_dir()).with("Name", "x");
+    assert_eq!(render_option("output", "plain {", &ctx).unwrap(), "plain {");
+    assert_eq!(render_option("output", "a-{{.Name}}", &ctx).unwrap(), "a-x");
+    let e = render_option("output", "{{ nope }}", &ctx).unwrap_err();
+    assert_eq!(e.option, "output");
+    assert_eq!(e.template, "{{ nope }}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "error interpolating `output` (\"{{{{ nope }}}}\"): {}",
+            e.source
+        )
+    );
+}

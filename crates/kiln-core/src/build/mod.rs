@@ -33,15 +33,15 @@
 //! duration texts Packer prints ([`go_duration`], [`human_duration`]).
 
 mod duration;
-mod glob;
 mod hook;
 mod post_process;
 mod prepare;
 mod run;
 mod summary;
 
+/// `-only`/`-except` patterns: see [`crate::glob::star_match`].
+pub use crate::glob::star_match as glob_match;
 pub use duration::{go_duration, human_duration};
-pub use glob::glob_match;
 pub use prepare::{
     build_names, component_problems, component_problems_with_warnings, prepare,
     prepare_with_warnings, PrepareOptions,

@@ -536,7 +536,7 @@ fn load_cloud(
     let paths = clouds_yaml_paths(env);
     for p in &paths {
         let Some(text) = read_file(p) else { continue };
-        let doc: serde_yaml::Value = serde_yaml::from_str(&text)
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
             .map_err(|e| OsError::Config(format!("{}: {e}", p.display())))?;
         let Some(c) = doc.get("clouds").and_then(|c| c.get(name)) else {
             continue;
@@ -553,18 +553,18 @@ fn load_cloud(
     )))
 }
 
-fn yaml_str(v: &serde_yaml::Value) -> Option<String> {
+fn yaml_str(v: &serde_yaml_ng::Value) -> Option<String> {
     match v {
-        serde_yaml::Value::String(s) => Some(s.clone()),
-        serde_yaml::Value::Number(n) => Some(n.to_string()),
-        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        serde_yaml_ng::Value::String(s) => Some(s.clone()),
+        serde_yaml_ng::Value::Number(n) => Some(n.to_string()),
+        serde_yaml_ng::Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
 }
 
-fn parse_cloud(c: &serde_yaml::Value) -> Cloud {
+fn parse_cloud(c: &serde_yaml_ng::Value) -> Cloud {
     let mut out = Cloud::default();
-    if let Some(serde_yaml::Value::Mapping(m)) = c.get("auth") {
+    if let Some(serde_yaml_ng::Value::Mapping(m)) = c.get("auth") {
         for (k, v) in m {
             if let (Some(k), Some(v)) = (yaml_str(k), yaml_str(v)) {
                 out.auth.insert(k, v);

@@ -1,13 +1,34 @@
-//! File name patterns with Go's `path/filepath.Glob` semantics (what
-//! Packer's `artifice` uses): `*` and `?` never match `/`, `*` matches
-//! leading dots, `[a-z]`/`[^...]` classes, `\` escapes, no `**`. Matches in
-//! each directory come in lexical order; a pattern without meta characters
-//! matches itself if it exists (even a dangling symlink).
+//! Glob patterns: one implementation for each meaning a pattern has in
+//! kiln.
+//!
+//! - [`star_match`]: `*` matches any run of characters, nothing else is
+//!   special. Build names in `-only`/`-except` (Packer 1.6.6 compares JSON
+//!   build names exactly; kiln also takes `*`), and fixed file-name
+//!   patterns kiln writes itself.
+//! - [`go_match`] and [`glob`]: Go's `path/filepath.Match` and `Glob`, for
+//!   patterns a template gives where Packer calls `filepath.Glob`
+//!   (`artifice`'s `files`, `cd_files`): `*` and `?` never match `/`, `*`
+//!   matches leading dots, `[a-z]`/`[^...]` classes, `\` escapes, no `**`.
+//!   Matches in each directory come in lexical order; a pattern without
+//!   meta characters matches itself if it exists (even a dangling symlink).
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("syntax error in pattern")]
 pub struct BadPattern;
+
+/// Whether `name` matches `pattern`, where `*` matches any run of
+/// characters (`/` included) and every other character itself.
+pub fn star_match(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
 
 fn has_meta(s: &str) -> bool {
     s.contains(['*', '?', '[', '\\'])
@@ -260,7 +281,56 @@ fn get_esc(chunk: &[char]) -> Result<(char, &[char]), BadPattern> {
 
 #[cfg(test)]
 mod tests {
-    use super::go_match;
+    use super::{glob, go_match, star_match};
+
+    #[test]
+    fn star_matches_any_run_and_nothing_else_is_special() {
+        for (p, n, want) in [
+            ("*", "x", true),
+            ("*", "", true),
+            ("qemu-*", "qemu-a", true),
+            ("qemu-*", "null", false),
+            ("a*c", "abbbc", true),
+            ("a*c", "abbb", false),
+            ("a*b*c", "axxbyyc", true),
+            ("ssh_host_*", "ssh_host_", true),
+            ("ssh_host_*", "sshd_config", false),
+            ("*.pub", "a.pub.bak", false),
+            ("exact", "exactly", false),
+            ("a?c", "abc", false),
+            ("a?c", "a?c", true),
+            ("[ab]", "a", false),
+            ("x*", "x/y", true),
+            ("é*", "été", true),
+            ("t*", "été", false),
+            ("*té", "été", true),
+        ] {
+            assert_eq!(star_match(p, n), want, "{p:?} {n:?}");
+        }
+    }
+
+    #[test]
+    fn glob_lists_matches_in_lexical_order_and_literal_paths_as_they_are() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["b.img", "a.img", ".h.img", "c.txt", "sub/d.img"] {
+            let p = d.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "").unwrap();
+        }
+        let base = d.path().display().to_string();
+        let names = |pat: &str| -> Vec<String> {
+            glob(&format!("{base}/{pat}"))
+                .unwrap()
+                .iter()
+                .map(|p| p.strip_prefix(d.path()).unwrap().display().to_string())
+                .collect()
+        };
+        assert_eq!(names("*.img"), [".h.img", "a.img", "b.img"]);
+        assert_eq!(names("*/*.img"), ["sub/d.img"]);
+        assert_eq!(names("c.txt"), ["c.txt"]);
+        assert!(names("missing").is_empty());
+        assert!(glob(&format!("{base}/[")).is_err());
+    }
 
     #[test]
     fn matches_like_go() {
