@@ -30,6 +30,20 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "Building the tests"
 cargo test --workspace --no-run
 
+# One Debian 12 base image (examples/seed/base.json, kiln's debootstrap
+# builder, about a minute) for every test that boots it: the qemu builder's
+# VM tests, the CM provisioners' guest test, the Vagrant lab. (The seed
+# example's test builds its own: building base.json is part of what it
+# checks.)
+step "Base image for the guest tests"
+base_dir=$PWD/target/tmp/kiln-base-shared
+if [ ! -f "$base_dir/debian-12.qcow2" ]; then
+  (cd examples/seed && ../../target/debug/kiln build -color=false -force \
+    -var "output_directory=$base_dir" base.json)
+fi
+export KILN_TEST_BASE_IMAGE=$base_dir/debian-12.qcow2
+export KILN_VAGRANT_BASE=$base_dir/debian-12.qcow2
+
 lab=${KILN_LAB_ROOT:-/tmp/kiln-oslab}
 awslab=${KILN_AWS_LAB_ROOT:-/tmp/kiln-awslab}
 log=$(mktemp)
