@@ -184,7 +184,14 @@ impl Timeline {
     /// The table's lines.
     pub fn lines(&self) -> Vec<String> {
         let entries = self.entries();
-        let label = |e: &Entry| format!("{}{} {}", "  ".repeat(e.depth), e.kind.as_str(), e.name);
+        let label = |e: &Entry| {
+            format!(
+                "{}{} {}",
+                "  ".repeat(e.depth),
+                e.kind.as_str(),
+                shorten(&e.name, MAX_NAME)
+            )
+        };
         let width = entries
             .iter()
             .map(|e| label(e).chars().count())
@@ -303,5 +310,38 @@ mod tests {
         assert_eq!(seconds(Duration::from_millis(400)), "0.4s");
         assert_eq!(seconds(Duration::from_secs(59)), "59.0s");
         assert_eq!(seconds(Duration::from_secs(185)), "3m05.0s");
+    }
+}
+
+/// The longest name the table shows (a `shell` provisioner with many
+/// `scripts` names them all); `-machine-readable` records keep it whole.
+const MAX_NAME: usize = 60;
+
+/// `name` cut in its middle to at most `max` characters, with `...` where
+/// it was cut, so both the first and the last script stay visible.
+fn shorten(name: &str, max: usize) -> String {
+    let n = name.chars().count();
+    if n <= max {
+        return name.to_string();
+    }
+    let keep = max - 3;
+    let head: String = name.chars().take(keep - keep / 2).collect();
+    let tail: String = name.chars().skip(n - keep / 2).collect();
+    format!("{head}...{tail}")
+}
+
+#[cfg(test)]
+mod shorten_tests {
+    use super::shorten;
+
+    #[test]
+    fn long_names_are_cut_in_the_middle() {
+        assert_eq!(shorten("shell: a.sh", 60), "shell: a.sh");
+        let long = "shell: scripts/update.sh, scripts/sudoers.sh, scripts/compiler_tools.sh, scripts/minimize.sh";
+        let s = shorten(long, 60);
+        assert_eq!(s.chars().count(), 60);
+        assert!(s.starts_with("shell: scripts/update.sh"), "{s}");
+        assert!(s.ends_with("scripts/minimize.sh"), "{s}");
+        assert!(s.contains("..."), "{s}");
     }
 }
