@@ -59,7 +59,7 @@ echo "base image: $base"
 # 2. the box
 mkdir -p "$WORK/build"
 cd "$WORK/build"
-t "$KILN" build -color=false -var "base_image=$base" -var "vagrant_pub=$pub" \
+t "$KILN" build -color=false -no-cache -var "base_image=$base" -var "vagrant_pub=$pub" \
   -var "output_directory=$WORK/build/output-box" -var "box=$WORK/kiln.box" -var "vbox=$WORK/kiln-vb.box" "$HERE/box.json"
 [ -f "$WORK/kiln.box" ] && [ ! -e "$WORK/build/output-box/box.qcow2" ] || { echo "run.sh: no box, or the input artifact was kept" >&2; exit 1; }
 tar -xOzf "$WORK/kiln.box" Vagrantfile | grep -q 'libvirt.driver = "qemu"' || { echo "run.sh: the box's driver is not qemu" >&2; exit 1; }

@@ -15,6 +15,11 @@
 //! and, in the guest, gzip of 64 MB and `grep -r` over /usr; medians and
 //! ratios against the first model.
 //!
+//! `KILN_BENCH_REBUILD=1` runs the rebuild table of issue #15 instead: a
+//! copy of the seed example built by kiln without and with the
+//! provisioning cache, then per round its last script edited and rebuilt
+//! by kiln (resuming) and by Packer 1.6.6 (a full build).
+//!
 //! Needs root, QEMU, Packer (`scripts/setup.sh`). The base image is
 //! `examples/seed/output-base/debian-12.qcow2` if it exists (KILN_BENCH_BASE
 //! names another), else it is built first (not timed).
@@ -45,6 +50,16 @@ async fn kiln_build(
     template: &Path,
     vars: &[(&str, String)],
 ) -> (Vec<std::collections::BTreeMap<String, String>>, String) {
+    kiln_build_with(template, vars, false).await
+}
+
+/// [`kiln_build`], with the provisioning cache (in `KILN_CACHE_DIR`) when
+/// `cache` is set.
+async fn kiln_build_with(
+    template: &Path,
+    vars: &[(&str, String)],
+    cache: bool,
+) -> (Vec<std::collections::BTreeMap<String, String>>, String) {
     let out = Output::capturing(OutputConfig {
         mode: Mode::Human,
         color: false,
@@ -65,6 +80,9 @@ async fn kiln_build(
         &registry(),
         &PrepareOptions {
             force: true,
+            // Cold builds unless asked: the cache would turn later rounds
+            // into resumes.
+            no_cache: !cache,
             ..Default::default()
         },
     )
@@ -184,14 +202,25 @@ struct Run {
 }
 
 fn run_kiln(rt: &tokio::runtime::Runtime, seed: &Path, base: &Path, out: &Path) -> (Run, String) {
+    run_kiln_with(rt, seed, base, out, false)
+}
+
+fn run_kiln_with(
+    rt: &tokio::runtime::Runtime,
+    seed: &Path,
+    base: &Path,
+    out: &Path,
+    cache: bool,
+) -> (Run, String) {
     eprintln!("Building the seed example with kiln (its transcript follows the build)...");
     let t = Instant::now();
-    let (states, transcript) = rt.block_on(kiln_build(
+    let (states, transcript) = rt.block_on(kiln_build_with(
         &seed.join("local.json"),
         &[
             ("base_image", base.display().to_string()),
             ("output_directory", out.display().to_string()),
         ],
+        cache,
     ));
     let wall = t.elapsed();
     eprintln!("{transcript}");
@@ -310,6 +339,117 @@ fn median(mut v: Vec<f64>) -> f64 {
         n if n % 2 == 1 => v[n / 2],
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
+}
+
+/// The rebuild table (`KILN_BENCH_REBUILD`, issue #15): the seed example
+/// copied into `scratch`, built by kiln without the cache and then with it
+/// (a cold cache: what saving the states costs); then each round appends a
+/// comment to the last script (`minimize.sh`, as someone developing an
+/// image edits it) and rebuilds with kiln (resuming from the cache) and
+/// with Packer 1.6.6 (a full build: Packer has no cache), alternating which
+/// goes first.
+fn rebuild_table(
+    rt: &tokio::runtime::Runtime,
+    scratch: &Path,
+    seed: &Path,
+    base: &Path,
+    rounds: usize,
+) {
+    let copy = scratch.join("seed");
+    std::fs::create_dir_all(&copy).unwrap();
+    for item in ["local.json", "scripts", "data"] {
+        let st = Command::new("cp")
+            .arg("-r")
+            .arg(seed.join(item))
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(st.success(), "copying {item}");
+    }
+    std::env::set_current_dir(&copy).unwrap();
+    std::env::set_var("KILN_CACHE_DIR", scratch.join("kiln-cache"));
+    let packer_tpl = packer_template(scratch, &copy);
+    let out = scratch.join("out");
+    let secs = |r: &Run| r.wall.as_secs_f64();
+    let full = run_kiln_with(rt, &copy, base, &out, false).0;
+    let saving = run_kiln_with(rt, &copy, base, &out, true).0;
+    let mut kiln_runs = Vec::new();
+    let mut packer_runs = Vec::new();
+    for round in 0..rounds {
+        let script = copy.join("scripts/minimize.sh");
+        let mut text = std::fs::read_to_string(&script).unwrap();
+        text.push_str(&format!("# edited for round {round}\n"));
+        std::fs::write(&script, text).unwrap();
+        let kiln = || {
+            let r = run_kiln_with(rt, &copy, base, &out, true).0;
+            assert!(
+                r.transcript
+                    .contains("Using the cached state after provisioner 4"),
+                "kiln did not resume after prepare_data.sh:\n{}",
+                r.transcript
+            );
+            r
+        };
+        let packer = || {
+            run_packer(
+                scratch,
+                &packer_tpl,
+                base,
+                &scratch.join("packer-out"),
+                round,
+            )
+        };
+        if round % 2 == 0 {
+            kiln_runs.push(kiln());
+            packer_runs.push(packer());
+        } else {
+            packer_runs.push(packer());
+            kiln_runs.push(kiln());
+        }
+        let _ = std::fs::remove_dir_all(scratch.join("packer-out"));
+    }
+    let cache_size = Command::new("du")
+        .args(["-sh"])
+        .arg(scratch.join("kiln-cache"))
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap_or("?")
+                .to_string()
+        })
+        .unwrap_or_default();
+    println!();
+    println!(
+        "seed example rebuilt after an edit of its last script (minimize.sh), from {}",
+        base.display()
+    );
+    println!(
+        "  kiln full build without the cache {:.1} s; with a cold cache (saving every state) {:.1} s: {:.2}x; the cache then holds {cache_size}",
+        secs(&full),
+        secs(&saving),
+        secs(&saving) / secs(&full)
+    );
+    for round in 0..rounds {
+        let (k, p) = (&kiln_runs[round], &packer_runs[round]);
+        let first = if round % 2 == 0 { "kiln" } else { "Packer" };
+        println!(
+            "  round {} ({first} first): kiln rebuild {:>6.1} s, Packer 1.6.6 rebuild {:>6.1} s{}, ratio {:.2}",
+            round + 1,
+            secs(k),
+            secs(p),
+            if p.ok { "" } else { " FAILED" },
+            secs(k) / secs(p)
+        );
+    }
+    let km = median(kiln_runs.iter().map(secs).collect());
+    let pm = median(packer_runs.iter().map(secs).collect());
+    println!(
+        "  median rebuild: kiln {km:.1} s, Packer 1.6.6 {pm:.1} s; ratio {:.2}; kiln rebuild / kiln full build {:.2}",
+        km / pm,
+        km / secs(&full)
+    );
 }
 
 /// The guest work timed for each CPU model: `KILN-CPU name seconds` lines.
@@ -449,6 +589,10 @@ fn main() {
             .filter(|m| !m.is_empty())
             .collect();
         cpu_table(&rt, scratch.path(), &base, &models, rounds);
+        return;
+    }
+    if std::env::var_os("KILN_BENCH_REBUILD").is_some() {
+        rebuild_table(&rt, scratch.path(), &seed, &base, rounds);
         return;
     }
     let packer_tpl = packer_template(scratch.path(), &seed);

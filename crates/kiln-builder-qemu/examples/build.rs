@@ -45,6 +45,7 @@ fn main() {
         &reg,
         &PrepareOptions {
             force,
+            no_cache: true,
             ..Default::default()
         },
     )

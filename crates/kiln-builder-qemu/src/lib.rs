@@ -66,6 +66,7 @@
 //! dpkg are CPU-bound under TCG, not fsync-bound), a 2 GiB translation
 //! cache (`tb-size`; a seed-like build flushes the default 1 GiB twice).
 pub mod args;
+pub mod cache;
 pub mod config;
 pub mod driver;
 pub mod iso;
@@ -78,7 +79,7 @@ use config::Config;
 use driver::{Driver, HostDriver};
 use kiln_commonsteps::{
     Connector, MachineStopped, SshConnector, StepConnect, StepCreateFloppy, StepDownload,
-    StepHttpServer, StepOutputDir, StepProvision,
+    StepHttpServer, StepOutputDir,
 };
 use kiln_core::{
     async_trait, run_steps, Artifact, BuildCtx, BuildError, Builder, FileArtifact, Hook,
@@ -98,8 +99,16 @@ pub fn register(reg: &mut Registry) {
 }
 
 fn factory(d: &mut Decoder<'_>, opts: &PrepareOpts) -> Option<Box<dyn Builder>> {
-    let c = config::decode(d, opts.force);
-    Some(Box::new(QemuBuilder::new(c?)))
+    let raw = d.object().to_json();
+    let c = config::decode(d, opts.force)?;
+    let mut b = QemuBuilder::new(c);
+    if !opts.no_cache {
+        b.cache = cache::CacheOpts {
+            config: Some(cache::render_json(&raw, &b.config.interp)),
+            max_age: opts.cache_max_age,
+        };
+    }
+    Some(Box::new(b))
 }
 
 pub struct QemuBuilder {
@@ -110,6 +119,9 @@ pub struct QemuBuilder {
     pub settle: Duration,
     /// How long to wait after the ACPI power button before killing.
     pub after_powerdown: Duration,
+    /// The provisioning cache (on for builds `kiln build` prepares, unless
+    /// `-no-cache`; off for a builder made by [`QemuBuilder::new`]).
+    pub cache: cache::CacheOpts,
 }
 
 impl QemuBuilder {
@@ -120,6 +132,7 @@ impl QemuBuilder {
             driver: Arc::new(HostDriver),
             settle: Duration::from_millis(700),
             after_powerdown: Duration::from_secs(60),
+            cache: cache::CacheOpts::default(),
         }
     }
     /// With other programs and another way to connect (tests).
@@ -148,6 +161,12 @@ impl Builder for QemuBuilder {
             Box::new(StepOutputDir::new(&c.output_directory, c.force)),
             Box::new(StepCreateFloppy { config: &c.floppy }),
             Box::new(StepCreateCd { c, d: d.clone() }),
+            Box::new(StepCacheLookup {
+                c,
+                opts: &self.cache,
+                hook,
+                d: d.clone(),
+            }),
             Box::new(StepCreateDisk { c, d: d.clone() }),
             Box::new(StepCopyDisk { c, d: d.clone() }),
             Box::new(StepResizeDisk { c, d: d.clone() }),
@@ -169,7 +188,7 @@ impl Builder for QemuBuilder {
                 none: c.comm.is_none(),
                 user: c.comm.username.clone(),
             }),
-            Box::new(StepProvision { hook }),
+            Box::new(StepProvisionCached { hook }),
             Box::new(StepCleanupTempKeys { c }),
             Box::new(StepShutdown {
                 c,

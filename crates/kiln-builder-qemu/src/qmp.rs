@@ -10,12 +10,21 @@ use tokio::net::UnixStream;
 
 /// Run `command` (no arguments) and return its `return` value.
 pub async fn execute(socket: &Path, command: &str) -> Result<Value, String> {
-    tokio::time::timeout(Duration::from_secs(10), execute_inner(socket, command))
-        .await
-        .map_err(|_| format!("QMP {command}: no answer in 10 s"))?
+    execute_with(socket, command, Value::Null).await
 }
 
-async fn execute_inner(socket: &Path, command: &str) -> Result<Value, String> {
+/// Run one QMP command with `arguments` (`Null`: none) and return its
+/// `return` value.
+pub async fn execute_with(socket: &Path, command: &str, arguments: Value) -> Result<Value, String> {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        execute_inner(socket, command, arguments),
+    )
+    .await
+    .map_err(|_| format!("QMP {command}: no answer in 10 s"))?
+}
+
+async fn execute_inner(socket: &Path, command: &str, arguments: Value) -> Result<Value, String> {
     let s = UnixStream::connect(socket)
         .await
         .map_err(|e| format!("QMP socket {}: {e}", socket.display()))?;
@@ -26,7 +35,11 @@ async fn execute_inner(socket: &Path, command: &str) -> Result<Value, String> {
         return Err(format!("not a QMP greeting: {greeting}"));
     }
     for cmd in ["qmp_capabilities", command] {
-        let msg = serde_json::json!({ "execute": cmd });
+        let msg = if cmd == command && !arguments.is_null() {
+            serde_json::json!({ "execute": cmd, "arguments": arguments })
+        } else {
+            serde_json::json!({ "execute": cmd })
+        };
         w.write_all(format!("{msg}\n").as_bytes())
             .await
             .map_err(|e| format!("QMP write: {e}"))?;

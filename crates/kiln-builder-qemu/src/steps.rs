@@ -44,6 +44,8 @@ pub struct State {
     pub qmp_keys: PathBuf,
     /// Watches QEMU's events while it runs.
     pub event_watch: Option<tokio::task::JoinHandle<()>>,
+    /// The provisioning cache, when this build uses it.
+    pub cache: Option<crate::cache::CacheRun>,
 }
 
 impl HasMachine for State {
@@ -513,6 +515,25 @@ impl Step<State> for StepCopyDisk<'_> {
         if !c.disk_image || c.use_backing_file {
             return Ok(());
         }
+        if let Some(cache) = &state.cache {
+            // Absolute: QEMU writes it into the overlays it makes.
+            let abs = std::path::absolute(c.disk_path())
+                .map_err(|e| io_err("the disk's absolute path", e))?;
+            state.disks[0] = abs.clone();
+            if let Some(last) = cache.resume_from() {
+                let args = create_args(
+                    c,
+                    &abs,
+                    &c.disk_size,
+                    Some((&last.path(crate::cache::DISK), "qcow2")),
+                );
+                self.d
+                    .qemu_img(ctx, &args)
+                    .await
+                    .map_err(|e| e.context("Error creating hard drive"))?;
+                return Ok(());
+            }
+        }
         let src = state
             .media
             .source
@@ -560,9 +581,13 @@ impl Step<State> for StepResizeDisk<'_> {
     fn name(&self) -> &'static str {
         "resize disk"
     }
-    async fn run(&mut self, _: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         let c = self.c;
         if !c.disk_image || c.skip_resize_disk {
+            return Ok(());
+        }
+        if state.cache.as_ref().is_some_and(|k| !k.hits.is_empty()) {
+            // The cached state has the size already (it is in its key).
             return Ok(());
         }
         ctx.ui.say("Resizing hard drive...");
@@ -1014,7 +1039,12 @@ impl Step<State> for StepCleanupTempKeys<'_> {
         let pat = key
             .name
             .replace(['.', '*', '[', ']', '\\', '^', '$', '/'], ".");
-        let cmd = format!("sed -i '/ {pat}$/d' ~/.ssh/authorized_keys");
+        let mut cmd = format!("sed -i '/ {pat}$/d' ~/.ssh/authorized_keys");
+        if state.cache.as_ref().is_some_and(|k| !k.hits.is_empty()) {
+            // A resumed disk has the keys of the builds that saved its
+            // states: kiln's temporary keys are all named `kiln-UUID`.
+            cmd = "sed -i -E '/ kiln-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/d' ~/.ssh/authorized_keys".into();
+        }
         let out = kiln_ssh::CollectOutput::default();
         match comm.start(&cmd, &out).await {
             Ok(kiln_core::ExitStatus::Code(0)) => {}
@@ -1193,12 +1223,17 @@ impl Step<State> for StepConvertDisk<'_> {
     fn name(&self) -> &'static str {
         "convert disk"
     }
-    async fn run(&mut self, _: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         let c = self.c;
-        if c.skip_compaction && !c.disk_compression {
+        // With the cache the disk is a chain of overlays: always converted.
+        let top = state
+            .cache
+            .as_ref()
+            .and_then(|k| k.saver.inner.lock().ok().and_then(|s| s.top.clone()));
+        if c.skip_compaction && !c.disk_compression && state.cache.is_none() {
             return Ok(());
         }
-        let src = c.disk_path();
+        let src = top.unwrap_or_else(|| c.disk_path());
         let dst = c.output_directory.join(format!("{}.convert", c.vm_name));
         ctx.ui.say("Converting hard drive...");
         let t = Instant::now();
@@ -1222,11 +1257,90 @@ impl Step<State> for StepConvertDisk<'_> {
                 }
             }
         }
-        tokio::fs::rename(&dst, &src)
+        // Onto the output disk (with the cache, `src` is the top of the
+        // chain of overlays, in the working directory).
+        let out = c.disk_path();
+        tokio::fs::rename(&dst, &out)
             .await
             .map_err(|e| io_err("Error moving converted hard drive", e))?;
+        if state.cache.is_some() {
+            // The artifact names it as a build without the cache does.
+            if let Some(d) = state.disks.first_mut() {
+                *d = out;
+            }
+        }
         ctx.ui
             .message(&format!("Converted in {:.1} s", t.elapsed().as_secs_f64()));
         Ok(())
+    }
+}
+
+/// Looks the provisioning cache up (after the source image is known,
+/// before the disk is made).
+pub struct StepCacheLookup<'a> {
+    pub c: &'a Config,
+    pub opts: &'a crate::cache::CacheOpts,
+    pub hook: &'a dyn kiln_core::Hook,
+    pub d: Arc<dyn Driver>,
+}
+
+#[async_trait]
+impl Step<State> for StepCacheLookup<'_> {
+    fn name(&self) -> &'static str {
+        "cache lookup"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        if self.opts.config.is_none() {
+            return Ok(());
+        }
+        let Some(src) = state.media.source.clone() else {
+            return Ok(());
+        };
+        let steps = self.hook.steps(ctx);
+        state.cache = crate::cache::lookup(self.c, self.opts, &steps, &src, ctx, self.d.clone());
+        Ok(())
+    }
+}
+
+/// Runs the provisioners: with the cache, only those after the reused
+/// states, saving a state after each.
+pub struct StepProvisionCached<'a> {
+    pub hook: &'a dyn kiln_core::Hook,
+}
+
+#[async_trait]
+impl Step<State> for StepProvisionCached<'_> {
+    fn name(&self) -> &'static str {
+        "provision"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let comm = state.machine.comm.clone();
+        let live = state.machine.liveness.clone();
+        match &state.cache {
+            Some(cache) => {
+                crate::cache::attach(cache, state);
+                let saver = cache.saver.clone();
+                let skip = cache.hits.len();
+                kiln_commonsteps::while_alive(
+                    live,
+                    "provisioning",
+                    self.hook.provision_steps(ctx, comm, skip, saver.as_ref()),
+                )
+                .await
+            }
+            None => {
+                kiln_commonsteps::while_alive(live, "provisioning", self.hook.provision(ctx, comm))
+                    .await
+            }
+        }
+    }
+    async fn cleanup(
+        &mut self,
+        state: &mut State,
+        ctx: &BuildCtx,
+        outcome: Outcome,
+    ) -> Result<(), BuildError> {
+        let comm = state.machine.comm.clone();
+        self.hook.cleanup(ctx, comm, outcome).await
     }
 }

@@ -35,7 +35,12 @@ async fn build(template: &Path, vars: &[(&str, String)]) -> String {
         })
         .collect();
     let vars = kiln_template::vars::resolve(&t, &sources).unwrap_or_else(|d| panic!("{d:?}"));
-    let builds = build::prepare(&t, &vars, &registry(), &PrepareOptions::default())
+    // A full build every time: no provisioning cache.
+    let opts = PrepareOptions {
+        no_cache: true,
+        ..Default::default()
+    };
+    let builds = build::prepare(&t, &vars, &registry(), &opts)
         .unwrap_or_else(|d| panic!("{}: {d:?}", template.display()));
     let opts = RunOptions {
         output: out.clone(),

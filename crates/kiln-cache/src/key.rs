@@ -149,6 +149,37 @@ pub struct StepInput {
     pub files: Vec<PathBuf>,
 }
 
+/// Directories whose content a reboot of a Unix guest loses (tmpfs, or
+/// cleaned at boot as Debian and systemd's `tmp.conf` do for `/tmp`).
+pub const VOLATILE_DIRS: &[&str] = &["/tmp", "/dev/shm", "/run", "/var/run"];
+
+impl StepInput {
+    /// A `file` provisioner uploading into a directory a reboot empties
+    /// (`/tmp`...): the state after it is no resume point, since a resumed
+    /// build boots the machine again and the upload would be gone for the
+    /// step that uses it (the usual `file` to `/tmp`, then `shell` moving
+    /// it). A resume starts before it instead and uploads again.
+    pub fn leaves_volatile_files(&self) -> bool {
+        if self.type_name != "file" {
+            return false;
+        }
+        let c = &self.config;
+        if c.get("direction").and_then(Value::as_str) == Some("download") {
+            return false;
+        }
+        let Some(dest) = c.get("destination").and_then(Value::as_str) else {
+            return false;
+        };
+        let dest = dest.trim_end_matches('/');
+        VOLATILE_DIRS.iter().any(|d| {
+            dest == *d
+                || dest
+                    .strip_prefix(d)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+}
+
 /// The key after a step, from the key before it.
 pub fn step_key(prev: &Digest, input: &StepInput) -> Digest {
     let mut h = H::new("kiln-cache/1 step");
@@ -591,6 +622,30 @@ mod tests {
         assert_eq!(
             canonical_json(&v),
             r#"{"a":null,"b":{"c":[{"e":"x\"y","f":2}],"d":1}}"#
+        );
+    }
+
+    #[test]
+    fn uploads_into_tmp_leave_no_resume_point() {
+        let step = |t: &str, c: Value| StepInput {
+            type_name: t.into(),
+            config: c,
+            files: vec![],
+        };
+        let v = |c| step("file", c).leaves_volatile_files();
+        assert!(v(json!({"source": "a", "destination": "/tmp"})));
+        assert!(v(json!({"source": "a", "destination": "/tmp/"})));
+        assert!(v(json!({"source": "a", "destination": "/tmp/x/y.conf"})));
+        assert!(v(json!({"source": "a", "destination": "/dev/shm/k"})));
+        assert!(v(json!({"source": "a", "destination": "/run/k"})));
+        assert!(!v(json!({"source": "a", "destination": "/tmpfoo"})));
+        assert!(!v(json!({"source": "a", "destination": "/var/tmp/x"})));
+        assert!(!v(json!({"source": "a", "destination": "/stash"})));
+        assert!(!v(
+            json!({"source": "/tmp/a", "destination": "a", "direction": "download"})
+        ));
+        assert!(
+            !step("shell", json!({"inline": ["x"], "destination": "/tmp"})).leaves_volatile_files()
         );
     }
 }

@@ -18,8 +18,9 @@
 //! # Status
 //!
 //! The keys, the store and `kiln cache list`/`prune` are done and tested;
-//! the qemu builder does not save or resume states yet (see
-//! `docs/cache.md`): the design below is the one the integration follows.
+//! the qemu builder saves and resumes states (`kiln_builder_qemu::cache`),
+//! tested with real guests in `crates/kiln-cli/tests/cache_qemu.rs` (see
+//! `docs/cache.md`).
 //!
 //! # The state of a machine
 //!
@@ -36,8 +37,9 @@
 //! past. What a provisioner can no longer rely on when its build resumes:
 //! anything that lives only in memory since an earlier provisioner:
 //! processes or services started by it and not enabled at boot, files in
-//! tmpfs (`/tmp` on some guests, `/run`), shell state, kernel modules
-//! loaded by hand, a kernel upgraded but not rebooted into (a resume runs
+//! tmpfs or cleaned at boot (`/tmp`, `/run`; no state is saved after a
+//! `file` upload into them, see [`StepInput::leaves_volatile_files`]),
+//! shell state, kernel modules loaded by hand, a kernel upgraded but not rebooted into (a resume runs
 //! the new one). A provisioner that needs those must start them itself.
 //!
 //! What is kiln's own and not the provisioners' is redone on a resume: the

@@ -232,27 +232,48 @@ impl Store {
         }
     }
 
-    /// The longest prefix of `keys` whose states are cached, checked and
-    /// younger than `max_age` (the first missing, corrupt or stale one
-    /// ends it), and a line for each corrupt entry met.
+    /// The longest prefix of `keys` that a build can skip: element `i` is
+    /// the state after step `i + 1`, or `None` for a step after which no
+    /// state was saved (a builder may skip one, see
+    /// [`crate::StepInput::leaves_volatile_files`]); the last element is
+    /// always a state. A state counts only when it is checked, younger than
+    /// `max_age` and saved on top of the previous state found (its
+    /// `parent`); the first corrupt or stale one ends the prefix. Also a
+    /// line for each corrupt entry met.
     pub fn lookup(
         &self,
         keys: &[Digest],
         max_age: Duration,
         now: SystemTime,
-    ) -> (Vec<Entry>, Vec<CacheError>) {
-        let mut hits = Vec::new();
+    ) -> (Vec<Option<Entry>>, Vec<CacheError>) {
+        let mut hits: Vec<Option<Entry>> = Vec::new();
+        let mut seen = 0;
         let mut problems = Vec::new();
-        for k in keys {
+        for (i, k) in keys.iter().enumerate() {
             match self.get(k) {
-                Ok(Some(e)) if e.meta.age(now) <= max_age => hits.push(e),
-                Ok(_) => break,
+                Ok(Some(e)) if e.meta.age(now) > max_age => break,
+                Ok(Some(e)) => {
+                    let parent = hits
+                        .iter()
+                        .rev()
+                        .flatten()
+                        .next()
+                        .map(|p| p.meta.key.clone());
+                    if e.meta.parent != parent {
+                        break;
+                    }
+                    hits.resize_with(i, || None);
+                    hits.push(Some(e));
+                    seen = i + 1;
+                }
+                Ok(None) => {}
                 Err(e) => {
                     problems.push(e);
                     break;
                 }
             }
         }
+        hits.truncate(seen);
         (hits, problems)
     }
 
@@ -589,9 +610,16 @@ mod tests {
         let (hits, problems) = s.lookup(&[key(1), key(2), key(3)], day, now);
         assert_eq!(hits.len(), 2);
         assert!(problems.is_empty());
-        // A miss in the middle ends the prefix.
+        // A step without a state is skipped over when the next state was
+        // saved on top of the last one found...
         let (hits, _) = s.lookup(&[key(1), key(3), key(2)], day, now);
-        assert_eq!(hits.len(), 1);
+        assert_eq!(hits.len(), 3);
+        assert!(hits[1].is_none() && hits[2].is_some());
+        // ...but not a state saved on top of another one.
+        let (hits, _) = s.lookup(&[key(2), key(1)], day, now);
+        assert!(hits.is_empty(), "{hits:?}");
+        let (hits, _) = s.lookup(&[key(1), key(9)], day, now);
+        assert_eq!(hits.len(), 1, "trailing misses are not hits");
         // Nothing half-written is left in tmp/.
         assert_eq!(std::fs::read_dir(t.path().join("tmp")).unwrap().count(), 0);
     }

@@ -14,6 +14,8 @@ const LONG_FLAGS: &[&str] = &[
     "only",
     "except",
     "force",
+    "no-cache",
+    "cache-max-age",
     "on-error",
     "parallel-builds",
     "parallel",
@@ -102,6 +104,10 @@ pub struct Common {
 pub struct BuildArgs {
     pub common: Common,
     pub force: bool,
+    /// `-no-cache`: no provisioning cache for this build.
+    pub no_cache: bool,
+    /// `-cache-max-age`: states older than this are not reused.
+    pub cache_max_age: Option<std::time::Duration>,
     pub on_error: String,
     pub parallel_builds: usize,
     pub color: bool,
@@ -185,6 +191,19 @@ pub fn command() -> Command {
                      Exit status: 0 when every build succeeded, 1 otherwise.",
                 )
                 .arg(bool_flag("force", "Overwrite existing output (e.g. output_directory)"))
+                .arg(bool_flag(
+                    "no-cache",
+                    "Run every provisioner: neither reuse nor save the provisioning cache's states \
+                     (qemu builder; the cache is in KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, \
+                     else ~/.cache/kiln; see `kiln cache`)",
+                ))
+                .arg(
+                    Arg::new("cache-max-age")
+                        .long("cache-max-age")
+                        .value_name("DURATION")
+                        .value_parser(|s: &str| kiln_cache::parse_age(s))
+                        .help("Do not reuse provisioning cache states older than this (a Go duration such as 90m; default KILN_CACHE_MAX_AGE, else 24h)"),
+                )
                 .arg(
                     Arg::new("on-error")
                         .long("on-error")
@@ -397,6 +416,8 @@ pub fn parse(argv: Vec<String>) -> Result<Cli, clap::Error> {
             Cli::Build(BuildArgs {
                 common: common(m, true)?,
                 force: flag(m, "force").unwrap_or(false),
+                no_cache: flag(m, "no-cache").unwrap_or(false),
+                cache_max_age: m.get_one::<std::time::Duration>("cache-max-age").copied(),
                 on_error: m
                     .get_one::<String>("on-error")
                     .cloned()

@@ -140,6 +140,7 @@ fn prepare_opts(common: &Common, force: bool) -> PrepareOptions {
         only: common.only.clone(),
         except: common.except.clone(),
         force,
+        ..Default::default()
     }
 }
 
@@ -406,7 +407,11 @@ async fn build_cmd(output: &Output, b: BuildArgs) -> u8 {
         &template,
         &vars,
         &registry(),
-        &prepare_opts(&b.common, b.force),
+        &PrepareOptions {
+            no_cache: b.no_cache,
+            cache_max_age: b.cache_max_age,
+            ..prepare_opts(&b.common, b.force)
+        },
     );
     print_warning_diags(output, warnings);
     let builds = match prepared {

@@ -21,6 +21,8 @@ fn kiln(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
         .args(args)
         .env("NO_COLOR", "1")
         .env("HOME", dir)
+        // The provisioning cache is on by default: one per test.
+        .env("KILN_CACHE_DIR", dir.join("kiln-cache"))
         .output()
         .unwrap();
     (

@@ -15,6 +15,12 @@ use std::sync::Arc;
 pub struct PrepareOpts {
     /// `-force`: builders may overwrite existing output.
     pub force: bool,
+    /// `-no-cache`: builders with a provisioning cache neither reuse nor
+    /// save states.
+    pub no_cache: bool,
+    /// `-cache-max-age`: states older than this are not reused (else
+    /// `KILN_CACHE_MAX_AGE`, else 24 hours).
+    pub cache_max_age: Option<std::time::Duration>,
 }
 
 /// One provisioning step, as a provisioning cache keys and resumes it: a

@@ -23,6 +23,10 @@ pub struct PrepareOptions {
     /// (which defaults to the type), with the rest of their chain.
     pub except: Vec<String>,
     pub force: bool,
+    /// `-no-cache` (see [`PrepareOpts`]).
+    pub no_cache: bool,
+    /// `-cache-max-age` (see [`PrepareOpts`]).
+    pub cache_max_age: Option<std::time::Duration>,
 }
 
 fn selected(name: &str, opts: &PrepareOptions) -> bool {
@@ -212,7 +216,11 @@ fn prepare_all(
 ) -> (Vec<PlannedBuild>, Diagnostics, Diagnostics) {
     let mut all_warnings = Diagnostics::default();
     let mut diags = Diagnostics::default();
-    let popts = PrepareOpts { force: opts.force };
+    let popts = PrepareOpts {
+        force: opts.force,
+        no_cache: opts.no_cache,
+        cache_max_age: opts.cache_max_age,
+    };
     let mut builds = Vec::new();
     let mut names = BTreeMap::new();
     // What `kiln fix` would rewrite: reported by the decoders at each key.

@@ -121,7 +121,13 @@ pub fn decode_pp(
     let pp = {
         let mut d = Decoder::new(&node, &ctx, &mut diags);
         d.ignore(&["type", "name", "keep_input_artifact", "only", "except"]);
-        let pp = factory(&mut d, &PrepareOpts { force });
+        let pp = factory(
+            &mut d,
+            &PrepareOpts {
+                force,
+                ..Default::default()
+            },
+        );
         d.finish();
         pp
     };

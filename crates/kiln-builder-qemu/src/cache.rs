@@ -1,0 +1,331 @@
+//! The provisioning cache's qemu side (issue #15, `docs/cache.md`): the
+//! base key (the rendered configuration minus what only names the output,
+//! and the source image's digest), the lookup of the longest reusable
+//! prefix of provisioning steps, and the saving of the disk after each
+//! step: the guest runs `sync`, QEMU switches the disk to a new overlay
+//! (QMP `blockdev-snapshot-sync`), the frozen overlay is copied into the
+//! store, rebased (`qemu-img rebase -u`) onto the previous state's file.
+//! A resumed build boots a new overlay on the last reused state.
+use crate::config::Config;
+use crate::driver::Driver;
+use crate::steps::State;
+use kiln_cache::{Digest, Entry, EntryInfo, Store};
+use kiln_core::{async_trait, BuildCtx, BuildError, ProvisionStep, StepDone};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// The file of a state in its entry.
+pub const DISK: &str = "disk.qcow2";
+
+/// What `kiln build` said about the cache, and the builder's rendered
+/// configuration (for the base key). `config: None`: no cache.
+#[derive(Debug, Clone, Default)]
+pub struct CacheOpts {
+    pub config: Option<serde_json::Value>,
+    pub max_age: Option<Duration>,
+}
+
+/// Why this build cannot use the cache, if it cannot.
+pub fn unsupported(c: &Config) -> Option<&'static str> {
+    if !c.disk_image {
+        Some("it installs from an ISO (only `disk_image: true` builds are cached)")
+    } else if c.use_backing_file {
+        Some("`use_backing_file` is set")
+    } else if !c.disk_additional_size.is_empty() {
+        Some("it has `disk_additional_size`")
+    } else if c.format != "qcow2" {
+        Some("its `format` is not qcow2")
+    } else if c.comm.is_none() {
+        Some("it has no communicator")
+    } else {
+        None
+    }
+}
+
+/// The cache's state during a build.
+pub struct CacheRun {
+    pub store: Store,
+    pub keys: Vec<Digest>,
+    /// The skipped steps, in order: the state after each, or `None` where
+    /// none was saved; the last one is a state (see `Store::lookup`).
+    pub hits: Vec<Option<Entry>>,
+    pub template: String,
+    pub saver: Arc<Saver>,
+}
+
+impl CacheRun {
+    /// The state the build resumes from.
+    pub fn resume_from(&self) -> Option<&Entry> {
+        self.hits.last().and_then(Option::as_ref)
+    }
+}
+
+/// Renders a configuration's strings with the user variables (what the
+/// hook does for provisioners).
+pub fn render_json(v: &serde_json::Value, interp: &kiln_template::Context) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) => {
+            J::String(kiln_template::interp::render(s, interp).unwrap_or_else(|_| s.clone()))
+        }
+        J::Array(a) => J::Array(a.iter().map(|x| render_json(x, interp)).collect()),
+        J::Object(m) => J::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), render_json(x, interp)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Looks the build's states up; says each reused one. `None` when the
+/// cache is off or unusable (said once).
+pub fn lookup(
+    c: &Config,
+    opts: &CacheOpts,
+    steps: &[ProvisionStep],
+    source: &std::path::Path,
+    ctx: &BuildCtx,
+    d: Arc<dyn Driver>,
+) -> Option<CacheRun> {
+    let config = opts.config.as_ref()?;
+    if steps.is_empty() {
+        return None;
+    }
+    if let Some(why) = unsupported(c) {
+        ctx.ui.message(&format!(
+            "The provisioning cache is not used for this build: {why}"
+        ));
+        return None;
+    }
+    let settings = match kiln_cache::Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.ui
+                .error(&format!("The provisioning cache is not used: {e}"));
+            return None;
+        }
+    };
+    let max_age = opts.max_age.unwrap_or(settings.max_age);
+    let store = match Store::open(&settings.dir) {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.ui
+                .error(&format!("The provisioning cache is not used: {e}"));
+            return None;
+        }
+    };
+    let digest = match store.source_digest(source) {
+        Ok(d) => d,
+        Err(e) => {
+            ctx.ui
+                .error(&format!("The provisioning cache is not used: {e}"));
+            return None;
+        }
+    };
+    let mut cfg = config.clone();
+    if let serde_json::Value::Object(m) = &mut cfg {
+        m.remove("type");
+        m.remove("name");
+    }
+    let base = kiln_cache::key::base_key(
+        "qemu",
+        &cfg,
+        kiln_cache::key::QEMU_OUTPUT_ONLY_KEYS,
+        &digest,
+    );
+    let inputs: Vec<_> = steps.iter().map(|s| s.input.clone()).collect();
+    let keys = kiln_cache::key::chain(&base, &inputs);
+    let (hits, problems) = store.lookup(&keys, max_age, SystemTime::now());
+    for p in problems {
+        // Name the step the bad state belongs to.
+        let step = match &p {
+            kiln_cache::CacheError::Corrupt { key, why } => {
+                keys.iter().position(|k| k.hex() == *key).map(|i| (i, why))
+            }
+            _ => None,
+        };
+        match step {
+            Some((i, why)) => ctx.ui.error(&format!(
+                "The cached state after provisioner {} ({}) is damaged ({why}): removed it (entry {}); provisioner {} runs again",
+                i + 1,
+                steps[i].label,
+                &keys[i].hex()[..12],
+                i + 1
+            )),
+            None => ctx.ui.error(&format!("The provisioning cache: {p}")),
+        }
+    }
+    let last = hits.len();
+    for (h, s) in hits.iter().zip(steps) {
+        match h {
+            Some(h) => ctx.ui.say(&format!(
+                "Using the cached state after provisioner {} ({}), saved {}; -no-cache runs it again",
+                s.index,
+                s.label,
+                h.meta.saved_at()
+            )),
+            None => ctx.ui.say(&format!(
+                "Provisioner {} ({}) is in the cached state after provisioner {last}",
+                s.index, s.label
+            )),
+        }
+    }
+    let template = c.interp.template_dir.display().to_string();
+    let saver = Arc::new(Saver {
+        d,
+        inner: Mutex::new(SaverState {
+            prev: hits.last().cloned().flatten(),
+            top: None,
+            qmp: PathBuf::new(),
+            comm: None,
+            broken: false,
+        }),
+        store: store.clone(),
+        keys: keys.clone(),
+        template: template.clone(),
+    });
+    Some(CacheRun {
+        store,
+        keys,
+        hits,
+        template,
+        saver,
+    })
+}
+
+pub struct SaverState {
+    /// The last state saved or reused.
+    pub prev: Option<Entry>,
+    /// The disk file QEMU writes now.
+    pub top: Option<PathBuf>,
+    pub qmp: PathBuf,
+    pub comm: Option<Arc<dyn kiln_core::Communicator>>,
+    /// A save failed: the states after it would have no parent.
+    pub broken: bool,
+}
+
+/// Saves the disk after each provisioning step.
+pub struct Saver {
+    d: Arc<dyn Driver>,
+    pub inner: Mutex<SaverState>,
+    store: Store,
+    keys: Vec<Digest>,
+    template: String,
+}
+
+impl Saver {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SaverState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn save(&self, ctx: &BuildCtx, step: &ProvisionStep) -> Result<(), String> {
+        let (top, qmp, comm, prev) = {
+            let s = self.lock();
+            (s.top.clone(), s.qmp.clone(), s.comm.clone(), s.prev.clone())
+        };
+        let top = top.ok_or("no disk")?;
+        let comm = comm.ok_or("no communicator")?;
+        let out = kiln_ssh::CollectOutput::default();
+        match comm.start("sync", &out).await {
+            Ok(kiln_core::ExitStatus::Code(0)) => {}
+            r => return Err(format!("`sync` in the guest: {r:?}")),
+        }
+        let blocks = crate::qmp::execute(&qmp, "query-block").await?;
+        let device = blocks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|b| {
+                b.pointer("/inserted/file").and_then(|f| f.as_str())
+                    == Some(top.to_string_lossy().as_ref())
+            })
+            .and_then(|b| b.get("device").and_then(|d| d.as_str()))
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| format!("QEMU has no drive on {}", top.display()))?
+            .to_string();
+        let next = ctx.work_dir.join(format!("state-{}.qcow2", step.index));
+        crate::qmp::execute_with(
+            &qmp,
+            "blockdev-snapshot-sync",
+            serde_json::json!({
+                "device": device,
+                "snapshot-file": next.display().to_string(),
+                "format": "qcow2",
+            }),
+        )
+        .await?;
+        self.lock().top = Some(next);
+        let pending = self.store.begin().map_err(|e| e.to_string())?;
+        let dst = pending.dir().join(DISK);
+        let (s, t) = (top.clone(), dst.clone());
+        tokio::task::spawn_blocking(move || std::fs::copy(&s, &t))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("copying {}: {e}", top.display()))?;
+        if let Some(p) = &prev {
+            self.d
+                .qemu_img(
+                    ctx,
+                    &[
+                        "rebase".into(),
+                        "-u".into(),
+                        "-b".into(),
+                        p.path(DISK).display().to_string(),
+                        "-F".into(),
+                        "qcow2".into(),
+                        dst.display().to_string(),
+                    ],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let key = self.keys[step.index - 1];
+        let e = pending
+            .publish(&EntryInfo {
+                key,
+                parent: prev.as_ref().and_then(|p| Digest::from_hex(&p.meta.key)),
+                template: self.template.clone(),
+                build: ctx.build_name.clone(),
+                step: step.index,
+                label: step.label.clone(),
+            })
+            .map_err(|e| e.to_string())?;
+        self.lock().prev = Some(e);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StepDone for Saver {
+    async fn done(&self, ctx: &BuildCtx, step: &ProvisionStep) -> Result<(), BuildError> {
+        if self.lock().broken || step.index > self.keys.len() {
+            return Ok(());
+        }
+        if step.input.leaves_volatile_files() {
+            ctx.ui.say(&format!(
+                "No cached state after provisioner {} ({}): it uploads into a directory the next boot empties; a resumed build runs it again",
+                step.index, step.label
+            ));
+            return Ok(());
+        }
+        if let Err(e) = self.save(ctx, step).await {
+            self.lock().broken = true;
+            ctx.ui.error(&format!(
+                "Could not save the state after provisioner {} ({}) in the provisioning cache: {e}; the next build runs it again",
+                step.index, step.label
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Keep the state's fields in sync with the machine (called before
+/// provisioning).
+pub fn attach(run: &CacheRun, state: &State) {
+    let mut s = run.saver.lock();
+    s.top = state.disks.first().cloned();
+    s.qmp = state.qmp_socket.clone();
+    s.comm = state.machine.comm.clone();
+}

@@ -1,0 +1,281 @@
+//! The provisioning cache (issue #15) with real QEMU guests (TCG here): one
+//! template built several times in a row, each build checking what the
+//! previous ones left in the cache and what the machine holds at the end
+//! (the last provisioner prints it). The builds:
+//!
+//! 1. a full build whose fifth step fails: the states after steps 1-3 are
+//!    saved, none after step 4 (a `file` upload into `/tmp`, which a boot
+//!    empties), none after the failing step;
+//! 2. the failing step fixed (a user variable in its command): the build
+//!    resumes after step 3, uploads step 4 again (so step 5 finds it), and
+//!    the machine still holds what steps 1-3 wrote in build 1;
+//! 3. one script of the shell provisioner edited (step 3): resumes after
+//!    step 2, step 3's new output is on the machine, step 2's is build 1's;
+//! 4. the state after step 2 truncated on disk: reported in one line,
+//!    dropped, the build resumes after step 1 and runs step 2 again.
+//!
+//! Each output image is a standalone qcow2 (no backing file into the
+//! cache) that `qemu-img check` accepts. The base image is the seed's
+//! (`KILN_TEST_BASE_IMAGE`, which scripts/test.sh builds once for the
+//! suite). Measured here: about 7 minutes for the four builds.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn kiln(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let o = common::kiln(dir)
+        .args(args)
+        .env("HOME", dir)
+        .env("KILN_CACHE_DIR", dir.join("kiln-cache"))
+        .output()
+        .unwrap();
+    let (out, err) = common::text(&o);
+    (o.status.code(), format!("{out}{err}"))
+}
+
+/// The seed's base image: `KILN_TEST_BASE_IMAGE`, else built from
+/// `examples/seed/base.json` unless a fresh one is there.
+fn base_image() -> PathBuf {
+    if let Some(p) = std::env::var_os("KILN_TEST_BASE_IMAGE") {
+        return PathBuf::from(p);
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-base");
+    let img = dir.join("debian-12.qcow2");
+    let fresh = std::fs::metadata(&img)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(86400));
+    if fresh {
+        return img;
+    }
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
+    let (code, text) = kiln(
+        &seed,
+        &[
+            "build",
+            "-force",
+            "-var",
+            &format!("output_directory={}", dir.display()),
+            "base.json",
+        ],
+    );
+    assert_eq!(code, Some(0), "building the base image:\n{text}");
+    img
+}
+
+fn template(base: &Path) -> String {
+    serde_json::json!({
+        "variables": {"check": "true", "greeting": "hello"},
+        "builders": [{
+            "type": "qemu",
+            "name": "cached",
+            "iso_url": base.display().to_string(),
+            "iso_checksum": "none",
+            "disk_image": true,
+            "format": "qcow2",
+            "disk_size": "3G",
+            "headless": true,
+            "cpus": 2,
+            "memory": 1024,
+            "output_directory": "out",
+            "vm_name": "cached.qcow2",
+            "ssh_username": "debian",
+            "ssh_timeout": "10m",
+            "shutdown_command": "sudo shutdown -P now"
+        }],
+        "provisioners": [
+            {"type": "shell", "inline": ["date +%s%N | sudo tee /var/tmp/one"]},
+            {
+                "type": "shell",
+                "scripts": ["scripts/two.sh", "scripts/three.sh"],
+                "environment_vars": ["GREETING={{user `greeting`}}"],
+                "execute_command": "sudo {{.Vars}} bash '{{.Path}}'"
+            },
+            {"type": "file", "source": "data", "destination": "/tmp"},
+            {"type": "shell", "inline": [
+                "sudo cp -r /tmp/data /var/tmp/",
+                "{{user `check`}}"
+            ]},
+            {"type": "shell", "inline": [
+                "echo \"REPORT one=$(cat /var/tmp/one) two=$(cat /var/tmp/two) three=$(cat /var/tmp/three) data=$(cat /var/tmp/data/x.txt)\""
+            ]}
+        ]
+    })
+    .to_string()
+}
+
+/// The machine's files, as the last provisioner printed them.
+#[derive(Debug, PartialEq, Clone)]
+struct Report {
+    one: String,
+    two: String,
+    three: String,
+    data: String,
+}
+
+fn report(log: &str) -> Report {
+    let line = log
+        .lines()
+        .find_map(|l| l.split_once("REPORT one=").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("no REPORT line:\n{log}"));
+    let field = |name: &str| {
+        let start = line
+            .find(&format!("{name}="))
+            .map(|i| i + name.len() + 1)
+            .unwrap_or(0);
+        line[start..]
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    Report {
+        one: line.split_whitespace().next().unwrap_or("").to_string(),
+        two: field("two"),
+        three: field("three"),
+        data: field("data"),
+    }
+}
+
+fn using(log: &str) -> Vec<usize> {
+    log.lines()
+        .filter_map(|l| {
+            l.split_once("Using the cached state after provisioner ")
+                .and_then(|(_, r)| r.split(' ').next())
+                .and_then(|n| n.parse().ok())
+        })
+        .collect()
+}
+
+fn cached_steps(dir: &Path) -> Vec<String> {
+    let (code, text) = kiln(dir, &["cache", "list"]);
+    assert_eq!(code, Some(0), "{text}");
+    text.lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(2) == Some("cached"))
+        .map(|l| l.split_whitespace().nth(3).unwrap_or("").to_string())
+        .collect()
+}
+
+/// The output is a qcow2 of its own: no backing file into the cache.
+fn standalone(dir: &Path) {
+    let img = dir.join("out/cached.qcow2");
+    let o = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["format"], "qcow2", "{info}");
+    assert!(info.get("backing-filename").is_none(), "{info}");
+    let o = Command::new("qemu-img")
+        .arg("check")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+#[test]
+#[ignore = "boots real QEMU guests four times (minutes under TCG): scripts/test.sh runs it with --include-ignored"]
+fn a_build_resumes_from_the_last_unchanged_step() {
+    let base = base_image();
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    common::write(d, "t.json", &template(&base));
+    common::write(
+        d,
+        "scripts/two.sh",
+        "date +%s%N > /var/tmp/two\necho \"two says $GREETING\"\n",
+    );
+    common::write(d, "scripts/three.sh", "echo three-v1 > /var/tmp/three\n");
+    common::write(d, "data/x.txt", "x1\n");
+
+    // 1. Fails at step 5: states after 1, 2, 3; none after the /tmp upload.
+    let (code, log1) = kiln(d, &["build", "-var", "check=false", "t.json"]);
+    assert_ne!(code, Some(0), "{log1}");
+    assert!(log1.contains("two says hello"), "{log1}");
+    assert!(
+        log1.contains("No cached state after provisioner 4 (file: data)"),
+        "{log1}"
+    );
+    assert!(using(&log1).is_empty(), "{log1}");
+    assert_eq!(cached_steps(d), ["1", "2", "3"]);
+    assert!(!d.join("out").exists(), "a failed build leaves no output");
+
+    // 2. Fixed: resumes after step 3, uploads again, runs 4 and 5.
+    let (code, log2) = kiln(d, &["build", "t.json"]);
+    assert_eq!(code, Some(0), "{log2}");
+    assert_eq!(using(&log2), [1, 2, 3], "{log2}");
+    assert!(!log2.contains("two says"), "step 2 ran again:\n{log2}");
+    assert!(log2.contains("Uploading data => /tmp"), "{log2}");
+    let r2 = report(&log2);
+    assert_eq!(r2.three, "three-v1", "{log2}");
+    assert_eq!(r2.data, "x1", "{log2}");
+    assert!(!r2.one.is_empty() && !r2.two.is_empty(), "{r2:?}");
+    assert!(
+        log2.contains("(from the cache)"),
+        "the timeline says which steps came from the cache:\n{log2}"
+    );
+    standalone(d);
+
+    // 3. Step 3's script edited: resumes after step 2.
+    common::write(d, "scripts/three.sh", "echo three-v2 > /var/tmp/three\n");
+    let (code, log3) = kiln(d, &["build", "-force", "t.json"]);
+    assert_eq!(code, Some(0), "{log3}");
+    assert_eq!(using(&log3), [1, 2], "{log3}");
+    let r3 = report(&log3);
+    assert_eq!(
+        r3,
+        Report {
+            three: "three-v2".into(),
+            ..r2.clone()
+        },
+        "steps 1 and 2 are build 1's, step 3 is new"
+    );
+    standalone(d);
+
+    // 4. The state after step 2 truncated: said, dropped, step 2 runs again.
+    let list = kiln(d, &["cache", "list"]).1;
+    let key2 = list
+        .lines()
+        .find(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.get(2) == Some(&"cached") && w.get(3) == Some(&"2")
+        })
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{list}"))
+        .to_string();
+    let entry = std::fs::read_dir(d.join("kiln-cache/entries"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&key2))
+        .unwrap()
+        .path();
+    let disk = entry.join("disk.qcow2");
+    let len = std::fs::metadata(&disk).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let (code, log4) = kiln(d, &["build", "-force", "t.json"]);
+    assert_eq!(code, Some(0), "{log4}");
+    assert_eq!(using(&log4), [1], "{log4}");
+    let problem: Vec<&str> = log4.lines().filter(|l| l.contains("damaged")).collect();
+    assert_eq!(problem.len(), 1, "one line about the bad state:\n{log4}");
+    assert!(
+        problem[0].contains("after provisioner 2 (shell: scripts/two.sh)")
+            && problem[0].contains(&key2),
+        "{log4}"
+    );
+    assert!(log4.contains("two says hello"), "step 2 ran again:\n{log4}");
+    let r4 = report(&log4);
+    assert_eq!(r4.one, r2.one, "step 1 is still build 1's");
+    assert_ne!(r4.two, r2.two, "step 2 ran again");
+    assert_eq!(r4.three, "three-v2");
+    standalone(d);
+}
