@@ -160,19 +160,22 @@ fn cached_steps(dir: &Path) -> Vec<String> {
 
 /// The output is a qcow2 of its own: no backing file into the cache.
 fn standalone(dir: &Path) {
-    let img = dir.join("out/cached.qcow2");
+    standalone_at(&dir.join("out/cached.qcow2"));
+}
+
+fn standalone_at(img: &Path) {
     let o = Command::new("qemu-img")
         .args(["info", "--output=json"])
-        .arg(&img)
+        .arg(img)
         .output()
         .unwrap();
-    assert!(o.status.success());
+    assert!(o.status.success(), "{}", img.display());
     let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(info["format"], "qcow2", "{info}");
     assert!(info.get("backing-filename").is_none(), "{info}");
     let o = Command::new("qemu-img")
         .arg("check")
-        .arg(&img)
+        .arg(img)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
@@ -278,4 +281,151 @@ fn a_build_resumes_from_the_last_unchanged_step() {
     assert_ne!(r4.two, r2.two, "step 2 ran again");
     assert_eq!(r4.three, "three-v2");
     standalone(d);
+}
+
+fn small_template(base: &Path) -> String {
+    serde_json::json!({
+        "builders": [{
+            "type": "qemu",
+            "name": "faults",
+            "iso_url": base.display().to_string(),
+            "iso_checksum": "none",
+            "disk_image": true,
+            "format": "qcow2",
+            "disk_size": "3G",
+            "headless": true,
+            "cpus": 2,
+            "memory": 1024,
+            "output_directory": "out",
+            "vm_name": "faults.qcow2",
+            "ssh_username": "debian",
+            "ssh_timeout": "10m",
+            "shutdown_command": "sudo shutdown -P now"
+        }],
+        "provisioners": [
+            {"type": "shell", "inline": ["echo one | sudo tee /var/tmp/one"]},
+            {"type": "shell", "inline": ["echo FINAL $(cat /var/tmp/one)"]}
+        ]
+    })
+    .to_string()
+}
+
+/// Every process whose command line mentions `needle` (a test's own
+/// temporary directory): what a SIGKILLed kiln may leave running.
+fn kill_all_mentioning(needle: &str) {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) && pid != std::process::id() as i32 {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+#[test]
+#[ignore = "boots real QEMU guests twice and mounts a tmpfs (root; minutes under TCG): scripts/test.sh runs it with --include-ignored"]
+fn a_full_cache_disk_fails_the_save_not_the_build_and_a_killed_save_leaves_no_entry() {
+    let base = base_image();
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    common::write(d, "t.json", &small_template(&base));
+
+    // A cache on a 32 MiB file system: the first state (a copy of the whole
+    // disk) cannot be written. Said once; the build goes on and succeeds.
+    let small = d.join("small");
+    std::fs::create_dir(&small).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting a tmpfs (the test needs root)");
+    let o = common::kiln(d)
+        .args(["build", "t.json"])
+        .env("HOME", d)
+        .env("KILN_CACHE_DIR", &small)
+        .output()
+        .unwrap();
+    let (out, err) = common::text(&o);
+    let log = format!("{out}{err}");
+    let listed = common::kiln(d)
+        .args(["cache", "list"])
+        .env("KILN_CACHE_DIR", &small)
+        .output()
+        .unwrap();
+    let pending = std::fs::read_dir(small.join("tmp"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    let _ = Command::new("umount").arg(&small).status();
+    assert_eq!(o.status.code(), Some(0), "{log}");
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Could not save the state after provisioner 1"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{log}");
+    assert!(
+        failed[0].contains("No space left on device"),
+        "{}",
+        failed[0]
+    );
+    assert!(
+        !log.contains("Could not save the state after provisioner 2"),
+        "saving stops after a failure:\n{log}"
+    );
+    assert!(log.contains("FINAL one"), "{log}");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("is empty"), "{listed}");
+    assert_eq!(pending, 0, "the half-written state was removed");
+    standalone_at(&d.join("out/faults.qcow2"));
+
+    // SIGKILL while the first state is being written (its pending
+    // directory exists): nothing that looks like a state is left, and the
+    // next kiln removes the dead writer's directory.
+    let cache = d.join("kiln-cache");
+    let mut child = common::kiln(d)
+        .args(["build", "-force", "t.json"])
+        .env("HOME", d)
+        .env("KILN_CACHE_DIR", &cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let tmp = cache.join("tmp");
+    loop {
+        let writing = std::fs::read_dir(&tmp)
+            .map(|r| r.flatten().any(|e| e.path().join("disk.qcow2").exists()))
+            .unwrap_or(false);
+        if writing {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before saving a state"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "no save began"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    kill_all_mentioning(&d.display().to_string());
+    let entries = std::fs::read_dir(cache.join("entries"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(entries, 0, "no published state");
+    let (code, text) = kiln(d, &["cache", "list"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("is empty"), "{text}");
+    let (code, text) = kiln(d, &["cache", "prune"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(
+        std::fs::read_dir(&tmp).map(|r| r.count()).unwrap_or(0),
+        0,
+        "the dead writer's directory is removed"
+    );
 }
