@@ -46,17 +46,9 @@ pub fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// `Some(path)` of an executable found on `PATH` (or given as a path).
-pub fn which(name: &str) -> Option<PathBuf> {
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return p.is_file().then_some(p);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
+/// `Some(path)` of an executable found on `PATH` (or given as a path):
+/// kiln's one lookup, [`kiln_core::local::which`].
+pub use kiln_core::local::which;
 
 /// Find a tool a test needs. Under CI a missing tool is a failure (panic);
 /// elsewhere it returns `None` after printing why, so the caller can
