@@ -25,6 +25,8 @@
 //!   calling builders and provisioners directly; [`test_ui`]: the output
 //!   and UI alone.
 //! - [`require_tool`]: fail (under CI) or say why a test cannot run.
+//! - [`FakeComm`]: a communicator with no machine behind it, recording
+//!   the commands it is given and answering them as a test says.
 //!
 //! These helpers panic with a clear message on any setup failure: they are
 //! for tests only.
@@ -35,6 +37,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod fake_comm;
+
+pub use fake_comm::FakeComm;
 pub use tempfile::{tempdir, TempDir};
 
 /// The unix user sessions of [`Sshd`] log in as.
