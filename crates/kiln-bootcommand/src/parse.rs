@@ -420,80 +420,10 @@ pub(crate) fn go_parse_duration(s: &str) -> Option<Duration> {
         .map(|(_, d)| d)
 }
 
-/// Go's `time.ParseDuration` of text that matched [`match_duration`].
+/// Go's `time.ParseDuration` of text that matched [`match_duration`]
+/// (kiln's one implementation, in kiln-template).
 fn go_duration(s: &str) -> Result<(bool, Duration), String> {
-    parse_go_duration(s)
-}
-
-/// Go's `time.ParseDuration`: an optional sign, then one or more decimal
-/// numbers (with an optional fraction) each followed by a unit (`ns`,
-/// `us`, `µs`, `μs`, `ms`, `s`, `m`, `h`), or `0`. Returns (negative?,
-/// magnitude); the total must fit Go's int64 nanoseconds. Fractions are
-/// truncated to whole nanoseconds.
-pub fn parse_go_duration(s: &str) -> Result<(bool, Duration), String> {
-    let invalid = || format!("invalid duration {s:?}");
-    let (neg, mut rest) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Ok((neg, Duration::ZERO));
-    }
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    let mut total: u128 = 0;
-    while !rest.is_empty() {
-        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let int_part = &rest[..int_len];
-        rest = &rest[int_len..];
-        let mut frac = "";
-        if let Some(r) = rest.strip_prefix('.') {
-            let n = r.bytes().take_while(u8::is_ascii_digit).count();
-            frac = &r[..n];
-            rest = &r[n..];
-            if int_part.is_empty() && frac.is_empty() {
-                return Err(invalid());
-            }
-        } else if int_part.is_empty() {
-            return Err(invalid());
-        }
-        let unit_len = rest
-            .char_indices()
-            .find(|&(_, c)| c == '.' || c.is_ascii_digit())
-            .map_or(rest.len(), |(i, _)| i);
-        let unit: u128 = match &rest[..unit_len] {
-            "" => return Err(format!("missing unit in duration {s:?}")),
-            "ns" => 1,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            u => return Err(format!("unknown unit {u:?} in duration {s:?}")),
-        };
-        rest = &rest[unit_len..];
-        let int: u128 = if int_part.is_empty() {
-            0
-        } else {
-            int_part.parse().map_err(|_| invalid())?
-        };
-        total = total
-            .checked_add(int.checked_mul(unit).ok_or_else(invalid)?)
-            .ok_or_else(invalid)?;
-        let mut scale: u128 = 1;
-        let mut f: u128 = 0;
-        for d in frac.bytes().take(30) {
-            f = f * 10 + u128::from(d - b'0');
-            scale *= 10;
-        }
-        total += f * unit / scale;
-        if total > i64::MAX as u128 {
-            return Err(invalid());
-        }
-    }
-    Ok((neg, Duration::from_nanos(total as u64)))
+    kiln_template::parse_go_duration(s)
 }
 
 #[cfg(test)]

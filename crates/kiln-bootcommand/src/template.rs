@@ -231,7 +231,7 @@ fn position(node: &Node, bc: &BootCommand, p: &Located) -> Pos {
 
 /// Packer's `boot_wait`: unset or zero is 10 s, negative is none ("To set
 /// boot_wait to 0s, use a negative number"). `parsed` is the key's value as
-/// (negative?, magnitude), e.g. from [`parse::parse_go_duration`].
+/// (negative?, magnitude), e.g. from [`kiln_template::parse_go_duration`].
 pub fn boot_wait(parsed: Option<(bool, Duration)>) -> Duration {
     match parsed {
         None => Duration::from_secs(10),
@@ -265,7 +265,7 @@ fn signed_duration(d: &mut Decoder<'_>, key: &str) -> Result<Option<(bool, Durat
     if s.is_empty() {
         return Ok(None);
     }
-    match parse::parse_go_duration(&s) {
+    match kiln_template::parse_go_duration(&s) {
         Ok(v) => Ok(Some(v)),
         Err(e) => {
             d.push(
@@ -485,27 +485,5 @@ mod tests {
             msgs[0].starts_with("`boot_wait` must be a duration"),
             "{msgs:?}"
         );
-    }
-
-    #[test]
-    fn go_durations() {
-        let p = crate::parse::parse_go_duration;
-        let ms = Duration::from_millis;
-        assert_eq!(p("0"), Ok((false, ms(0))));
-        assert_eq!(p("-0"), Ok((true, ms(0))));
-        assert_eq!(p("+1.5s"), Ok((false, ms(1500))));
-        assert_eq!(p(".5s"), Ok((false, ms(500))));
-        assert_eq!(p("1.s"), Ok((false, ms(1000))));
-        assert_eq!(
-            p("1h2m3s4ms5us6ns"),
-            Ok((false, Duration::new(3723, 4_005_006)))
-        );
-        assert_eq!(p("2\u{3bc}s"), Ok((false, Duration::from_micros(2))));
-        assert!(p("").is_err());
-        assert!(p("1").unwrap_err().contains("missing unit"));
-        assert!(p("1d").unwrap_err().contains("unknown unit"));
-        assert!(p(".s").is_err());
-        assert!(p("1m-3s").is_err());
-        assert!(p("9223372037s").is_err());
     }
 }

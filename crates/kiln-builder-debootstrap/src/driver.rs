@@ -1,9 +1,9 @@
 //! The external programs the builder runs, behind one small trait so the
 //! steps can be tested without running them.
 use async_trait::async_trait;
-use kiln_core::local::{group_alive, GroupGuard};
+use kiln_core::local::{group_alive, which, GroupGuard};
 use kiln_core::{BuildCtx, BuildError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -356,11 +356,9 @@ pub const PROGRAMS: &[(&str, &str)] = &[
 
 /// The programs of [`PROGRAMS`] missing from `PATH`, as "program (package)".
 pub fn missing_programs() -> Vec<String> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
     let mut missing: Vec<String> = PROGRAMS
         .iter()
-        .filter(|(p, _)| !dirs.iter().any(|d| d.join(p).is_file()))
+        .filter(|(p, _)| which(p).is_none())
         .map(|(p, pkg)| format!("{p} (package {pkg})"))
         .collect();
     if !Path::new(MBR_BIN).is_file() {

@@ -6,16 +6,15 @@ use kiln_builder_qemu::driver::{Driver, Vm, VmExit};
 use kiln_builder_qemu::steps::{machine_stopped, stop_machine, Stopped};
 use kiln_builder_qemu::QemuBuilder;
 use kiln_commonsteps::Connector;
-use kiln_core::communicator::{CommError, FileMeta, TransferProgress};
 use kiln_core::ui::{Mode, OutputConfig};
 use kiln_core::{
-    async_trait, BuildCtx, BuildError, Builder, Communicator, ExitStatus, Hook, Output, OutputSink,
+    async_trait, BuildCtx, BuildError, Builder, Communicator, ExitStatus, Hook, Output,
 };
+use kiln_testkit::FakeComm;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How a fake machine reacts.
 #[derive(Default, Clone, Copy)]
@@ -277,58 +276,20 @@ impl Driver for FakeDriver {
     }
 }
 
-struct NullComm {
-    commands: Mutex<Vec<String>>,
-}
-
-#[async_trait]
-impl Communicator for NullComm {
-    async fn start(&self, command: &str, _: &dyn OutputSink) -> Result<ExitStatus, CommError> {
-        self.commands.lock().unwrap().push(command.to_string());
-        Ok(ExitStatus::Code(0))
-    }
-    async fn upload(
-        &self,
-        _: &str,
-        _: &mut (dyn AsyncRead + Send + Unpin),
-        _: FileMeta,
-        _: &dyn TransferProgress,
-    ) -> Result<(), CommError> {
-        Ok(())
-    }
-    async fn upload_dir(
-        &self,
-        _: &str,
-        _: &Path,
-        _: &[String],
-        _: &dyn TransferProgress,
-    ) -> Result<(), CommError> {
-        Ok(())
-    }
-    async fn download(
-        &self,
-        _: &str,
-        _: &mut (dyn AsyncWrite + Send + Unpin),
-        _: &dyn TransferProgress,
-    ) -> Result<(), CommError> {
-        Ok(())
-    }
-    async fn download_dir(
-        &self,
-        _: &str,
-        _: &Path,
-        _: &dyn TransferProgress,
-    ) -> Result<(), CommError> {
-        Ok(())
-    }
-    async fn reconnect(&self, _: Duration) -> Result<(), CommError> {
-        Ok(())
-    }
-}
-
+/// Hands out `comm` (kiln-testkit's fake communicator) for every
+/// connection, keeping the ports asked for.
 struct FakeConnector {
-    comm: Arc<NullComm>,
+    comm: Arc<FakeComm>,
     ports: Mutex<Vec<u16>>,
+}
+
+impl FakeConnector {
+    fn new(comm: FakeComm) -> Arc<FakeConnector> {
+        Arc::new(FakeConnector {
+            comm: Arc::new(comm),
+            ports: Mutex::new(vec![]),
+        })
+    }
 }
 
 #[async_trait]
@@ -392,12 +353,7 @@ async fn a_build_runs_the_steps_in_packers_order() {
         exits_after: Some(Duration::from_millis(400)),
         ..Default::default()
     }]);
-    let conn = Arc::new(FakeConnector {
-        comm: Arc::new(NullComm {
-            commands: Mutex::new(vec![]),
-        }),
-        ports: Mutex::new(vec![]),
-    });
+    let conn = FakeConnector::new(FakeComm::new());
     let a = builder(c.clone(), driver.clone(), conn.clone())
         .run(&ctx, &kiln_core::component::NoHook)
         .await
@@ -421,7 +377,7 @@ async fn a_build_runs_the_steps_in_packers_order() {
         args.contains(&format!("hostfwd=tcp:127.0.0.1:{port}-:22")),
         "{args}"
     );
-    let cmds = conn.comm.commands.lock().unwrap().clone();
+    let cmds = conn.comm.commands();
     assert!(
         cmds[0].starts_with("sed -i '/ kiln-"),
         "temporary key removed: {cmds:?}"
@@ -453,12 +409,7 @@ async fn a_taken_port_is_retried_with_another() {
             ..Default::default()
         },
     ]);
-    let conn = Arc::new(FakeConnector {
-        comm: Arc::new(NullComm {
-            commands: Mutex::new(vec![]),
-        }),
-        ports: Mutex::new(vec![]),
-    });
+    let conn = FakeConnector::new(FakeComm::new());
     builder(c, driver.clone(), conn.clone())
         .run(&ctx, &kiln_core::component::NoHook)
         .await
@@ -479,12 +430,7 @@ async fn a_failed_provisioner_stops_qemu_and_removes_the_output() {
     let (out, ctx, d) = ctx();
     let c = config(d.path());
     let driver = FakeDriver::new(vec![Behaviour::default()]);
-    let conn = Arc::new(FakeConnector {
-        comm: Arc::new(NullComm {
-            commands: Mutex::new(vec![]),
-        }),
-        ports: Mutex::new(vec![]),
-    });
+    let conn = FakeConnector::new(FakeComm::new());
     let e = builder(c, driver.clone(), conn)
         .run(&ctx, &FailingHook)
         .await
@@ -510,12 +456,7 @@ async fn a_machine_ignoring_shutdown_is_powered_down_then_killed_and_the_build_f
     let (out, ctx, d) = ctx();
     let c = config(d.path());
     let driver = FakeDriver::new(vec![Behaviour::default()]);
-    let conn = Arc::new(FakeConnector {
-        comm: Arc::new(NullComm {
-            commands: Mutex::new(vec![]),
-        }),
-        ports: Mutex::new(vec![]),
-    });
+    let conn = FakeConnector::new(FakeComm::new());
     let e = builder(c, driver.clone(), conn)
         .run(&ctx, &kiln_core::component::NoHook)
         .await
@@ -533,70 +474,6 @@ async fn a_machine_ignoring_shutdown_is_powered_down_then_killed_and_the_build_f
     assert!(!d.path().join("out").exists());
 }
 
-/// A communicator whose shutdown command fails.
-struct FailingShutdown;
-#[async_trait]
-impl Communicator for FailingShutdown {
-    async fn start(&self, command: &str, out: &dyn OutputSink) -> Result<ExitStatus, CommError> {
-        if command.contains("poweroff") {
-            out.stderr_line("sudo: poweroff: command not found");
-            return Ok(ExitStatus::Code(1));
-        }
-        Ok(ExitStatus::Code(0))
-    }
-    async fn upload(
-        &self,
-        _: &str,
-        _: &mut (dyn AsyncRead + Send + Unpin),
-        _: FileMeta,
-        _: &dyn TransferProgress,
-    ) -> Result<(), CommError> {
-        Ok(())
-    }
-    async fn upload_dir(
-        &self,
-        _: &str,
-        _: &Path,
-        _: &[String],
-        _: &dyn TransferProgress,
-    ) -> Result<(), CommError> {
-        Ok(())
-    }
-    async fn download(
-        &self,
-        _: &str,
-        _: &mut (dyn AsyncWrite + Send + Unpin),
-        _: &dyn TransferProgress,
-    ) -> Result<(), CommError> {
-        Ok(())
-    }
-    async fn download_dir(
-        &self,
-        _: &str,
-        _: &Path,
-        _: &dyn TransferProgress,
-    ) -> Result<(), CommError> {
-        Ok(())
-    }
-    async fn reconnect(&self, _: Duration) -> Result<(), CommError> {
-        Ok(())
-    }
-}
-
-struct FailingShutdownConnector;
-#[async_trait]
-impl Connector for FailingShutdownConnector {
-    async fn connect(
-        &self,
-        _: &BuildCtx,
-        _: &str,
-        _: u16,
-        _: Option<&kiln_ssh::TempKeyPair>,
-    ) -> Result<Arc<dyn Communicator>, BuildError> {
-        Ok(Arc::new(FailingShutdown))
-    }
-}
-
 #[tokio::test]
 async fn a_failing_shutdown_command_presses_the_power_button_at_once() {
     let (out, ctx, d) = ctx();
@@ -607,7 +484,16 @@ async fn a_failing_shutdown_command_presses_the_power_button_at_once() {
         obeys_powerdown: true,
         ..Default::default()
     }]);
-    let mut b = QemuBuilder::with(c, driver.clone(), Arc::new(FailingShutdownConnector));
+    // A communicator whose shutdown command fails.
+    let conn = FakeConnector::new(FakeComm::answering(|command, out| {
+        if command.contains("poweroff") {
+            out.stderr_line("sudo: poweroff: command not found");
+            ExitStatus::Code(1)
+        } else {
+            ExitStatus::Code(0)
+        }
+    }));
+    let mut b = QemuBuilder::with(c, driver.clone(), conn);
     b.settle = Duration::from_millis(100);
     b.after_powerdown = Duration::from_secs(5);
     b.run(&ctx, &kiln_core::component::NoHook)

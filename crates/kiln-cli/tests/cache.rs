@@ -1,26 +1,21 @@
 //! `kiln cache list` and `kiln cache prune`, on a cache directory filled
 //! through kiln-cache's store (as a build saves states).
+mod common;
+use common::joined as text;
 use kiln_cache::{Digest, EntryInfo, Store};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+/// `kiln ARGS` (in the cache's parent directory) with `cache` as its
+/// cache, and no limits taken from the environment.
 fn kiln(cache: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
+    common::kiln(cache.parent().unwrap())
         .args(args)
-        .env("NO_COLOR", "1")
         .env("KILN_CACHE_DIR", cache)
         .env_remove("KILN_CACHE_MAX_AGE")
         .env_remove("KILN_CACHE_MAX_SIZE")
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn save(s: &Store, k: u8, parent: Option<u8>, step: usize, bytes: usize, age_secs: i64) {

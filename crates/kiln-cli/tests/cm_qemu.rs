@@ -11,28 +11,20 @@
 //! two runs, of which
 //! most is cloud-init's first boot and apt installing ansible-core; the
 //! base image, when it has to be built, about 6 minutes more.
+mod common;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// `kiln ARGS` in `dir`, which is also its `HOME`.
 fn kiln(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .current_dir(dir)
+    let o = common::kiln(dir)
         .args(args)
-        .env("NO_COLOR", "1")
         .env("HOME", dir)
         // The provisioning cache is on by default: one per test.
         .env("KILN_CACHE_DIR", dir.join("kiln-cache"))
         .output()
         .unwrap();
-    (
-        o.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    (o.status.code(), common::joined(&o))
 }
 
 /// The seed's base image, built with `kiln build examples/seed/base.json`

@@ -5,14 +5,10 @@
 //! validate` reports every key `kiln fix` rewrites at its position, and
 //! once fixed, `kiln validate` accepts what `packer validate` accepts, for
 //! the builders kiln has; for the others it says once what kiln lacks.
+mod common;
+use common::{kiln, write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn kiln(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    c.current_dir(dir).env("NO_COLOR", "1");
-    c
-}
 
 /// Packer 1.6.6's path (checked once).
 fn packer_path() -> String {
@@ -49,22 +45,15 @@ struct Run {
     err: String,
 }
 
+/// Run `c ARGS` (kiln or Packer).
 fn run(mut c: Command, args: &[&str]) -> Run {
     let o: Output = c.args(args).output().unwrap();
+    let (out, err) = common::text(&o);
     Run {
         code: o.status.code(),
-        out: String::from_utf8_lossy(&o.stdout).into_owned(),
-        err: String::from_utf8_lossy(&o.stderr).into_owned(),
+        out,
+        err,
     }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    if let Some(parent) = p.parent() {
-        std::fs::create_dir_all(parent).unwrap();
-    }
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 /// JSON equal up to number representation (Packer re-prints numbers).

@@ -2,26 +2,10 @@
 //! against a real OpenSSH sshd started by the test: the seed's provisioners
 //! (`sudo bash '{{.Path}}'`, `./data/` to a directory), a password that
 //! never reaches the output, and a wrong password that fails at once.
+mod common;
+use common::run_joined as kiln;
 use kiln_testkit::Sshd;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn kiln(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .current_dir(dir)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    (
-        o.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
-}
 
 #[test]
 fn seed_provisioners_over_ssh_with_the_null_builder() {

@@ -1,24 +1,13 @@
 //! The build timeline printed at the end of every build (issue #15): each
 //! builder step and provisioner with its wall time, in human and
 //! machine-readable output.
+mod common;
+use common::joined as text;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn kiln(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .current_dir(dir)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    common::kiln(dir).args(args).output().unwrap()
 }
 
 const TEMPLATE: &str = r#"{

@@ -4,21 +4,10 @@
 //! through both tools: the same verdict, and kiln's error at the place of
 //! the mistake. See `kiln_core::parity` for which fields are rendered
 //! when.
+mod common;
+use common::run_joined as kiln;
 use std::path::Path;
 use std::process::Command;
-
-fn kiln(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
-    )
-}
 
 fn packer(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
     let p = std::env::var("KILN_PACKER").unwrap_or_else(|_| "packer".into());

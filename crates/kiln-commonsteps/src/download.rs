@@ -6,9 +6,11 @@
 //! (`SHA256SUMS` style or BSD style), `none`.
 use crate::media::HasMedia;
 use futures_util::StreamExt;
+use kiln_core::hash::{hash_file, HashError};
 use kiln_core::{async_trait, BuildCtx, BuildError, Step};
 use kiln_template::Decoder;
-use sha2::Digest;
+use sha1::Digest;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
@@ -180,32 +182,27 @@ pub enum Checksum {
     File(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algo {
-    Md5,
-    Sha1,
-    Sha256,
-    Sha512,
+/// A checksum's algorithm: kiln's one list ([`kiln_core::hash::Algo`]),
+/// of which `iso_checksum` takes go-getter's four (md5, sha1, sha256,
+/// sha512).
+pub use kiln_core::hash::Algo;
+
+/// go-getter's checksum type of that name (any case).
+fn algo_named(n: &str) -> Option<Algo> {
+    match Algo::parse(&n.to_ascii_lowercase()) {
+        Some(a @ (Algo::Md5 | Algo::Sha1 | Algo::Sha256 | Algo::Sha512)) => Some(a),
+        _ => None,
+    }
 }
 
-impl Algo {
-    fn from_name(n: &str) -> Option<Algo> {
-        match n.to_ascii_lowercase().as_str() {
-            "md5" => Some(Algo::Md5),
-            "sha1" => Some(Algo::Sha1),
-            "sha256" => Some(Algo::Sha256),
-            "sha512" => Some(Algo::Sha512),
-            _ => None,
-        }
-    }
-    fn from_len(n: usize) -> Option<Algo> {
-        match n {
-            32 => Some(Algo::Md5),
-            40 => Some(Algo::Sha1),
-            64 => Some(Algo::Sha256),
-            128 => Some(Algo::Sha512),
-            _ => None,
-        }
+/// go-getter's checksum type of a hex digest of `n` characters.
+fn algo_of_len(n: usize) -> Option<Algo> {
+    match n {
+        32 => Some(Algo::Md5),
+        40 => Some(Algo::Sha1),
+        64 => Some(Algo::Sha256),
+        128 => Some(Algo::Sha512),
+        _ => None,
     }
 }
 
@@ -223,13 +220,13 @@ impl Checksum {
         }
         let (algo, hex) = match s.split_once(':') {
             Some((a, h)) => (
-                Algo::from_name(a).ok_or_else(|| {
+                algo_named(a).ok_or_else(|| {
                     format!("unsupported checksum type `{a}` (md5, sha1, sha256, sha512)")
                 })?,
                 h,
             ),
             None => (
-                Algo::from_len(s.len()).ok_or_else(|| {
+                algo_of_len(s.len()).ok_or_else(|| {
                     format!("cannot tell the checksum type of `{s}`: write it as type:hash")
                 })?,
                 s,
@@ -238,7 +235,7 @@ impl Checksum {
         if s.to_ascii_lowercase().ends_with(".iso") {
             return Err("Error parsing checksum: .iso is not a valid checksum ending".into());
         }
-        if Algo::from_len(hex.len()) != Some(algo) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        if algo_of_len(hex.len()) != Some(algo) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(format!("`{hex}` is not a {algo:?} checksum"));
         }
         Ok(Checksum::Hash {
@@ -246,32 +243,6 @@ impl Checksum {
             hex: hex.to_ascii_lowercase(),
         })
     }
-}
-
-/// Hash a file.
-pub fn hash_file(path: &Path, algo: Algo) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    macro_rules! run {
-        ($h:expr) => {{
-            let mut h = $h;
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            hex::encode(h.finalize())
-        }};
-    }
-    Ok(match algo {
-        Algo::Md5 => run!(md5::Md5::new()),
-        Algo::Sha1 => run!(sha1::Sha1::new()),
-        Algo::Sha256 => run!(sha2::Sha256::new()),
-        Algo::Sha512 => run!(sha2::Sha512::new()),
-    })
 }
 
 /// The hash for the file at `path` (a URL's path or a local path) in a
@@ -289,16 +260,16 @@ pub fn find_in_checksum_file(text: &str, path: &str) -> Option<(Algo, String)> {
             [algo, paren, "=", hash]
                 if paren.len() > 2 && paren.starts_with('(') && paren.ends_with(')') =>
             {
-                match Algo::from_name(algo) {
+                match algo_named(algo) {
                     Some(a) => (a, *hash, Some(&paren[1..paren.len() - 1])),
                     None => continue,
                 }
             }
-            [hash, name] => match Algo::from_len(hash.len()) {
+            [hash, name] => match algo_of_len(hash.len()) {
                 Some(a) => (a, *hash, Some(*name)),
                 None => continue,
             },
-            [hash, ..] => match Algo::from_len(hash.len()) {
+            [hash, ..] => match algo_of_len(hash.len()) {
                 Some(a) => (a, *hash, None),
                 None => continue,
             },
@@ -391,18 +362,6 @@ async fn fetch_text(ctx: &BuildCtx, u: &str) -> Result<String, BuildError> {
     }
 }
 
-impl Algo {
-    /// go-getter's name for it (`sha256`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Algo::Md5 => "md5",
-            Algo::Sha1 => "sha1",
-            Algo::Sha256 => "sha256",
-            Algo::Sha512 => "sha512",
-        }
-    }
-}
-
 /// The hash `sum` expects for the file of `url` (a checksum file is read),
 /// or `None` for `none`.
 pub async fn expected(
@@ -440,15 +399,20 @@ pub async fn verify(
     ctx.ui
         .say(&format!("Verifying checksum of {}...", path.display()));
     let (p, algo) = (path.to_path_buf(), *algo);
-    let got = tokio::task::spawn_blocking(move || hash_file(&p, algo))
-        .await
-        .map_err(BuildError::new)?
-        .map_err(|source| {
-            err(DownloadError::Read {
-                path: path.to_path_buf(),
-                source,
-            })
-        })?;
+    let got =
+        tokio::task::spawn_blocking(move || hash_file(&p, &[algo], |_| ControlFlow::Continue(())))
+            .await
+            .map_err(BuildError::new)?
+            .map_err(|e| match e {
+                HashError::Open { source, .. } | HashError::Read { source, .. } => {
+                    err(DownloadError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
+                e @ HashError::Stopped { .. } => BuildError::new(e),
+            })?
+            .remove(0);
     if &got != want {
         return Err(err(DownloadError::Mismatch {
             path: path.to_path_buf(),

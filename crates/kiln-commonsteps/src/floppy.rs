@@ -11,8 +11,8 @@
 //! - `floppy_dirs`: each directory copied with its tree, under its own
 //!   name (`floppy_dirs: ["a/b"]` gives `/b/...`); a file given there goes
 //!   to the root;
-//! - patterns (`*`, `?`, `[...]` in the last component) are expanded; a
-//!   pattern matching nothing adds nothing;
+//! - patterns (`*`, `?`, `[...]`) are expanded as Go's `filepath.Glob`
+//!   does ([`kiln_core::glob`]); a pattern matching nothing adds nothing;
 //! - `floppy_label` is the volume label (default `packer`).
 use crate::cd::{expand, glob};
 use crate::media::HasMedia;
@@ -77,7 +77,7 @@ pub enum FloppyError {
         source: std::io::Error,
     },
     #[error("`{0}`: {1}")]
-    Pattern(String, String),
+    Pattern(String, kiln_core::glob::BadPattern),
 }
 
 /// One file to write: its place on the floppy (`/`-separated, no leading

@@ -1,19 +1,18 @@
 //! Picking free host ports in a range (Packer's `host_port_min/max`,
 //! `vnc_port_min/max`, `http_port_min/max`).
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::net::TcpListener;
 
-/// A small deterministic generator (xorshift) seeded from the clock and
-/// the process id: enough to spread concurrent builds over the range.
+/// A random seed for [`pick`] (from `rand`'s thread generator, seeded by
+/// the OS): concurrent builds start their search at different ports.
 pub fn seed() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1);
-    t ^ ((std::process::id() as u64) << 32) | 1
+    rand::random()
 }
 
-/// The first port, starting at a pseudo-random offset in `[min, max]` and
-/// wrapping around, that `free` accepts and that is not in `exclude`.
+/// The first port, starting at an offset in `[min, max]` drawn from
+/// `seed` (the same seed, the same start) and wrapping around, that `free`
+/// accepts and that is not in `exclude`.
 pub fn pick(
     min: u16,
     max: u16,
@@ -24,12 +23,8 @@ pub fn pick(
     if min > max {
         return None;
     }
-    let span = (max - min) as u64 + 1;
-    let mut x = seed | 1;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    let start = x % span;
+    let span = u32::from(max - min) + 1;
+    let start = StdRng::seed_from_u64(seed).gen_range(0..span);
     (0..span)
         .map(|i| min + ((start + i) % span) as u16)
         .find(|p| !exclude.contains(p) && free(*p))

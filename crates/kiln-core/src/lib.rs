@@ -8,6 +8,7 @@
 //! - [`build`]: preparing a template into builds and running them (in
 //!   parallel), with provisioner wrapping and post-processor chains.
 //! - [`glob`]: glob patterns, one implementation per meaning.
+//! - [`hash`]: file digests (md5 to sha512), several in one read.
 //! - [`timeline`]: each step's and provisioner's wall time, printed at
 //!   the end of every build.
 //! - [`ui`]: Packer-style output with secrets scrubbed by construction.
@@ -24,6 +25,7 @@ pub mod component;
 pub mod context;
 pub mod error;
 pub mod glob;
+pub mod hash;
 pub mod local;
 pub mod parity;
 pub mod step;

@@ -113,6 +113,21 @@ pub async fn wait_group_gone(pgid: i32, timeout: Duration) -> bool {
     true
 }
 
+/// The program `name` as the shell would find it: a name with a `/` is
+/// taken as a path (when it is a file), any other name is looked for in
+/// the directories of `PATH`, in order. The one lookup every crate uses
+/// (tools a step needs, tools a test needs).
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    if name.contains('/') {
+        let p = std::path::PathBuf::from(name);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
 /// What Packer prints of an output line: trailing white space removed, and
 /// only the text after the last carriage return (what a terminal shows).
 pub fn clean_line(line: &str) -> &str {
@@ -209,5 +224,21 @@ pub async fn run_streaming(
             drop(guard);
             Err(ExecError::Cancelled)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::which;
+
+    #[test]
+    fn which_finds_programs_on_path_and_takes_paths_as_they_are() {
+        let sh = which("sh").expect("sh on PATH");
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+        assert_eq!(which(&sh.display().to_string()), Some(sh));
+        assert_eq!(which("kiln-no-such-program-here"), None);
+        assert_eq!(which("/nonexistent/sh"), None);
+        // A directory is not a program.
+        assert_eq!(which("/"), None);
     }
 }

@@ -11,64 +11,24 @@
 //! adds lines. The result lists the input files plus the checksum files this
 //! run created; the input artifact is always kept.
 use crate::join_paths;
+use kiln_core::hash::{hash_file, HashError};
 use kiln_core::{
     async_trait, Artifact, BuildError, FileArtifact, PostProcessCtx, PostProcessed, PostProcessor,
     PrepareOpts,
 };
 use kiln_template::interp::render_option;
 use kiln_template::Decoder;
-use sha2::digest::DynDigest;
-use std::io::{Read, Write};
+use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub const BUILDER_ID: &str = "packer.post-processor.checksum";
 const DEFAULT_OUTPUT: &str = "packer_{{.BuildName}}_{{.BuilderType}}_{{.ChecksumType}}.checksum";
 
-/// The hash algorithms Packer 1.6.6 knows, by their template names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChecksumType {
-    Md5,
-    Sha1,
-    Sha224,
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-impl ChecksumType {
-    pub const ALL: [ChecksumType; 6] = [
-        ChecksumType::Md5,
-        ChecksumType::Sha1,
-        ChecksumType::Sha224,
-        ChecksumType::Sha256,
-        ChecksumType::Sha384,
-        ChecksumType::Sha512,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            ChecksumType::Md5 => "md5",
-            ChecksumType::Sha1 => "sha1",
-            ChecksumType::Sha224 => "sha224",
-            ChecksumType::Sha256 => "sha256",
-            ChecksumType::Sha384 => "sha384",
-            ChecksumType::Sha512 => "sha512",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name() == s)
-    }
-    fn hasher(self) -> Box<dyn DynDigest + Send> {
-        match self {
-            ChecksumType::Md5 => Box::new(md5::Md5::default()),
-            ChecksumType::Sha1 => Box::new(sha1::Sha1::default()),
-            ChecksumType::Sha224 => Box::new(sha2::Sha224::default()),
-            ChecksumType::Sha256 => Box::new(sha2::Sha256::default()),
-            ChecksumType::Sha384 => Box::new(sha2::Sha384::default()),
-            ChecksumType::Sha512 => Box::new(sha2::Sha512::default()),
-        }
-    }
-}
+/// The hash algorithms Packer 1.6.6 knows, by their template names: kiln's
+/// one list of them, shared with `iso_checksum`.
+pub use kiln_core::hash::Algo as ChecksumType;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -135,9 +95,22 @@ impl PostProcessor for Checksum {
                 Arc::from(build.ui.progress(&format!("Hashing {}", file_name(file))));
             progress.start(total);
             let p = progress.clone();
-            let hex = tokio::task::spawn_blocking(move || hash_file(&path, &types, &cancel, &*p))
-                .await
-                .map_err(|e| BuildError::msg(format!("hashing {}: {e}", file.display())))??;
+            let hex = tokio::task::spawn_blocking(move || {
+                hash_file(&path, &types, |n| {
+                    p.advance(n as u64);
+                    if cancel.is_cancelled() {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })
+            })
+            .await
+            .map_err(|e| BuildError::msg(format!("hashing {}: {e}", file.display())))?
+            .map_err(|e| match e {
+                HashError::Stopped { .. } => BuildError::Cancelled,
+                e => BuildError::new(e),
+            })?;
             progress.finish();
             digests.push(hex);
         }
@@ -197,41 +170,4 @@ fn append_line(target: &Path, line: &str) -> Result<(), BuildError> {
         .map_err(|e| BuildError::msg(format!("unable to create file {}: {e}", target.display())))?;
     f.write_all(line.as_bytes())
         .map_err(|e| BuildError::msg(format!("writing {}: {e}", target.display())))
-}
-
-/// Hex digests of `path` for each type, in one pass.
-fn hash_file(
-    path: &Path,
-    types: &[ChecksumType],
-    cancel: &tokio_util::sync::CancellationToken,
-    progress: &dyn kiln_core::communicator::TransferProgress,
-) -> Result<Vec<String>, BuildError> {
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| BuildError::msg(format!("unable to open file {}: {e}", path.display())))?;
-    let mut hashers: Vec<_> = types.iter().map(|t| t.hasher()).collect();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        if cancel.is_cancelled() {
-            return Err(BuildError::Cancelled);
-        }
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(BuildError::msg(format!(
-                    "unable to compute checksums of {}: {e}",
-                    path.display()
-                )))
-            }
-        };
-        for h in &mut hashers {
-            h.update(&buf[..n]);
-        }
-        progress.advance(n as u64);
-    }
-    Ok(hashers
-        .into_iter()
-        .map(|h| hex::encode(h.finalize()))
-        .collect())
 }

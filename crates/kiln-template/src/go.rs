@@ -431,6 +431,19 @@ mod tests {
         assert!(d("").is_err());
         assert!(d("s").is_err());
         assert!(d(".s").is_err());
+        // Go has no negative zero: `-0` is zero, not negative (so a
+        // boot_wait of "-0s" is Packer's zero, the 10 s default).
+        assert_eq!(d("-0"), Ok((false, 0)));
+        assert_eq!(d("-0s"), Ok((false, 0)));
+        assert_eq!(d("+1.5s"), Ok((false, 1_500_000_000)));
+        assert_eq!(d("1.s"), Ok((false, 1_000_000_000)));
+        assert_eq!(d("1h2m3s4ms5us6ns"), Ok((false, 3_723_004_005_006)));
+        assert_eq!(d("2\u{3bc}s"), Ok((false, 2_000)));
+        assert_eq!(d("2\u{b5}s"), Ok((false, 2_000)));
+        assert!(d("1m-3s").is_err());
+        // The total must fit Go's int64 nanoseconds.
+        assert!(d("9223372037s").is_err());
+        assert!(d("9223372036s").is_ok());
     }
 
     #[test]

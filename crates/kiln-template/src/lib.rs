@@ -25,6 +25,9 @@ mod go;
 
 pub use decode::{Decoder, KeyNote, KeyNotes};
 pub use diag::{Diagnostic, Diagnostics, Pos, Source};
+/// Go's `time.ParseDuration` as (negative?, magnitude): kiln's one parser
+/// of Go durations, for the template's keys and the boot command's waits.
+pub use go::parse_duration as parse_go_duration;
 pub use interp::{BuildKeys, Context};
 pub use json::{Node, Value};
 pub use template::Template;

@@ -25,6 +25,8 @@
 //!   calling builders and provisioners directly; [`test_ui`]: the output
 //!   and UI alone.
 //! - [`require_tool`]: fail (under CI) or say why a test cannot run.
+//! - [`FakeComm`]: a communicator with no machine behind it, recording
+//!   the commands it is given and answering them as a test says.
 //!
 //! These helpers panic with a clear message on any setup failure: they are
 //! for tests only.
@@ -35,6 +37,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod fake_comm;
+
+pub use fake_comm::FakeComm;
 pub use tempfile::{tempdir, TempDir};
 
 /// The unix user sessions of [`Sshd`] log in as.
@@ -46,17 +51,9 @@ pub fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// `Some(path)` of an executable found on `PATH` (or given as a path).
-pub fn which(name: &str) -> Option<PathBuf> {
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return p.is_file().then_some(p);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
+/// `Some(path)` of an executable found on `PATH` (or given as a path):
+/// kiln's one lookup, [`kiln_core::local::which`].
+pub use kiln_core::local::which;
 
 /// Find a tool a test needs. Under CI a missing tool is a failure (panic);
 /// elsewhere it returns `None` after printing why, so the caller can

@@ -1,5 +1,6 @@
 //! What the `kiln` binary's tests share: running it in a directory and
-//! writing files there. Each test file includes it with `mod common;`.
+//! writing files there. Each test file includes it with `mod common;`
+//! and adds only what is its own (an environment variable, a watchdog).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -30,9 +31,21 @@ pub fn text(o: &Output) -> (String, String) {
     )
 }
 
+/// A finished command's stdout followed by its stderr, as one text.
+pub fn joined(o: &Output) -> String {
+    let (out, err) = text(o);
+    out + &err
+}
+
 /// Run `kiln ARGS` in `dir`: exit code, stdout, stderr.
 pub fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let o: Output = kiln(dir).args(args).output().unwrap();
     let (out, err) = text(&o);
     (o.status.code(), out, err)
+}
+
+/// Run `kiln ARGS` in `dir`: exit code, and stdout followed by stderr.
+pub fn run_joined(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let o: Output = kiln(dir).args(args).output().unwrap();
+    (o.status.code(), joined(&o))
 }
