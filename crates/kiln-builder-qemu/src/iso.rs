@@ -1,7 +1,7 @@
 //! The cloud-init NoCloud seed (a CD labelled `cidata`). The CD pieces
 //! (`cd_files` staging, patterns, making an ISO) are shared with other
 //! builders in `kiln_commonsteps::cd`, re-exported here.
-pub use kiln_commonsteps::cd::{glob, mkisofs_args, stage_files, which, wildmatch};
+pub use kiln_commonsteps::cd::{mkisofs_args, stage_files};
 
 /// cloud-init NoCloud `user-data`: the build's user, allowed to sudo
 /// without a password, logging in with the per-build public key only.

@@ -254,13 +254,7 @@ impl Step<State> for StepCheckHost<'_> {
     }
     async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         if self.d.is_host() {
-            let has = |p: &str| {
-                if p.contains('/') {
-                    Path::new(p).is_file()
-                } else {
-                    iso::which(p).is_some()
-                }
-            };
+            let has = |p: &str| kiln_core::local::which(p).is_some();
             let mut missing = vec![];
             if !has(&self.c.qemu_binary) {
                 missing.push(format!("{} (package qemu-system-x86)", self.c.qemu_binary));

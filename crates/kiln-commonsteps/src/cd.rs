@@ -7,13 +7,9 @@ use std::path::{Path, PathBuf};
 
 // Patterns are Go's `filepath.Glob`, as Packer expands `cd_files` and
 // `floppy_files` ([`kiln_core::glob`], kiln's one implementation of that
-// meaning), and `which` is kiln's one program lookup
-// ([`kiln_core::local::which`]). They are re-exported here under the names
-// this module once defined because the qemu builder's `iso` module
-// re-exports them from here; `wildmatch` has no other user and can go
-// with that line.
-pub use kiln_core::glob::{glob, go_match as wildmatch};
-pub use kiln_core::local::which;
+// meaning); `which` is kiln's one program lookup.
+pub(crate) use kiln_core::glob::glob;
+use kiln_core::local::which;
 
 /// `mkisofs`-style arguments: Joliet and Rock Ridge, volume id `label`.
 pub fn mkisofs_args(dir: &Path, label: &str, out: &Path) -> Vec<String> {
@@ -150,6 +146,7 @@ pub async fn make_iso(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_core::glob::go_match as wildmatch;
 
     #[test]
     fn wildcards() {
