@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p kiln-vagrant --bench box            # 3 rounds
 //! KILN_BENCH_QCOW2=/path/disk.qcow2 KILN_BENCH_ROUNDS=5 cargo bench -p kiln-vagrant --bench box
+//! KILN_BENCH_LEVEL=9 cargo bench -p kiln-vagrant --bench box   # another compression_level
 //! ```
 //!
 //! The image: `KILN_BENCH_QCOW2`, else the seed's image
@@ -19,8 +20,9 @@
 //! qcow2 (the same file), in process. Peak extra disk: the largest total
 //! size, sampled every 20 ms, of what each writes (Packer: its temporary
 //! box directory under TMPDIR and the box; kiln: the box). Both write a
-//! libvirt box at `compression_level` 6 (the default; zlib's 4 for kiln,
-//! see `kiln_vagrant::zlib_level`) on every core.
+//! libvirt box at `compression_level` 6 (the default; zlib-rs's 4 for
+//! kiln, see `kiln_vagrant::zlib_level`), or `KILN_BENCH_LEVEL`, on every
+//! core; box sizes are printed in bytes too, to check the level mapping.
 use kiln_core::ui::{Mode, OutputConfig};
 use kiln_core::{Artifact, BuildCtx, FileArtifact, Output, PostProcessCtx, PostProcessor};
 use kiln_vagrant::{Config, Settings, Vagrant};
@@ -108,7 +110,7 @@ fn boot_disk(p: &Path) {
 
 /// Packer's qemu build and vagrant post-processor: (post-processor time,
 /// peak extra disk, its box, its output qcow2).
-fn packer(img: &Path, dir: &Path) -> (Duration, u64, PathBuf, PathBuf) {
+fn packer(img: &Path, dir: &Path, level: u32) -> (Duration, u64, PathBuf, PathBuf) {
     let boot = dir.join("boot.raw");
     boot_disk(&boot);
     let out = dir.join("out");
@@ -123,7 +125,8 @@ fn packer(img: &Path, dir: &Path) -> (Duration, u64, PathBuf, PathBuf) {
             "output_directory": out, "vm_name": "disk.qcow2", "boot_wait": "1s",
             "qemuargs": [["-no-reboot"], ["-drive", format!("file={},format=raw,if=ide", boot.display())]]
         }],
-        "post-processors": [{"type": "vagrant", "keep_input_artifact": true, "output": boxp}]
+        "post-processors": [{"type": "vagrant", "keep_input_artifact": true, "output": boxp,
+                             "compression_level": level}]
     });
     std::fs::write(dir.join("t.json"), t.to_string()).unwrap();
     let mut child = Command::new(std::env::var("KILN_PACKER").unwrap_or_else(|_| "packer".into()))
@@ -154,7 +157,7 @@ fn packer(img: &Path, dir: &Path) -> (Duration, u64, PathBuf, PathBuf) {
     (took.unwrap(), peak.unwrap(), boxp, out.join("disk.qcow2"))
 }
 
-fn kiln(disk: &Path, dir: &Path) -> (Duration, u64, PathBuf) {
+fn kiln(disk: &Path, dir: &Path, level: u32) -> (Duration, u64, PathBuf) {
     let boxp = dir.join("kiln.box");
     let out = Output::capturing(OutputConfig {
         mode: Mode::Human,
@@ -172,7 +175,7 @@ fn kiln(disk: &Path, dir: &Path) -> (Duration, u64, PathBuf) {
         config: Config {
             settings: Settings {
                 output: boxp.display().to_string(),
-                level: kiln_vagrant::zlib_level(6),
+                level: kiln_vagrant::zlib_level(level),
                 include: vec![],
                 vagrantfile_template: None,
                 virtualbox_memory: 1024,
@@ -211,25 +214,30 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
+    let level: u32 = std::env::var("KILN_BENCH_LEVEL")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(6);
     let base = std::env::var("KILN_BENCH_DIR").map_or(std::env::temp_dir(), PathBuf::from);
     let size = std::fs::metadata(&img).unwrap().len();
     println!(
-        "image {} ({:.0} MiB), {} cores, {rounds} rounds",
+        "image {} ({:.0} MiB, {size} bytes), {} cores, {rounds} rounds, compression_level {level} (kiln: zlib-rs {})",
         img.display(),
         mib(size),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        kiln_vagrant::zlib_level(level)
     );
-    let (mut kt, mut pt) = (vec![], vec![]);
+    let (mut kt, mut pt, mut ratios) = (vec![], vec![], vec![]);
     for r in 0..rounds {
         let d = tempfile::tempdir_in(&base).unwrap();
-        let (p, p_peak, p_box, disk) = packer(&img, d.path());
-        let (k, k_peak, k_box) = kiln(&disk, d.path());
+        let (p, p_peak, p_box, disk) = packer(&img, d.path(), level);
+        let (k, k_peak, k_box) = kiln(&disk, d.path(), level);
         let (ps, ks) = (
             std::fs::metadata(&p_box).unwrap().len(),
             std::fs::metadata(&k_box).unwrap().len(),
         );
         println!(
-            "round {}: packer {:.2} s (peak extra disk {:.0} MiB, box {:.0} MiB) | kiln {:.2} s (peak extra disk {:.0} MiB, box {:.0} MiB) | ratio {:.2}x",
+            "round {}: packer {:.2} s (peak extra disk {:.0} MiB, box {:.0} MiB) | kiln {:.2} s (peak extra disk {:.0} MiB, box {:.0} MiB) | ratio {:.2}x | boxes {ps} / {ks} bytes",
             r + 1,
             p.as_secs_f64(),
             mib(p_peak),
@@ -241,14 +249,18 @@ fn main() {
         );
         pt.push(p.as_secs_f64());
         kt.push(k.as_secs_f64());
+        ratios.push(k.as_secs_f64() / p.as_secs_f64());
     }
     let med = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
     };
     let (p, k) = (med(&mut pt), med(&mut kt));
+    // Each round's ratio pairs two runs a few seconds apart; on a shared
+    // machine its median is steadier than the ratio of median times.
+    let r = med(&mut ratios);
     println!(
-        "median: packer {p:.2} s, kiln {k:.2} s: kiln/packer = {:.2}x (target <= 0.5x)",
+        "median: packer {p:.2} s, kiln {k:.2} s: kiln/packer = {:.2}x; median of the rounds' ratios {r:.2}x (target <= 0.5x)",
         k / p
     );
 }

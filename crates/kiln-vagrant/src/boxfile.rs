@@ -3,10 +3,10 @@
 //! into the output file. Every entry is read from where it already is (the
 //! build's disk image, the files to include) or made on the way (the
 //! VirtualBox VMDK, from the qcow2): no box directory, no copy of the disk.
+use crate::gz::ParallelGz;
 use crate::VagrantError;
 use kiln_core::communicator::TransferProgress;
 use kiln_diskimage::{qcow2, vmdk};
-use kiln_post_processors::blockgz::{BlockFormat, ParallelGzWriter};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -105,7 +105,7 @@ pub struct Entry {
 /// Where bytes go: the file, or gzip into the file.
 enum Sink {
     Plain(BufWriter<File>),
-    Gzip(ParallelGzWriter<BufWriter<File>>),
+    Gzip(ParallelGz<BufWriter<File>>),
 }
 
 impl Write for Sink {
@@ -192,8 +192,7 @@ impl BoxJob {
             Sink::Plain(out)
         } else {
             Sink::Gzip(
-                ParallelGzWriter::new(out, BlockFormat::Gzip, self.level, self.threads)
-                    .map_err(VagrantError::io(target))?,
+                ParallelGz::new(out, self.level, self.threads).map_err(VagrantError::io(target))?,
             )
         };
         for e in &self.entries {

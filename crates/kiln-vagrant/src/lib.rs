@@ -21,7 +21,7 @@
 //! Keys: `output` (default `packer_{{ .BuildName }}_{{.Provider}}.box`,
 //! rendered at run time with `.BuildName`, `.Provider`, `.ArtifactId` and
 //! the builder's generated data), `compression_level` (gzip 1-9, -1 = 6,
-//! 0 = a plain tar; default 6; Go's levels, mapped to zlib's by
+//! 0 = a plain tar; default 6; Go's levels, mapped to zlib-rs's by
 //! [`zlib_level`]), `include` (files added at the box's root),
 //! `vagrantfile_template` (a file rendered with the same values and added
 //! after the provider's lines), `vagrantfile_template_generated`,
@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub mod boxfile;
+pub mod gz;
 pub mod ovf;
 
 use boxfile::{BoxJob, Disk, Entry, Source};
@@ -107,7 +108,7 @@ impl VagrantError {
 pub struct Settings {
     /// Uninterpolated; rendered at run time.
     pub output: String,
-    /// zlib level, 0 (plain tar) to 9 (see [`zlib_level`]).
+    /// deflate level (zlib-rs's), 0 (plain tar) to 9 (see [`zlib_level`]).
     pub level: u32,
     pub include: Vec<PathBuf>,
     pub vagrantfile_template: Option<PathBuf>,
@@ -124,24 +125,36 @@ pub struct Config {
     pub overrides: BTreeMap<String, Settings>,
 }
 
-/// The zlib level for Packer's `compression_level` (Go's levels, as
-/// Packer's pgzip/klauspost deflate reads them; 0 is no compression).
+/// The deflate level (zlib-rs's, see [`gz`]) for Packer's
+/// `compression_level` (Go's levels, as Packer's pgzip/klauspost deflate
+/// reads them; 0 is no compression).
 ///
 /// The same number is not the same work: klauspost's level 6 (Packer's
-/// default) compresses like zlib's 3 or 4 and zlib's 6 is about three times
-/// slower than its 4 for 1-2% less. Measured on the seed's base image
-/// (benches/box.rs): Packer's level 6 box is 36.1% of the qcow2, zlib 4
-/// gives 35.5%, zlib 6 34.2% (2.5 times Packer's time). So each Go level
-/// maps to the fastest zlib level whose box is no bigger than Packer's.
+/// default) compresses like zlib's 3 or 4. So each Go level maps to the
+/// fastest zlib-rs level whose box is no bigger than Packer's, measured on
+/// testlab/vagrant's base image (benches/box.rs, `KILN_BENCH_LEVEL`;
+/// bytes, of a 494,010,368-byte qcow2):
+///
+/// ```text
+/// Go level  Packer 1.6.6   zlib-rs level (box)
+///    1      193,579,612    2 (182,874,614)   zlib-rs 1 is 217,247,714
+///    2      189,488,419    2
+///    3      185,534,797    2
+///    4      180,115,106    3 (177,115,237)
+///    5      178,324,662    3
+///    6      176,080,936    4 (175,077,400)   zlib-rs 3 is 177,115,237
+///    7      173,287,696    5 (172,752,336)
+///    8      172,232,437    7 (171,132,786)   zlib-rs 6 is 172,458,031
+///    9      171,850,570    7
+/// ```
 pub fn zlib_level(go_level: u32) -> u32 {
     match go_level {
         0 => 0,
-        1..=3 => 1,
-        4 => 2,
-        5 => 3,
+        1..=3 => 2,
+        4 | 5 => 3,
         6 => 4,
-        7 => 6,
-        l => l.min(9),
+        7 => 5,
+        _ => 7,
     }
 }
 

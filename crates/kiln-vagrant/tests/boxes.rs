@@ -287,7 +287,7 @@ fn configuration_errors() {
     );
     assert_eq!(e, "");
     let c = c.unwrap();
-    assert_eq!(c.settings.level, 4, "default level: Go's 6 is zlib's 4");
+    assert_eq!(c.settings.level, 4, "default level: Go's 6 is zlib-rs's 4");
     assert_eq!(
         c.settings.output,
         "packer_{{ .BuildName }}_{{.Provider}}.box"
