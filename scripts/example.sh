@@ -12,7 +12,9 @@
 #      and check that gcc is installed (dpkg -l gcc) and that
 #      /stash/placeholder.txt is there.
 #
-# Nothing is downloaded but Debian packages. Under software emulation (no
+# Nothing is downloaded but Debian packages. The provisioning cache keeps
+# the example's states in ~/.cache/kiln (KILN_CACHE_DIR; `kiln cache prune
+# -all` empties it). Under software emulation (no
 # usable KVM) this takes a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,9 +44,10 @@ else
 fi
 
 step "Building the example image (local.json)"
-# -no-cache: this job proves a full build works; a resume from the
-# provisioning cache (on by default) would skip the provisioners.
-"$kiln" build -force -no-cache local.json
+# The provisioning cache is on: the first run saves the machine's state
+# after each script; run this again after editing a script under
+# examples/seed/scripts and kiln resumes after the last unchanged one.
+"$kiln" build -force local.json
 
 step "Checking the image: dpkg -l gcc and /stash/placeholder.txt inside it (verify.json)"
 log=$(mktemp)
@@ -58,6 +61,9 @@ cat <<MSG
 
 ==> Done. The seed's image: $image
     It has gcc (dpkg -l gcc) and /stash/placeholder.txt.
+    Edit a script in examples/seed/scripts and run this again: kiln resumes
+    from the provisioning cache after the last unchanged script
+    (kiln cache list shows the saved states).
 
 To boot it (cloud-init gives the user \`debian\` your SSH key):
 
