@@ -137,7 +137,25 @@ pub fn lookup(
     );
     let inputs: Vec<_> = steps.iter().map(|s| s.input.clone()).collect();
     let keys = kiln_cache::key::chain(&base, &inputs);
-    let (hits, problems) = store.lookup(&keys, max_age, SystemTime::now());
+    let (mut hits, problems) = store.lookup(&keys, max_age, SystemTime::now());
+    // Hold the states this build boots from, so that a `kiln cache prune`
+    // (or another build keeping the cache under its size limit) leaves
+    // them; one being removed right now ends the reusable prefix there.
+    let mut holds = Vec::new();
+    for (i, h) in hits.iter().enumerate() {
+        if let Some(e) = h {
+            match store.hold(e) {
+                Some(hold) => holds.push((i, hold)),
+                None => {
+                    holds.retain(|(j, _)| *j < i);
+                    break;
+                }
+            }
+        }
+    }
+    let usable = holds.last().map_or(0, |(i, _)| i + 1);
+    hits.truncate(usable);
+    let holds: Vec<kiln_cache::Hold> = holds.into_iter().map(|(_, h)| h).collect();
     for p in problems {
         // Name the step the bad state belongs to.
         let step = match &p {
@@ -185,6 +203,8 @@ pub fn lookup(
         store: store.clone(),
         keys: keys.clone(),
         template: template.clone(),
+        max_size: settings.max_size,
+        holds: Mutex::new(holds),
     });
     Some(CacheRun {
         store,
@@ -213,6 +233,10 @@ pub struct Saver {
     store: Store,
     keys: Vec<Digest>,
     template: String,
+    /// The cache's size limit, kept after each save.
+    max_size: u64,
+    /// The states this build boots from or saved: kept by any prune.
+    holds: Mutex<Vec<kiln_cache::Hold>>,
 }
 
 impl Saver {
@@ -282,8 +306,8 @@ impl Saver {
                 .map_err(|e| e.to_string())?;
         }
         let key = self.keys[step.index - 1];
-        let e = pending
-            .publish(&EntryInfo {
+        let (e, ours) = pending
+            .publish_ours(&EntryInfo {
                 key,
                 parent: prev.as_ref().and_then(|p| Digest::from_hex(&p.meta.key)),
                 template: self.template.clone(),
@@ -292,7 +316,35 @@ impl Saver {
                 label: step.label.clone(),
             })
             .map_err(|e| e.to_string())?;
+        if !ours {
+            // Another build of the same inputs published this state first:
+            // this build's later deltas were made over its own disk, not
+            // over that one, so they cannot be saved on top of it.
+            ctx.ui.say(&format!(
+                "Another build saved the state after provisioner {} ({}) first; this build saves no further states",
+                step.index, step.label
+            ));
+            self.lock().broken = true;
+            return Ok(());
+        }
+        if let Some(h) = self.store.hold(&e) {
+            self.holds.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+        }
         self.lock().prev = Some(e);
+        // Keep the cache under its size limit, oldest states first (never
+        // one a running build holds).
+        let gone = self
+            .store
+            .prune(None, Some(self.max_size), SystemTime::now());
+        if !gone.is_empty() {
+            let bytes: u64 = gone.iter().map(|m| m.size()).sum();
+            ctx.ui.say(&format!(
+                "The provisioning cache is over its size limit ({}): removed {} older state(s), {}",
+                kiln_core::ui::human_bytes(self.max_size),
+                gone.len(),
+                kiln_core::ui::human_bytes(bytes)
+            ));
+        }
         Ok(())
     }
 }

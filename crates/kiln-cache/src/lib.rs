@@ -49,7 +49,7 @@ pub mod key;
 pub mod store;
 
 pub use key::{Digest, StepInput};
-pub use store::{CacheError, Entry, EntryInfo, Meta, Store};
+pub use store::{CacheError, Entry, EntryInfo, Hold, Meta, Store};
 
 use std::ffi::OsString;
 use std::path::PathBuf;

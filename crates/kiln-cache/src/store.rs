@@ -322,6 +322,7 @@ impl Store {
         }
         let mut entries = self.list();
         let mut removed = Vec::new();
+        let mut held: Vec<String> = Vec::new();
         let mut doomed: Vec<String> = entries
             .iter()
             .filter(|e| max_age.is_some_and(|a| e.meta.age(now) > a))
@@ -334,6 +335,7 @@ impl Store {
                     .iter()
                     .filter(|e| {
                         !doomed.contains(&e.meta.key)
+                            && !held.contains(&e.meta.key)
                             && e.meta.parent.as_ref().is_some_and(|p| doomed.contains(p))
                     })
                     .map(|e| e.meta.key.clone())
@@ -343,16 +345,30 @@ impl Store {
                 }
                 doomed.extend(more);
             }
-            let (gone, kept): (Vec<Entry>, Vec<Entry>) = entries
+            let (gone, mut kept): (Vec<Entry>, Vec<Entry>) = entries
                 .into_iter()
                 .partition(|e| doomed.contains(&e.meta.key));
             for e in gone {
-                self.remove_dir(&e.dir);
-                removed.push(e.meta);
+                if self.remove_unless_held(&e.dir) {
+                    removed.push(e.meta);
+                } else {
+                    // A running build boots from it: kept.
+                    held.push(e.meta.key.clone());
+                    kept.push(e);
+                }
             }
+            kept.sort_by(|a, b| {
+                (a.meta.created, a.meta.step, &a.meta.key).cmp(&(
+                    b.meta.created,
+                    b.meta.step,
+                    &b.meta.key,
+                ))
+            });
             entries = kept;
+            doomed.clear();
             let total: u64 = entries.iter().map(|e| e.meta.size()).sum();
-            match (max_size, entries.first()) {
+            let oldest = entries.iter().find(|e| !held.contains(&e.meta.key));
+            match (max_size, oldest) {
                 (Some(limit), Some(oldest)) if total > limit => {
                     doomed = vec![oldest.meta.key.clone()];
                 }
@@ -391,6 +407,31 @@ impl Store {
     }
 
     /// Take a directory out of `entries/` atomically, then delete it.
+    /// Hold `entry` for as long as the returned value lives: `prune`
+    /// leaves a held entry in place (a running build boots from it, or
+    /// saves on top of it). `None` when the entry is being removed or is
+    /// gone: treat it as missing.
+    pub fn hold(&self, entry: &Entry) -> Option<Hold> {
+        let f = std::fs::File::open(entry.dir.join("meta.json")).ok()?;
+        f.try_lock_shared().ok()?;
+        // Still published (not renamed away between the open and the lock)?
+        entry.dir.join("meta.json").exists().then_some(Hold(f))
+    }
+
+    /// Remove an entry's directory unless a build holds it (see
+    /// [`Store::hold`]); the lock is kept while it is renamed away.
+    fn remove_unless_held(&self, dir: &Path) -> bool {
+        let Ok(f) = std::fs::File::open(dir.join("meta.json")) else {
+            self.remove_dir(dir);
+            return true;
+        };
+        if f.try_lock().is_err() {
+            return false;
+        }
+        self.remove_dir(dir);
+        true
+    }
+
     fn remove_dir(&self, dir: &Path) {
         let dead = self.tmp_dir("dead");
         if std::fs::rename(dir, &dead).is_ok() {
@@ -484,7 +525,16 @@ impl Pending {
     /// Record the files' digests, sync, and publish under `info.key`. If
     /// another build published that key meanwhile, its entry is returned
     /// and this copy dropped.
-    pub fn publish(mut self, info: &EntryInfo) -> Result<Entry, CacheError> {
+    pub fn publish(self, info: &EntryInfo) -> Result<Entry, CacheError> {
+        self.publish_ours(info).map(|(e, _)| e)
+    }
+
+    /// [`Pending::publish`], also saying whether the entry is this one
+    /// (`false`: another writer published the key first and its entry is
+    /// returned). A builder whose state lost that race must not save
+    /// states on top of the winner's: its next delta was made over its
+    /// own disk, whose bytes differ.
+    pub fn publish_ours(mut self, info: &EntryInfo) -> Result<(Entry, bool), CacheError> {
         let mut files = Vec::new();
         let mut rd: Vec<_> = std::fs::read_dir(&self.dir)
             .map_err(io("reading a new cache entry"))?
@@ -530,13 +580,13 @@ impl Pending {
             Ok(()) => {
                 self.done = true;
                 let _ = sync_dir(&self.store.entries());
-                Ok(Entry { dir: target, meta })
+                Ok((Entry { dir: target, meta }, true))
             }
             Err(e) if target.exists() => {
                 // Published by another build meanwhile: keep theirs.
                 let _ = e;
                 match self.store.get(&info.key)? {
-                    Some(entry) => Ok(entry),
+                    Some(entry) => Ok((entry, false)),
                     None => Err(CacheError::Io {
                         what: "publishing a cache entry".into(),
                         source: std::io::Error::other("the entry vanished"),
@@ -550,6 +600,10 @@ impl Pending {
         }
     }
 }
+
+/// A shared lock on a published entry (see [`Store::hold`]).
+#[derive(Debug)]
+pub struct Hold(#[allow(dead_code)] std::fs::File);
 
 impl Drop for Pending {
     fn drop(&mut self) {
@@ -711,12 +765,41 @@ mod tests {
         let b = s.begin().unwrap();
         std::fs::write(a.dir().join("disk.qcow2"), "same").unwrap();
         std::fs::write(b.dir().join("disk.qcow2"), "same").unwrap();
-        let ea = a.publish(&info(1, None, 1)).unwrap();
-        let eb = b.publish(&info(1, None, 1)).unwrap();
+        let (ea, a_ours) = a.publish_ours(&info(1, None, 1)).unwrap();
+        let (eb, b_ours) = b.publish_ours(&info(1, None, 1)).unwrap();
         assert_eq!(ea.dir, eb.dir);
+        assert!(a_ours && !b_ours, "the second writer is told it lost");
         assert!(s.get(&key(1)).unwrap().is_some());
         assert_eq!(s.list().len(), 1);
         assert_eq!(std::fs::read_dir(t.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn prune_leaves_what_a_running_build_holds() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let now = SystemTime::now();
+        let a1 = save(&s, 1, None, 1, "aaaa");
+        let a2 = save(&s, 2, Some(1), 2, "bbbb");
+        let b1 = save(&s, 3, None, 1, "cccc");
+        let h1 = s.hold(&a1).unwrap();
+        let h2 = s.hold(&a2).unwrap();
+        // Everything is over the limit: only what is not held goes.
+        let gone = s.prune(Some(Duration::ZERO), Some(0), now);
+        assert_eq!(gone.len(), 1, "{gone:?}");
+        assert_eq!(gone[0].key, b1.meta.key);
+        assert!(a1.dir.exists() && a2.dir.exists());
+        // A held child keeps itself; its unheld parent... is held too here.
+        drop(h2);
+        let gone = s.prune(Some(Duration::ZERO), Some(0), now);
+        assert_eq!(gone.len(), 1, "{gone:?}");
+        assert_eq!(gone[0].key, a2.meta.key);
+        drop(h1);
+        let gone = s.prune(Some(Duration::ZERO), Some(0), now);
+        assert_eq!(gone.len(), 1);
+        assert!(s.list().is_empty());
+        // An entry removed cannot be held.
+        assert!(s.hold(&a1).is_none());
     }
 
     #[test]
