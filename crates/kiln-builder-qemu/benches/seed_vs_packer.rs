@@ -332,6 +332,24 @@ fn run_packer(scratch: &Path, template: &Path, base: &Path, out: &Path, round: u
     }
 }
 
+/// One round of both tools, kiln first in even rounds, Packer first in odd
+/// ones (so that neither always meets a cold or a warm mirror and disk).
+fn alternate(
+    round: usize,
+    kiln_runs: &mut Vec<Run>,
+    kiln: impl FnOnce() -> Run,
+    packer_runs: &mut Vec<Run>,
+    packer: impl FnOnce() -> Run,
+) {
+    if round.is_multiple_of(2) {
+        kiln_runs.push(kiln());
+        packer_runs.push(packer());
+    } else {
+        packer_runs.push(packer());
+        kiln_runs.push(kiln());
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     match v.len() {
@@ -399,13 +417,7 @@ fn rebuild_table(
                 round,
             )
         };
-        if round % 2 == 0 {
-            kiln_runs.push(kiln());
-            packer_runs.push(packer());
-        } else {
-            packer_runs.push(packer());
-            kiln_runs.push(kiln());
-        }
+        alternate(round, &mut kiln_runs, kiln, &mut packer_runs, packer);
         let _ = std::fs::remove_dir_all(scratch.join("packer-out"));
     }
     let cache_size = Command::new("du")
@@ -603,7 +615,7 @@ fn main() {
     for round in 0..rounds {
         let kiln_out = scratch.path().join(format!("kiln-out-{round}"));
         let packer_out = scratch.path().join(format!("packer-out-{round}"));
-        let mut kiln = || {
+        let kiln = || {
             let (r, accel) = run_kiln(&rt, &seed, &base, &kiln_out);
             kiln_accel = accel;
             let _ = std::fs::remove_dir_all(&kiln_out);
@@ -614,13 +626,7 @@ fn main() {
             let _ = std::fs::remove_dir_all(&packer_out);
             r
         };
-        if round % 2 == 0 {
-            kiln_runs.push(kiln());
-            packer_runs.push(packer());
-        } else {
-            packer_runs.push(packer());
-            kiln_runs.push(kiln());
-        }
+        alternate(round, &mut kiln_runs, kiln, &mut packer_runs, packer);
     }
     let kiln_rss = peak_rss_kib();
 

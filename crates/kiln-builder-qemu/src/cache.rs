@@ -61,24 +61,6 @@ impl CacheRun {
     }
 }
 
-/// Renders a configuration's strings with the user variables (what the
-/// hook does for provisioners).
-pub fn render_json(v: &serde_json::Value, interp: &kiln_template::Context) -> serde_json::Value {
-    use serde_json::Value as J;
-    match v {
-        J::String(s) => {
-            J::String(kiln_template::interp::render(s, interp).unwrap_or_else(|_| s.clone()))
-        }
-        J::Array(a) => J::Array(a.iter().map(|x| render_json(x, interp)).collect()),
-        J::Object(m) => J::Object(
-            m.iter()
-                .map(|(k, x)| (k.clone(), render_json(x, interp)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
 /// Looks the build's states up; says each reused one. `None` when the
 /// cache is off or unusable (said once).
 pub fn lookup(

@@ -79,7 +79,7 @@ use config::Config;
 use driver::{Driver, HostDriver};
 use kiln_commonsteps::{
     Connector, MachineStopped, SshConnector, StepConnect, StepCreateFloppy, StepDownload,
-    StepHttpServer, StepOutputDir,
+    StepHttpServer, StepOutputDir, StepProvision,
 };
 use kiln_core::{
     async_trait, run_steps, Artifact, BuildCtx, BuildError, Builder, FileArtifact, Hook,
@@ -104,7 +104,7 @@ fn factory(d: &mut Decoder<'_>, opts: &PrepareOpts) -> Option<Box<dyn Builder>> 
     let mut b = QemuBuilder::new(c);
     if !opts.no_cache {
         b.cache = cache::CacheOpts {
-            config: Some(cache::render_json(&raw, &b.config.interp)),
+            config: Some(kiln_template::interp::render_json(&raw, &b.config.interp)),
             max_age: opts.cache_max_age,
         };
     }
@@ -188,7 +188,7 @@ impl Builder for QemuBuilder {
                 none: c.comm.is_none(),
                 user: c.comm.username.clone(),
             }),
-            Box::new(StepProvisionCached { hook }),
+            Box::new(StepProvision { hook }),
             Box::new(StepCleanupTempKeys { c }),
             Box::new(StepShutdown {
                 c,

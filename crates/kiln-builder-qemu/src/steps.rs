@@ -52,6 +52,13 @@ impl HasMachine for State {
     fn machine(&mut self) -> &mut Machine {
         &mut self.machine
     }
+    /// With the provisioning cache: skip the reused steps, save a state
+    /// after each one that runs.
+    fn resume(&mut self) -> Option<(usize, Arc<dyn kiln_core::StepDone>)> {
+        let cache = self.cache.as_ref()?;
+        crate::cache::attach(cache, self);
+        Some((cache.hits.len(), cache.saver.clone()))
+    }
 }
 
 impl HasMedia for State {
@@ -1293,48 +1300,5 @@ impl Step<State> for StepCacheLookup<'_> {
         let steps = self.hook.steps(ctx);
         state.cache = crate::cache::lookup(self.c, self.opts, &steps, &src, ctx, self.d.clone());
         Ok(())
-    }
-}
-
-/// Runs the provisioners: with the cache, only those after the reused
-/// states, saving a state after each.
-pub struct StepProvisionCached<'a> {
-    pub hook: &'a dyn kiln_core::Hook,
-}
-
-#[async_trait]
-impl Step<State> for StepProvisionCached<'_> {
-    fn name(&self) -> &'static str {
-        "provision"
-    }
-    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
-        let comm = state.machine.comm.clone();
-        let live = state.machine.liveness.clone();
-        match &state.cache {
-            Some(cache) => {
-                crate::cache::attach(cache, state);
-                let saver = cache.saver.clone();
-                let skip = cache.hits.len();
-                kiln_commonsteps::while_alive(
-                    live,
-                    "provisioning",
-                    self.hook.provision_steps(ctx, comm, skip, saver.as_ref()),
-                )
-                .await
-            }
-            None => {
-                kiln_commonsteps::while_alive(live, "provisioning", self.hook.provision(ctx, comm))
-                    .await
-            }
-        }
-    }
-    async fn cleanup(
-        &mut self,
-        state: &mut State,
-        ctx: &BuildCtx,
-        outcome: Outcome,
-    ) -> Result<(), BuildError> {
-        let comm = state.machine.comm.clone();
-        self.hook.cleanup(ctx, comm, outcome).await
     }
 }

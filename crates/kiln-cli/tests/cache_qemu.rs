@@ -30,7 +30,7 @@
 //! suite). Measured here: about 7 minutes for the four builds.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -50,55 +50,31 @@ fn kiln_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, St
     (o.status.code(), format!("{out}{err}"))
 }
 
-/// The seed's base image: `KILN_TEST_BASE_IMAGE`, else built from
-/// `examples/seed/base.json` unless a fresh one is there.
-fn base_image() -> PathBuf {
-    if let Some(p) = std::env::var_os("KILN_TEST_BASE_IMAGE") {
-        return PathBuf::from(p);
-    }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-base");
-    let img = dir.join("debian-12.qcow2");
-    let fresh = std::fs::metadata(&img)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(86400));
-    if fresh {
-        return img;
-    }
-    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
-    let (code, text) = kiln(
-        &seed,
-        &[
-            "build",
-            "-force",
-            "-var",
-            &format!("output_directory={}", dir.display()),
-            "base.json",
-        ],
-    );
-    assert_eq!(code, Some(0), "building the base image:\n{text}");
-    img
+/// The qemu builder both tests use: the base image, TCG, 2 vCPUs.
+fn builder(name: &str, base: &Path, output_directory: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "qemu",
+        "name": name,
+        "iso_url": base.display().to_string(),
+        "iso_checksum": "none",
+        "disk_image": true,
+        "format": "qcow2",
+        "disk_size": "3G",
+        "headless": true,
+        "cpus": 2,
+        "memory": 1024,
+        "output_directory": output_directory,
+        "vm_name": format!("{name}.qcow2"),
+        "ssh_username": "debian",
+        "ssh_timeout": "10m",
+        "shutdown_command": "sudo shutdown -P now"
+    })
 }
 
 fn template(base: &Path) -> String {
     serde_json::json!({
         "variables": {"check": "true", "greeting": "hello"},
-        "builders": [{
-            "type": "qemu",
-            "name": "cached",
-            "iso_url": base.display().to_string(),
-            "iso_checksum": "none",
-            "disk_image": true,
-            "format": "qcow2",
-            "disk_size": "3G",
-            "headless": true,
-            "cpus": 2,
-            "memory": 1024,
-            "output_directory": "out",
-            "vm_name": "cached.qcow2",
-            "ssh_username": "debian",
-            "ssh_timeout": "10m",
-            "shutdown_command": "sudo shutdown -P now"
-        }],
+        "builders": [builder("cached", base, "out")],
         "provisioners": [
             {"type": "shell", "inline": ["date +%s%N | sudo tee /var/tmp/one"]},
             {
@@ -204,7 +180,7 @@ fn standalone_at(img: &Path) {
 #[test]
 #[ignore = "boots real QEMU guests four times (minutes under TCG): scripts/test.sh runs it with --include-ignored"]
 fn a_build_resumes_from_the_last_unchanged_step() {
-    let base = base_image();
+    let base = common::base_image();
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
     common::write(d, "t.json", &template(&base));
@@ -321,23 +297,7 @@ fn a_build_resumes_from_the_last_unchanged_step() {
 fn small_template(base: &Path) -> String {
     serde_json::json!({
         "variables": {"out": "out"},
-        "builders": [{
-            "type": "qemu",
-            "name": "faults",
-            "iso_url": base.display().to_string(),
-            "iso_checksum": "none",
-            "disk_image": true,
-            "format": "qcow2",
-            "disk_size": "3G",
-            "headless": true,
-            "cpus": 2,
-            "memory": 1024,
-            "output_directory": "{{user `out`}}",
-            "vm_name": "faults.qcow2",
-            "ssh_username": "debian",
-            "ssh_timeout": "10m",
-            "shutdown_command": "sudo shutdown -P now"
-        }],
+        "builders": [builder("faults", base, "{{user `out`}}")],
         "provisioners": [
             {"type": "shell", "inline": ["echo one | sudo tee /var/tmp/one"]},
             {"type": "shell", "inline": ["echo FINAL $(cat /var/tmp/one)"]}
@@ -363,7 +323,7 @@ fn kill_all_mentioning(needle: &str) {
 #[test]
 #[ignore = "boots real QEMU guests four times and mounts a tmpfs (root; minutes under TCG): scripts/test.sh runs it with --include-ignored"]
 fn a_full_disk_a_killed_save_and_two_builds_at_once() {
-    let base = base_image();
+    let base = common::base_image();
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
     common::write(d, "t.json", &small_template(&base));

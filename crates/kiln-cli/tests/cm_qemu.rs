@@ -12,8 +12,8 @@
 //! most is cloud-init's first boot and apt installing ansible-core; the
 //! base image, when it has to be built, about 6 minutes more.
 mod common;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 /// `kiln ARGS` in `dir`, which is also its `HOME`.
 fn kiln(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
@@ -27,39 +27,10 @@ fn kiln(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
     (o.status.code(), common::joined(&o))
 }
 
-/// The seed's base image, built with `kiln build examples/seed/base.json`
-/// unless a fresh one is there.
-fn base_image() -> PathBuf {
-    if let Some(p) = std::env::var_os("KILN_TEST_BASE_IMAGE") {
-        return PathBuf::from(p);
-    }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-base");
-    let img = dir.join("debian-12.qcow2");
-    let fresh = std::fs::metadata(&img)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(86400));
-    if fresh {
-        return img;
-    }
-    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
-    let (code, text) = kiln(
-        &seed,
-        &[
-            "build",
-            "-force",
-            "-var",
-            &format!("output_directory={}", dir.display()),
-            "base.json",
-        ],
-    );
-    assert_eq!(code, Some(0), "building the base image:\n{text}");
-    img
-}
-
 #[test]
 #[ignore = "boots a real QEMU guest and installs Ansible in it (minutes under TCG): scripts/test.sh runs it with --include-ignored"]
 fn ansible_local_and_ansible_in_a_qemu_guest() {
-    let base = base_image();
+    let base = common::base_image();
     let d = tempfile::tempdir().unwrap();
     std::fs::write(
         d.path().join("local.yml"),

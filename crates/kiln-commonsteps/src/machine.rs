@@ -31,6 +31,14 @@ pub struct Machine {
 /// A builder's state that has a [`Machine`].
 pub trait HasMachine: Send {
     fn machine(&mut self) -> &mut Machine;
+
+    /// Where [`crate::StepProvision`] resumes a build from a provisioning
+    /// cache: the number of steps to skip and who is told after each step
+    /// that runs (it saves the machine's state). `None`, the default: run
+    /// every provisioner.
+    fn resume(&mut self) -> Option<(usize, Arc<dyn kiln_core::StepDone>)> {
+        None
+    }
 }
 
 /// Watches a machine: [`Liveness::stopped`] resolves, with why, when the

@@ -17,14 +17,17 @@ impl<S: HasMachine> Step<S> for StepProvision<'_> {
         "provision"
     }
     async fn run(&mut self, state: &mut S, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let resume = state.resume();
         let m = state.machine();
         let comm = m.comm.clone();
-        while_alive(
-            m.liveness.clone(),
-            "provisioning",
-            self.hook.provision(ctx, comm),
-        )
-        .await
+        let live = m.liveness.clone();
+        match resume {
+            Some((skip, done)) => {
+                let run = self.hook.provision_steps(ctx, comm, skip, done.as_ref());
+                while_alive(live, "provisioning", run).await
+            }
+            None => while_alive(live, "provisioning", self.hook.provision(ctx, comm)).await,
+        }
     }
     async fn cleanup(
         &mut self,

@@ -49,3 +49,26 @@ pub fn run_joined(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
     let o: Output = kiln(dir).args(args).output().unwrap();
     (o.status.code(), joined(&o))
 }
+
+/// The seed's base image for the guest tests: `KILN_TEST_BASE_IMAGE`
+/// (scripts/test.sh builds one for the whole suite), else
+/// `examples/seed/base.json` built under the target's temporary directory
+/// unless a build younger than a day is there.
+pub fn base_image() -> PathBuf {
+    if let Some(p) = std::env::var_os("KILN_TEST_BASE_IMAGE") {
+        return PathBuf::from(p);
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-base");
+    let img = dir.join("debian-12.qcow2");
+    let fresh = std::fs::metadata(&img)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().unwrap_or_default() < std::time::Duration::from_secs(86400));
+    if fresh {
+        return img;
+    }
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
+    let out = format!("output_directory={}", dir.display());
+    let (code, stdout, stderr) = run(&seed, &["build", "-force", "-var", &out, "base.json"]);
+    assert_eq!(code, Some(0), "building the base image:\n{stdout}{stderr}");
+    img
+}

@@ -114,26 +114,6 @@ struct Unit {
     step: ProvisionStep,
 }
 
-/// Strings rendered with the user variables (context values such as
-/// `.Path`, known only when the provisioner runs, render as Go's `<no
-/// value>`; `{{build ...}}` as a placeholder); one that cannot be
-/// rendered stays as written.
-fn render_json(v: &serde_json::Value, interp: &Context) -> serde_json::Value {
-    use serde_json::Value as J;
-    match v {
-        J::String(s) => {
-            J::String(kiln_template::interp::render(s, interp).unwrap_or_else(|_| s.clone()))
-        }
-        J::Array(a) => J::Array(a.iter().map(|x| render_json(x, interp)).collect()),
-        J::Object(m) => J::Object(
-            m.iter()
-                .map(|(k, x)| (k.clone(), render_json(x, interp)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
 /// A `shell` provisioner reduced to its `j`th script (no `pause_before`
 /// after the first: Packer pauses once per provisioner).
 fn with_one_script(p: &PlannedProvisioner, j: usize) -> PlannedProvisioner {
@@ -173,7 +153,7 @@ impl ProvisionHook<'_> {
             let type_name = p.def.type_name.value.as_str();
             let mut interp = self.interp.clone();
             interp.lenient_fields = true;
-            let mut config = render_json(&p.config.to_json(), &interp);
+            let mut config = kiln_template::interp::render_json(&p.config.to_json(), &interp);
             if let serde_json::Value::Object(m) = &mut config {
                 // Keys of the engine's that do not change what it does.
                 m.remove("type");

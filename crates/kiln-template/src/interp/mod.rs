@@ -147,6 +147,24 @@ pub fn render(template: &str, ctx: &Context) -> Result<String, InterpError> {
     render_with(template, ctx, &mut Hooks::default())
 }
 
+/// Every string of a JSON value rendered with `ctx` (a cache key's view of
+/// a configuration: context values such as `.Path`, known only when a
+/// component runs, render as Go's `<no value>`, `{{build ...}}` as a
+/// placeholder); a string that cannot be rendered stays as written.
+pub fn render_json(v: &serde_json::Value, ctx: &Context) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) => J::String(render(s, ctx).unwrap_or_else(|_| s.clone())),
+        J::Array(a) => J::Array(a.iter().map(|x| render_json(x, ctx)).collect()),
+        J::Object(m) => J::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), render_json(x, ctx)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// An option's template that did not render (a run-time option such as a
 /// post-processor's `output`): the option, the template, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
