@@ -72,7 +72,10 @@ impl ShellConfig {
         let remote_file = d
             .string("remote_file")
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| format!("script_{}.sh", rand::thread_rng().gen_range(0..9999)));
+            // Packer draws from 0..9999; on a shared /tmp (the null builder to a
+            // real host) a leftover of another user's build with the same name
+            // cannot be overwritten, so kiln draws from a wider range.
+            .unwrap_or_else(|| format!("script_{}.sh", rand::thread_rng().gen::<u32>()));
         let remote_path = d
             .string("remote_path")
             .filter(|s| !s.is_empty())
@@ -285,7 +288,7 @@ impl Provisioner for Shell {
             let remote = format!(
                 "{}/varfile_{}.sh",
                 cfg.remote_folder,
-                rand::thread_rng().gen_range(0..9999)
+                rand::thread_rng().gen::<u32>()
             );
             retry(ctx, cfg.start_retry_timeout, || async {
                 let mut r = flattened.as_bytes();
@@ -406,4 +409,45 @@ pub(crate) fn tempfile_in(
     std::fs::write(&name, data)
         .map_err(|e| BuildError::msg(format!("Error preparing shell script: {e}")))?;
     Ok(name.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShellConfig;
+    use kiln_template::{Context, Decoder, Diagnostics, Source};
+    use std::sync::Arc;
+
+    fn default_remote_path() -> String {
+        let n = kiln_template::json::parse(Arc::new(Source {
+            path: "t.json".into(),
+            text: r#"{"inline": ["true"]}"#.into(),
+        }))
+        .unwrap();
+        let ctx = Context::default();
+        let mut diags = Diagnostics::default();
+        let mut d = Decoder::new(&n, &ctx, &mut diags);
+        let c = ShellConfig::decode(&mut d).unwrap();
+        d.finish();
+        assert!(diags.0.is_empty(), "{diags}");
+        c.remote_path
+    }
+
+    /// A leftover `/tmp/script_N.sh` of another user cannot be overwritten
+    /// (sticky /tmp): the default name is drawn from far more than
+    /// Packer's 10 000 numbers, so such a collision is negligible.
+    #[test]
+    fn the_default_remote_name_is_drawn_from_a_wide_range() {
+        let numbers: Vec<u64> = (0..32)
+            .map(|_| {
+                let p = default_remote_path();
+                let n = p
+                    .strip_prefix("/tmp/script_")
+                    .and_then(|s| s.strip_suffix(".sh"))
+                    .unwrap_or_else(|| panic!("{p}"));
+                n.parse().unwrap()
+            })
+            .collect();
+        // 32 draws all below 10 000 out of 2^32: about (2.3e-6)^32.
+        assert!(numbers.iter().any(|&n| n >= 10_000), "{numbers:?}");
+    }
 }
