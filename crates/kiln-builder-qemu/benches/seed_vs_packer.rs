@@ -18,7 +18,9 @@
 //! `KILN_BENCH_REBUILD=1` runs the rebuild table of issue #15 instead: a
 //! copy of the seed example built by kiln without and with the
 //! provisioning cache, then per round its last script edited and rebuilt
-//! by kiln (resuming) and by Packer 1.6.6 (a full build).
+//! by kiln (resuming) and by Packer 1.6.6 (a full build), a middle script
+//! (`compiler_tools.sh`) edited and rebuilt by kiln, and a rebuild by kiln
+//! with nothing changed (no machine started).
 //!
 //! Needs root, QEMU, Packer (`scripts/setup.sh`). The base image is
 //! `examples/seed/output-base/debian-12.qcow2` if it exists (KILN_BENCH_BASE
@@ -393,6 +395,8 @@ fn rebuild_table(
     let saving = run_kiln_with(rt, &copy, base, &out, true).0;
     let mut kiln_runs = Vec::new();
     let mut packer_runs = Vec::new();
+    let mut middle_runs = Vec::new();
+    let mut same_runs = Vec::new();
     for round in 0..rounds {
         let script = copy.join("scripts/minimize.sh");
         let mut text = std::fs::read_to_string(&script).unwrap();
@@ -419,6 +423,32 @@ fn rebuild_table(
         };
         alternate(round, &mut kiln_runs, kiln, &mut packer_runs, packer);
         let _ = std::fs::remove_dir_all(scratch.join("packer-out"));
+        // The middle of the list edited: resumes after sudoers.sh. Packer
+        // rebuilds everything whichever script changed, so the Packer runs
+        // above are its time for this edit too.
+        let script = copy.join("scripts/compiler_tools.sh");
+        let mut text = std::fs::read_to_string(&script).unwrap();
+        text.push_str(&format!("# edited for round {round}\n"));
+        std::fs::write(&script, text).unwrap();
+        let r = run_kiln_with(rt, &copy, base, &out, true).0;
+        assert!(
+            r.transcript
+                .contains("Using the cached state after provisioner 2")
+                && !r
+                    .transcript
+                    .contains("Using the cached state after provisioner 3"),
+            "kiln did not resume after sudoers.sh:\n{}",
+            r.transcript
+        );
+        middle_runs.push(r);
+        // Nothing changed: no machine at all.
+        let r = run_kiln_with(rt, &copy, base, &out, true).0;
+        assert!(
+            r.transcript.contains("Nothing changed"),
+            "kiln did not reuse the stopped machine:\n{}",
+            r.transcript
+        );
+        same_runs.push(r);
     }
     let cache_size = Command::new("du")
         .args(["-sh"])
@@ -462,6 +492,78 @@ fn rebuild_table(
         km / pm,
         km / secs(&full)
     );
+    println!("seed example rebuilt after an edit of a middle script (compiler_tools.sh):");
+    for (round, r) in middle_runs.iter().enumerate() {
+        let t = Timeline::of(&r.transcript);
+        println!(
+            "  round {}: kiln rebuild {:>6.1} s (ratio {:.2} to Packer's rebuild of the round); provisioners re-run {:.1} s; the cache's own work (lookup, saving states) {:.1} s",
+            round + 1,
+            secs(r),
+            secs(r) / secs(&packer_runs[round]),
+            t.provisioners_run,
+            t.cache_overhead()
+        );
+    }
+    let mm = median(middle_runs.iter().map(secs).collect());
+    println!(
+        "  median: kiln {mm:.1} s, ratio {:.2} to Packer's median",
+        mm / pm
+    );
+    println!("seed example rebuilt with nothing changed:");
+    for (round, r) in same_runs.iter().enumerate() {
+        println!("  round {}: kiln {:.2} s", round + 1, secs(r));
+    }
+}
+
+/// What a kiln transcript's timeline says, for the rebuild table.
+#[derive(Default)]
+struct Timeline {
+    /// Seconds of the provisioners that ran (not from the cache).
+    provisioners_run: f64,
+    /// The `provision` step (provisioners and the states saved after
+    /// each), `cache lookup`, `cache final state`.
+    provision_step: f64,
+    lookup: f64,
+    final_state: f64,
+}
+
+impl Timeline {
+    /// Parses lines such as `qemu: step provision   3.7s` and
+    /// `qemu:   provisioner shell: x.sh   1.0s  (from the cache)`.
+    fn of(transcript: &str) -> Timeline {
+        let mut t = Timeline::default();
+        for line in transcript.lines() {
+            let Some((_, rest)) = line.split_once(": ") else {
+                continue;
+            };
+            let rest = rest.trim_start();
+            let cached = rest.contains("(from the cache)");
+            // The time is the last word that reads as one: `3.7s`, `1m02.3s`.
+            let time = |w: &str| {
+                let w = w.strip_suffix('s')?;
+                match w.split_once('m') {
+                    Some((m, s)) => Some(m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?),
+                    None => w.parse::<f64>().ok(),
+                }
+            };
+            let Some(secs) = rest.split_whitespace().rev().find_map(time) else {
+                continue;
+            };
+            if rest.starts_with("provisioner ") && !cached {
+                t.provisioners_run += secs;
+            } else if rest.starts_with("step provision ") {
+                t.provision_step = secs;
+            } else if rest.starts_with("step cache lookup ") {
+                t.lookup = secs;
+            } else if rest.starts_with("step cache final state ") {
+                t.final_state = secs;
+            }
+        }
+        t
+    }
+    fn cache_overhead(&self) -> f64 {
+        self.lookup + (self.provision_step - self.provisioners_run).max(0.0) + self.final_state
+    }
 }
 
 /// The guest work timed for each CPU model: `KILN-CPU name seconds` lines.

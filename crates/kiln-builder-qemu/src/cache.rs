@@ -6,6 +6,13 @@
 //! (QMP `blockdev-snapshot-sync`), the frozen overlay is copied into the
 //! store, rebased (`qemu-img rebase -u`) onto the previous state's file.
 //! A resumed build boots a new overlay on the last reused state.
+//!
+//! After the machine has stopped (temporary keys removed, the
+//! `shutdown_command` run), the disk is saved once more as the *final*
+//! state (`kiln_cache::key::final_key`). A build whose every input is
+//! unchanged finds it and starts no machine: the steps that make, boot,
+//! connect and stop one are passed over (`finished`), and the output is
+//! converted from the final state.
 use crate::config::Config;
 use crate::driver::Driver;
 use crate::steps::State;
@@ -50,6 +57,9 @@ pub struct CacheRun {
     /// The skipped steps, in order: the state after each, or `None` where
     /// none was saved; the last one is a state (see `Store::lookup`).
     pub hits: Vec<Option<Entry>>,
+    /// The final state (the machine provisioned and stopped) when every
+    /// step is reused and it was saved: the build needs no machine.
+    pub finished: Option<Entry>,
     pub template: String,
     pub saver: Arc<Saver>,
 }
@@ -59,6 +69,37 @@ impl CacheRun {
     pub fn resume_from(&self) -> Option<&Entry> {
         self.hits.last().and_then(Option::as_ref)
     }
+}
+
+/// What the builder does to the disk between the last provisioner and the
+/// stopped machine, for the final state's key. `cleanup` names the
+/// version of kiln's own removal of its temporary keys
+/// (`StepCleanupTempKeys`): change it when that changes.
+fn finish(c: &Config) -> serde_json::Value {
+    serde_json::json!({
+        "shutdown_command": c.shutdown_command,
+        "cleanup": "kiln-temp-keys/1",
+    })
+}
+
+/// The local files the builder gives the machine, whose content is part
+/// of the base key: `cd_files` (a user's own cloud-init seed, say),
+/// `floppy_files`, `floppy_dirs`, `http_directory`.
+fn builder_files(c: &Config) -> Vec<PathBuf> {
+    let mut files = c.cd.files.clone();
+    for f in &c.floppy.files {
+        // A pattern matching nothing adds nothing; a missing path is
+        // refused when the template is read.
+        files.extend(kiln_commonsteps::cd::expand(f).unwrap_or_default());
+    }
+    files.extend(c.floppy.dirs.iter().map(PathBuf::from));
+    files.extend(c.http.directory.iter().cloned());
+    files
+}
+
+/// Whether the build needs no machine (its final state is cached).
+pub fn finished(state: &State) -> bool {
+    state.cache.as_ref().is_some_and(|c| c.finished.is_some())
 }
 
 /// Looks the build's states up; says each reused one. `None` when the
@@ -116,10 +157,14 @@ pub fn lookup(
         &cfg,
         kiln_cache::key::QEMU_OUTPUT_ONLY_KEYS,
         &digest,
+        &builder_files(c),
     );
     let inputs: Vec<_> = steps.iter().map(|s| s.input.clone()).collect();
     let keys = kiln_cache::key::chain(&base, &inputs);
-    let (mut hits, problems) = store.lookup(&keys, max_age, SystemTime::now());
+    let final_key = kiln_cache::key::final_key(keys.last()?, &finish(c));
+    let mut all = keys.clone();
+    all.push(final_key);
+    let (mut hits, problems) = store.lookup(&all, max_age, SystemTime::now());
     // Hold the states this build boots from, so that a `kiln cache prune`
     // (or another build keeping the cache under its size limit) leaves
     // them; one being removed right now ends the reusable prefix there.
@@ -142,11 +187,15 @@ pub fn lookup(
         // Name the step the bad state belongs to.
         let step = match &p {
             kiln_cache::CacheError::Corrupt { key, why } => {
-                keys.iter().position(|k| k.hex() == *key).map(|i| (i, why))
+                all.iter().position(|k| k.hex() == *key).map(|i| (i, why))
             }
             _ => None,
         };
         match step {
+            Some((i, why)) if i == keys.len() => ctx.ui.error(&format!(
+                "The cached state of the stopped machine is damaged ({why}): removed it (entry {}); the machine starts again",
+                &final_key.hex()[..12],
+            )),
             Some((i, why)) => ctx.ui.error(&format!(
                 "The cached state after provisioner {} ({}) is damaged ({why}): removed it (entry {}); provisioner {} runs again",
                 i + 1,
@@ -157,6 +206,11 @@ pub fn lookup(
             None => ctx.ui.error(&format!("The provisioning cache: {p}")),
         }
     }
+    let finished = if hits.len() > keys.len() {
+        hits.pop().flatten()
+    } else {
+        None
+    };
     let last = hits.len();
     for (h, s) in hits.iter().zip(steps) {
         match h {
@@ -172,6 +226,12 @@ pub fn lookup(
             )),
         }
     }
+    if let Some(f) = &finished {
+        ctx.ui.say(&format!(
+            "Nothing changed: the machine as it was after its last provisioner and shutdown is cached (saved {}); converting it without starting a machine; -no-cache builds it again",
+            f.meta.saved_at()
+        ));
+    }
     let template = c.interp.template_dir.display().to_string();
     let saver = Arc::new(Saver {
         d,
@@ -184,6 +244,7 @@ pub fn lookup(
         }),
         store: store.clone(),
         keys: keys.clone(),
+        final_key,
         template: template.clone(),
         max_size: settings.max_size,
         holds: Mutex::new(holds),
@@ -192,6 +253,7 @@ pub fn lookup(
         store,
         keys,
         hits,
+        finished,
         template,
         saver,
     })
@@ -214,6 +276,8 @@ pub struct Saver {
     pub inner: Mutex<SaverState>,
     store: Store,
     keys: Vec<Digest>,
+    /// The key of the stopped machine's state.
+    final_key: Digest,
     template: String,
     /// The cache's size limit, kept after each save.
     max_size: u64,
@@ -263,9 +327,55 @@ impl Saver {
         )
         .await?;
         self.lock().top = Some(next);
+        self.store_layer(
+            ctx,
+            &top,
+            prev,
+            self.keys[step.index - 1],
+            step.index,
+            &step.label,
+        )
+        .await
+    }
+
+    /// Saves the disk once the machine has stopped: the layer QEMU wrote
+    /// since the last state, as the final state. Nothing when a save
+    /// failed or another build won a race (the layer would sit on a state
+    /// whose bytes are not this disk's).
+    pub async fn save_final(&self, ctx: &BuildCtx) {
+        let (top, prev, broken) = {
+            let s = self.lock();
+            (s.top.clone(), s.prev.clone(), s.broken)
+        };
+        let Some(top) = top.filter(|_| !broken) else {
+            return;
+        };
+        let step = self.keys.len() + 1;
+        if let Err(e) = self
+            .store_layer(ctx, &top, prev, self.final_key, step, "stopped machine")
+            .await
+        {
+            ctx.ui.error(&format!(
+                "Could not save the stopped machine in the provisioning cache: {e}; the next build starts the machine again"
+            ));
+        }
+    }
+
+    /// Copies the frozen disk layer `top` into a new entry for `key`,
+    /// rebased onto `prev`'s file, publishes it, holds it and keeps the
+    /// cache under its size limit.
+    async fn store_layer(
+        &self,
+        ctx: &BuildCtx,
+        top: &std::path::Path,
+        prev: Option<Entry>,
+        key: Digest,
+        index: usize,
+        label: &str,
+    ) -> Result<(), String> {
         let pending = self.store.begin().map_err(|e| e.to_string())?;
         let dst = pending.dir().join(DISK);
-        let (s, t) = (top.clone(), dst.clone());
+        let (s, t) = (top.to_path_buf(), dst.clone());
         tokio::task::spawn_blocking(move || std::fs::copy(&s, &t))
             .await
             .map_err(|e| e.to_string())?
@@ -287,15 +397,14 @@ impl Saver {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        let key = self.keys[step.index - 1];
         let (e, ours) = pending
             .publish_ours(&EntryInfo {
                 key,
                 parent: prev.as_ref().and_then(|p| Digest::from_hex(&p.meta.key)),
                 template: self.template.clone(),
                 build: ctx.build_name.clone(),
-                step: step.index,
-                label: step.label.clone(),
+                step: index,
+                label: label.to_string(),
             })
             .map_err(|e| e.to_string())?;
         if !ours {
@@ -303,8 +412,7 @@ impl Saver {
             // this build's later deltas were made over its own disk, not
             // over that one, so they cannot be saved on top of it.
             ctx.ui.say(&format!(
-                "Another build saved the state after provisioner {} ({}) first; this build saves no further states",
-                step.index, step.label
+                "Another build saved the same state (step {index}: {label}) first; this build saves no further states"
             ));
             self.lock().broken = true;
             return Ok(());

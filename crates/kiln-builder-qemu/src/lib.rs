@@ -83,7 +83,7 @@ use kiln_commonsteps::{
 };
 use kiln_core::{
     async_trait, run_steps, Artifact, BuildCtx, BuildError, Builder, FileArtifact, Hook,
-    PrepareOpts, Registry, Step,
+    PrepareOpts, Registry, SkipWhen, Step,
 };
 use kiln_template::Decoder;
 use std::sync::Arc;
@@ -155,45 +155,57 @@ impl Builder for QemuBuilder {
         let c = &self.config;
         let d = &self.driver;
         let mut state = State::new(&ctx.work_dir);
+        // A build whose final state is cached needs no machine: the steps
+        // that make, boot, connect and stop one are passed over.
+        fn machine<'a>(step: impl Step<State> + 'a) -> Box<dyn Step<State> + 'a> {
+            Box::new(SkipWhen {
+                step: Box::new(step),
+                when: cache::finished,
+            })
+        }
         let mut steps: Vec<Box<dyn Step<State> + '_>> = vec![
             Box::new(StepCheckHost { c, d: d.clone() }),
             Box::new(StepDownload { config: &c.iso }),
             Box::new(StepOutputDir::new(&c.output_directory, c.force)),
-            Box::new(StepCreateFloppy { config: &c.floppy }),
-            Box::new(StepCreateCd { c, d: d.clone() }),
             Box::new(StepCacheLookup {
                 c,
                 opts: &self.cache,
                 hook,
                 d: d.clone(),
             }),
-            Box::new(StepCreateDisk { c, d: d.clone() }),
-            Box::new(StepCopyDisk { c, d: d.clone() }),
-            Box::new(StepResizeDisk { c, d: d.clone() }),
-            Box::new(StepHttpServer {
+            machine(StepCreateFloppy { config: &c.floppy }),
+            machine(StepCreateCd { c, d: d.clone() }),
+            machine(StepProbeKvm { c, d: d.clone() }),
+            machine(StepCreateDisk { c, d: d.clone() }),
+            machine(StepCopyDisk { c, d: d.clone() }),
+            machine(StepResizeDisk { c, d: d.clone() }),
+            machine(StepHttpServer {
                 config: &c.http,
                 http_ip: "10.0.2.2",
             }),
-            Box::new(StepPorts { c, exclude: vec![] }),
-            Box::new(StepRun {
+            machine(StepPorts { c, exclude: vec![] }),
+            machine(StepRun {
                 c,
                 d: d.clone(),
                 connector: self.connector.clone(),
                 id: None,
                 settle: self.settle,
             }),
-            Box::new(StepTypeBootCommand { c }),
-            Box::new(StepConnect {
+            machine(StepTypeBootCommand { c }),
+            machine(StepConnect {
                 connector: self.connector.clone(),
                 none: c.comm.is_none(),
                 user: c.comm.username.clone(),
             }),
+            // Passed a cached final state, it only shows the provisioners
+            // as taken from the cache in the timeline.
             Box::new(StepProvision { hook }),
-            Box::new(StepCleanupTempKeys { c }),
-            Box::new(StepShutdown {
+            machine(StepCleanupTempKeys { c }),
+            machine(StepShutdown {
                 c,
                 after_powerdown: self.after_powerdown,
             }),
+            machine(StepCacheFinal),
             Box::new(StepConvertDisk { c, d: d.clone() }),
         ];
         let r = run_steps(&mut steps, &mut state, ctx).await;

@@ -259,7 +259,7 @@ impl Step<State> for StepCheckHost<'_> {
     fn name(&self) -> &'static str {
         "check host"
     }
-    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+    async fn run(&mut self, _: &mut State, _: &BuildCtx) -> Result<(), BuildError> {
         if self.d.is_host() {
             let has = |p: &str| kiln_core::local::which(p).is_some();
             let mut missing = vec![];
@@ -276,6 +276,24 @@ impl Step<State> for StepCheckHost<'_> {
                 );
             }
         }
+        Ok(())
+    }
+}
+
+/// Starts the KVM probe (`accelerator` unset), in the background while
+/// the disk is prepared; [`StepRun`] waits for its answer. After the cache
+/// lookup: a build that needs no machine does not probe.
+pub struct StepProbeKvm<'a> {
+    pub c: &'a Config,
+    pub d: Arc<dyn Driver>,
+}
+
+#[async_trait]
+impl Step<State> for StepProbeKvm<'_> {
+    fn name(&self) -> &'static str {
+        "probe kvm"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
         if matches!(self.c.accelerator, Accel::Auto) && PROBE.get().is_none() {
             let (d, binary, dir) = (
                 self.d.clone(),
@@ -1234,7 +1252,13 @@ impl Step<State> for StepConvertDisk<'_> {
         if c.skip_compaction && !c.disk_compression && state.cache.is_none() {
             return Ok(());
         }
-        let src = top.unwrap_or_else(|| c.disk_path());
+        // A build that needs no machine converts the cached final state.
+        let finished = state
+            .cache
+            .as_ref()
+            .and_then(|k| k.finished.as_ref())
+            .map(|e| e.path(crate::cache::DISK));
+        let src = finished.or(top).unwrap_or_else(|| c.disk_path());
         let dst = c.output_directory.join(format!("{}.convert", c.vm_name));
         ctx.ui.say("Converting hard drive...");
         let t = Instant::now();
@@ -1266,9 +1290,7 @@ impl Step<State> for StepConvertDisk<'_> {
             .map_err(|e| io_err("Error moving converted hard drive", e))?;
         if state.cache.is_some() {
             // The artifact names it as a build without the cache does.
-            if let Some(d) = state.disks.first_mut() {
-                *d = out;
-            }
+            state.disks = vec![out];
         }
         ctx.ui
             .message(&format!("Converted in {:.1} s", t.elapsed().as_secs_f64()));
@@ -1299,6 +1321,23 @@ impl Step<State> for StepCacheLookup<'_> {
         };
         let steps = self.hook.steps(ctx);
         state.cache = crate::cache::lookup(self.c, self.opts, &steps, &src, ctx, self.d.clone());
+        Ok(())
+    }
+}
+
+/// Saves the stopped machine's disk as the cache's final state, so that a
+/// build with nothing changed needs no machine (`cache::Saver::save_final`).
+pub struct StepCacheFinal;
+
+#[async_trait]
+impl Step<State> for StepCacheFinal {
+    fn name(&self) -> &'static str {
+        "cache final state"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        if let Some(cache) = &state.cache {
+            cache.saver.save_final(ctx).await;
+        }
         Ok(())
     }
 }

@@ -117,13 +117,15 @@ pub fn canonical_json(v: &Value) -> String {
 }
 
 /// The key of the machine before any provisioner: the builder's type, its
-/// configuration without `output_only` keys, and the source image's
-/// content digest.
+/// configuration without `output_only` keys, the source image's content
+/// digest, and the content of the local files the builder gives the
+/// machine (`cd_files`, `floppy_files`, `http_directory`...).
 pub fn base_key(
     builder_type: &str,
     config: &Value,
     output_only: &[&str],
     source: &Digest,
+    files: &[PathBuf],
 ) -> Digest {
     let mut c = config.clone();
     if let Value::Object(m) = &mut c {
@@ -135,7 +137,27 @@ pub fn base_key(
     h.field(builder_type.as_bytes());
     h.field(canonical_json(&c).as_bytes());
     h.field(&source.0);
+    files_field(&mut h, files);
     h.finish()
+}
+
+/// The content of `files` (in the configuration by path already). A file
+/// that cannot be read is an input too ("missing"): whoever reads it will
+/// fail on it anyway.
+fn files_field(h: &mut H, files: &[PathBuf]) {
+    h.field(&(files.len() as u64).to_le_bytes());
+    for f in files {
+        match path_digest(f) {
+            Ok(d) => {
+                h.field(b"ok");
+                h.field(&d.0);
+            }
+            Err(e) => {
+                h.field(b"unreadable");
+                h.field(format!("{:?}", e.kind()).as_bytes());
+            }
+        }
+    }
 }
 
 /// One provisioning step's inputs.
@@ -186,22 +208,7 @@ pub fn step_key(prev: &Digest, input: &StepInput) -> Digest {
     h.field(&prev.0);
     h.field(input.type_name.as_bytes());
     h.field(canonical_json(&input.config).as_bytes());
-    h.field(&(input.files.len() as u64).to_le_bytes());
-    for f in &input.files {
-        // The path as given is in the configuration already; the content
-        // is what matters here. A file that cannot be read is an input
-        // too ("missing"): the provisioner will fail on it anyway.
-        match path_digest(f) {
-            Ok(d) => {
-                h.field(b"ok");
-                h.field(&d.0);
-            }
-            Err(e) => {
-                h.field(b"unreadable");
-                h.field(format!("{:?}", e.kind()).as_bytes());
-            }
-        }
-    }
+    files_field(&mut h, &input.files);
     h.finish()
 }
 
@@ -215,6 +222,18 @@ pub fn chain(base: &Digest, steps: &[StepInput]) -> Vec<Digest> {
             prev
         })
         .collect()
+}
+
+/// The key of the machine once provisioned and stopped: the key after the
+/// last step, and what the builder does between the last provisioner and
+/// the stopped disk (`finish`: the qemu builder's `shutdown_command`, and
+/// the version of its own clean-up before it). A build whose every input
+/// is unchanged finds this state and needs no machine at all.
+pub fn final_key(last: &Digest, finish: &Value) -> Digest {
+    let mut h = H::new("kiln-cache/1 final");
+    h.field(&last.0);
+    h.field(canonical_json(finish).as_bytes());
+    h.finish()
 }
 
 /// The digest of a file's content.
@@ -415,13 +434,13 @@ mod tests {
 
     #[test]
     fn the_base_key_covers_the_builder_and_the_source_only() {
-        let k = base_key("qemu", &builder(), QEMU_OUTPUT_ONLY_KEYS, &d(1));
+        let k = base_key("qemu", &builder(), QEMU_OUTPUT_ONLY_KEYS, &d(1), &[]);
         // Output names do not change it.
         let mut b = builder();
         b["output_directory"] = json!("elsewhere");
         b["vm_name"] = json!("b.qcow2");
         b["format"] = json!("raw");
-        assert_eq!(base_key("qemu", &b, QEMU_OUTPUT_ONLY_KEYS, &d(1)), k);
+        assert_eq!(base_key("qemu", &b, QEMU_OUTPUT_ONLY_KEYS, &d(1), &[]), k);
         // A reordered object does not either.
         let reordered: Value = serde_json::from_str(
             r#"{"qemuargs": [["-m", "1G"]], "vm_name": "a.qcow2", "memory": 1024, "format": "qcow2",
@@ -429,7 +448,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            base_key("qemu", &reordered, QEMU_OUTPUT_ONLY_KEYS, &d(1)),
+            base_key("qemu", &reordered, QEMU_OUTPUT_ONLY_KEYS, &d(1), &[]),
             k
         );
         // Everything else does.
@@ -442,25 +461,49 @@ mod tests {
             let mut b = builder();
             b[key] = v;
             assert_ne!(
-                base_key("qemu", &b, QEMU_OUTPUT_ONLY_KEYS, &d(1)),
+                base_key("qemu", &b, QEMU_OUTPUT_ONLY_KEYS, &d(1), &[]),
                 k,
                 "{key}"
             );
         }
         assert_ne!(
-            base_key("qemu", &builder(), QEMU_OUTPUT_ONLY_KEYS, &d(2)),
+            base_key("qemu", &builder(), QEMU_OUTPUT_ONLY_KEYS, &d(2), &[]),
             k,
             "source content"
         );
         assert_ne!(
-            base_key("other", &builder(), QEMU_OUTPUT_ONLY_KEYS, &d(1)),
+            base_key("other", &builder(), QEMU_OUTPUT_ONLY_KEYS, &d(1), &[]),
             k,
             "builder type"
         );
         // Array order is meaningful.
         let mut b = builder();
         b["qemuargs"] = json!([["1G", "-m"]]);
-        assert_ne!(base_key("qemu", &b, QEMU_OUTPUT_ONLY_KEYS, &d(1)), k);
+        assert_ne!(base_key("qemu", &b, QEMU_OUTPUT_ONLY_KEYS, &d(1), &[]), k);
+    }
+
+    #[test]
+    fn the_base_key_covers_the_builders_local_files() {
+        let t = tempfile::tempdir().unwrap();
+        let (ud, http) = (t.path().join("user-data"), t.path().join("http"));
+        write(&ud, "#cloud-config\n");
+        write(&http.join("preseed.cfg"), "d-i a b");
+        let files = [ud.clone(), http.clone()];
+        let key = || base_key("qemu", &builder(), QEMU_OUTPUT_ONLY_KEYS, &d(1), &files);
+        let k = key();
+        assert_eq!(key(), k);
+        assert_ne!(
+            base_key("qemu", &builder(), QEMU_OUTPUT_ONLY_KEYS, &d(1), &[]),
+            k
+        );
+        write(&ud, "#cloud-config\npackages: [gcc]\n");
+        let k2 = key();
+        assert_ne!(k2, k, "a file's content");
+        write(&http.join("preseed.cfg"), "d-i a c");
+        let k3 = key();
+        assert_ne!(k3, k2, "a file in a directory");
+        std::fs::remove_file(&ud).unwrap();
+        assert_ne!(key(), k3, "a file gone");
     }
 
     fn write(p: &Path, s: &str) {
@@ -612,6 +655,19 @@ mod tests {
             "shell: inline"
         );
         assert_eq!(step_label("breakpoint", &json!({})), "breakpoint");
+    }
+
+    #[test]
+    fn the_final_key_follows_the_last_step_and_the_finish() {
+        let finish = serde_json::json!({"shutdown_command": "poweroff"});
+        let k = final_key(&d(1), &finish);
+        assert_eq!(k, final_key(&d(1), &finish.clone()));
+        assert_ne!(k, final_key(&d(2), &finish));
+        assert_ne!(
+            k,
+            final_key(&d(1), &serde_json::json!({"shutdown_command": "halt -p"}))
+        );
+        assert_ne!(k, d(1));
     }
 
     #[test]

@@ -42,5 +42,5 @@ pub use component::{
 };
 pub use context::{BuildCtx, Ledger, OnError};
 pub use error::BuildError;
-pub use step::{run_steps, Outcome, Step};
+pub use step::{run_steps, Outcome, SkipWhen, Step};
 pub use ui::{Output, Ui};

@@ -40,6 +40,12 @@ pub trait Step<S: Send>: Send {
     /// Do the work. Record anything that needs undoing in `state` (and the
     /// ledger) as soon as it exists, so a cancel mid-way can still clean it.
     async fn run(&mut self, state: &mut S, ctx: &BuildCtx) -> Result<(), BuildError>;
+    /// Whether to pass over this step, asked when its turn comes: a step
+    /// passed over is neither run, timed nor cleaned up (a builder resuming
+    /// from a cache passes over the steps whose work is already done).
+    fn skip(&self, _state: &S) -> bool {
+        false
+    }
     /// Undo what `run` did, as far as it got. Called for every step whose
     /// `run` started, including the one that failed or was interrupted,
     /// with how the whole list ended.
@@ -62,6 +68,7 @@ pub async fn run_steps<S: Send>(
     ctx: &BuildCtx,
 ) -> Result<(), BuildError> {
     let mut started = 0;
+    let mut passed_over = vec![false; steps.len()];
     let mut result = Ok(());
     // What these steps create: "could not clean up" is about those only
     // (the build's working directory, say, is the caller's).
@@ -74,6 +81,12 @@ pub async fn run_steps<S: Send>(
         }
         let step = &mut steps[i];
         started = started.max(i + 1);
+        if step.skip(state) {
+            passed_over[i] = true;
+            i += 1;
+            continue;
+        }
+        passed_over[i] = false;
         ctx.ui.machine("step-start", &[step.name()]);
         let span = ctx.timeline.start(crate::timeline::Kind::Step, step.name());
         let r = tokio::select! {
@@ -120,6 +133,7 @@ pub async fn run_steps<S: Send>(
     }
     cleanup(
         &mut steps[..started],
+        &passed_over[..started],
         state,
         ctx,
         Outcome::of(&result),
@@ -131,13 +145,19 @@ pub async fn run_steps<S: Send>(
 
 async fn cleanup<S: Send>(
     steps: &mut [Box<dyn Step<S> + '_>],
+    passed_over: &[bool],
     state: &mut S,
     ctx: &BuildCtx,
     outcome: Outcome,
     checkpoint: u64,
 ) {
     let before = ctx.ledger.released().len();
-    for step in steps.iter_mut().rev() {
+    for (step, _) in steps
+        .iter_mut()
+        .zip(passed_over)
+        .rev()
+        .filter(|(_, passed)| !**passed)
+    {
         if ctx.abandon.is_cancelled() {
             break;
         }
@@ -179,5 +199,33 @@ async fn cleanup<S: Send>(
             ctx.ui
                 .error(&format!("Could not clean up: {}", left.join(", ")));
         }
+    }
+}
+
+/// A step passed over when `when` says so (see [`Step::skip`]): for
+/// steps written without knowing why a builder may not need them.
+pub struct SkipWhen<'a, S> {
+    pub step: Box<dyn Step<S> + 'a>,
+    pub when: fn(&S) -> bool,
+}
+
+#[async_trait]
+impl<S: Send> Step<S> for SkipWhen<'_, S> {
+    fn name(&self) -> &'static str {
+        self.step.name()
+    }
+    async fn run(&mut self, state: &mut S, ctx: &BuildCtx) -> Result<(), BuildError> {
+        self.step.run(state, ctx).await
+    }
+    fn skip(&self, state: &S) -> bool {
+        (self.when)(state) || self.step.skip(state)
+    }
+    async fn cleanup(
+        &mut self,
+        state: &mut S,
+        ctx: &BuildCtx,
+        outcome: Outcome,
+    ) -> Result<(), BuildError> {
+        self.step.cleanup(state, ctx, outcome).await
     }
 }

@@ -125,6 +125,36 @@ async fn success_cleans_up_in_reverse() {
 }
 
 #[tokio::test]
+async fn a_step_passed_over_is_neither_run_timed_nor_cleaned_up() {
+    let log = Log::default();
+    let (_, ctx) = ctx();
+    let mut s = steps(
+        &log,
+        &[
+            ("a", Behaviour::Ok),
+            ("b", Behaviour::Ok),
+            ("c", Behaviour::Fail),
+        ],
+    );
+    // "b" is passed over once "a" ran: the decision is taken on the state
+    // as it is when b's turn comes.
+    let b = s.remove(1);
+    s.insert(
+        1,
+        Box::new(kiln_core::SkipWhen {
+            step: b,
+            when: |st: &State| st.log.iter().any(|n| n == "a"),
+        }),
+    );
+    let mut st = State::default();
+    run_steps(&mut s, &mut st, &ctx).await.unwrap_err();
+    assert_eq!(log_of(&log), ["run a", "run c", "cleanup c", "cleanup a"]);
+    assert_eq!(st.outcomes, [Outcome::Failed; 2]);
+    let names: Vec<String> = ctx.timeline.entries().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["a", "c"]);
+}
+
+#[tokio::test]
 async fn failure_cleans_up_started_steps_only() {
     let log = Log::default();
     let (out, ctx) = ctx();
