@@ -14,20 +14,23 @@
 //!   0.92x (the lab's S3 is the bottleneck), VMDK 0.39x, no extra disk;
 //! - the S3 endpoint can be set (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`,
 //!   or `custom_endpoint_ec2` as for every other service);
-//! - every create is recorded before it is sent (the ledger lists it), so
-//!   a failure or a Ctrl-C at any point cleans up: the S3 object and any
-//!   unfinished multipart upload (unless `skip_clean`), the import task
-//!   (cancelled; found by its client-token tag when its answer never
-//!   came), the imported and copied AMIs with their snapshots.
+//! - every create goes through [`kiln_commonsteps::create`]: recorded
+//!   before it is sent (the ledger lists it), so a failure or a Ctrl-C at
+//!   any point cleans up: the S3 object and any unfinished multipart
+//!   upload (unless `skip_clean`), the import task (cancelled; found by its
+//!   client-token tag when its answer never came; an AMI it made before
+//!   the cancel is recorded and deleted), the imported and copied AMIs
+//!   with their snapshots (the copy found by its name when its answer
+//!   never came).
 use crate::artifact::AmiArtifact;
 use crate::client::Aws;
 use crate::config::AccessConfig;
-use crate::ec2::{CopyImage, ImageAttribute, ImportImage, ImportTask};
+use crate::ec2::{CopyImage, Filter, ImageAttribute, ImportImage, ImportTask};
 use crate::error::AwsError;
 use crate::s3::Sse;
 use bytes::Bytes;
+use kiln_commonsteps::create::{Create, Resource};
 use kiln_core::communicator::TransferProgress;
-use kiln_core::context::LedgerId;
 use kiln_core::{
     async_trait, Artifact, BuildCtx, BuildError, PostProcessCtx, PostProcessed, PostProcessor,
 };
@@ -190,30 +193,6 @@ pub fn pick_source(files: &[PathBuf], format: &str) -> Result<Source, String> {
     ))
 }
 
-/// What was made so far, for the cleanup (shared with the work, which may
-/// be dropped at any await by a cancel).
-#[derive(Default)]
-struct Made {
-    /// The S3 object (and any upload to it): ledger entry.
-    object: Option<LedgerId>,
-    /// The import request, while its answer has not come.
-    import_request: Option<tokio::task::JoinHandle<Result<ImportTask, AwsError>>>,
-    import_token: Option<String>,
-    import_unanswered: bool,
-    import_task: Option<String>,
-    import_ledger: Option<LedgerId>,
-    /// AMIs made (imported, copied) not yet the artifact: id -> ledger.
-    amis: Vec<(String, LedgerId)>,
-    copy_request: Option<tokio::task::JoinHandle<Result<String, AwsError>>>,
-    copy_name: Option<String>,
-}
-
-type Shared = Arc<Mutex<Made>>;
-
-fn lock(m: &Shared) -> std::sync::MutexGuard<'_, Made> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[async_trait]
 impl PostProcessor for AmazonImport {
     async fn post_process(
@@ -240,26 +219,14 @@ impl PostProcessor for AmazonImport {
         let key = kiln_template::interp::render(&self.config.s3_key, &interp)
             .map_err(|e| BuildError::new(e).context("Error rendering s3_key_name template"))?;
         let source = pick_source(&input.files(), &self.config.format).map_err(BuildError::msg)?;
-        let made: Shared = Arc::default();
-        let run = Run {
-            c: &self.config,
-            aws: &aws,
-            ui: ui.as_ref(),
-            ctx: b,
-            key: &key,
-            made: made.clone(),
-        };
+        // The build's context, saying what it says as the post-processor.
+        let mut pctx = b.clone();
+        pctx.ui = ui;
+        let mut run = Run::new(&self.config, &aws, pctx, &key);
         let r = b.cancellable(run.run(&source)).await;
         match r {
             Ok(ami) => {
-                let mut m = lock(&made);
-                for (_, l) in m.amis.drain(..) {
-                    b.ledger.release(l);
-                }
-                if let Some(l) = m.object.take() {
-                    b.ledger.release(l);
-                }
-                drop(m);
+                run.keep();
                 let artifact = AmiArtifact {
                     builder_id: BUILDER_ID.into(),
                     amis: [(aws.region.clone(), ami)].into(),
@@ -286,13 +253,30 @@ impl PostProcessor for AmazonImport {
     }
 }
 
+/// One import: what it made so far, each through
+/// [`kiln_commonsteps::create`] (recorded in the ledger before its request
+/// is sent, undone by [`Run::cleanup`] when the import fails or is
+/// cancelled).
 struct Run<'a> {
     c: &'a Config,
     aws: &'a Aws,
-    ui: &'a dyn kiln_core::Ui,
-    ctx: &'a BuildCtx,
+    /// The build's, with the post-processor's UI.
+    ctx: BuildCtx,
     key: &'a str,
-    made: Shared,
+    /// The S3 object and any unfinished upload to it (the upload runs
+    /// here, not as a task: a Ctrl-C stops it).
+    object: Create<String, AwsError>,
+    /// The import task; undone by cancelling it. Released once it is over.
+    import: Create<ImportTask, AwsError>,
+    /// The import request's client token, also the task's
+    /// [`MARKER_TAG`] tag: how a task whose answer never came is found.
+    token: String,
+    /// The AMI the import task made: recorded when the task is seen
+    /// finished, by the wait or by the cleanup's cancel
+    /// ([`ImportTasks`]'s `deleted`).
+    imported: Mutex<Create<String, AwsError>>,
+    /// The renamed copy of it (`ami_name`).
+    copy: Create<String, AwsError>,
 }
 
 /// Read `source` into chunks on a thread of its own; the channel carries
@@ -414,8 +398,42 @@ pub async fn upload_image(
     Ok(sent)
 }
 
-impl Run<'_> {
-    async fn run(&self, source: &Source) -> Result<String, BuildError> {
+impl<'a> Run<'a> {
+    fn new(c: &'a Config, aws: &'a Aws, ctx: BuildCtx, key: &'a str) -> Self {
+        let region = aws.region.clone();
+        let (bucket, object_key) = (c.s3_bucket.clone(), key.to_string());
+        Run {
+            c,
+            aws,
+            ctx,
+            key,
+            object: Create::new("S3 upload"),
+            import: Create::new("import task").labelled(move |t: &ImportTask| {
+                format!(
+                    "import task {} from s3://{bucket}/{object_key} ({region})",
+                    t.id
+                )
+            }),
+            token: uuid::Uuid::new_v4().to_string(),
+            imported: Mutex::new(Create::new("imported AMI")),
+            copy: Create::new("AMI copy").labelled({
+                let region = aws.region.clone();
+                move |id: &String| format!("AMI {id} and its snapshots ({region})")
+            }),
+        }
+    }
+
+    /// The import succeeded: what is left of it is the artifact (the AMI),
+    /// or was meant to stay (the S3 object with `skip_clean`).
+    fn keep(&mut self) {
+        let ctx = &self.ctx;
+        self.object.keep(ctx);
+        self.import.keep(ctx);
+        lock(&self.imported).keep(ctx);
+        self.copy.keep(ctx);
+    }
+
+    async fn run(&mut self, source: &Source) -> Result<String, BuildError> {
         let c = self.c;
         let (bucket, key) = (c.s3_bucket.as_str(), self.key);
         let (path, conv) = match source {
@@ -440,7 +458,7 @@ impl Run<'_> {
         let ec2 = self.aws.ec2();
         if !c.tags.is_empty() {
             for (k, v) in &c.tags {
-                self.ui.message(&format!("Adding tag \"{k}\": \"{v}\""));
+                self.ctx.ui.message(&format!("Adding tag \"{k}\": \"{v}\""));
             }
             let img = ec2
                 .image(&ami)
@@ -451,10 +469,10 @@ impl Run<'_> {
                 .ok_or_else(|| BuildError::msg(format!("AMI {ami} has no images")))?;
             let mut resources = vec![ami.clone()];
             for s in img.snapshot_ids() {
-                self.ui.message(&format!("Tagging snapshot {s}"));
+                self.ctx.ui.message(&format!("Tagging snapshot {s}"));
                 resources.push(s);
             }
-            self.ui.message(&format!("Tagging AMI {ami}"));
+            self.ctx.ui.message(&format!("Tagging AMI {ami}"));
             ec2.create_tags(&resources, &c.tags).await.map_err(|e| {
                 BuildError::new(e).context(format!("Failed to add tags to resources {resources:?}"))
             })?;
@@ -470,13 +488,14 @@ impl Run<'_> {
             attrs.push(("users", ImageAttribute::AddUsers(c.ami_users.clone())));
         }
         for (name, a) in attrs {
-            self.ui.message(&format!("Modifying: {name}"));
+            self.ctx.ui.message(&format!("Modifying: {name}"));
             ec2.modify_image_attribute(&ami, &a)
                 .await
                 .map_err(|e| BuildError::new(e).context("Error modifying AMI attributes"))?;
         }
         if !c.skip_clean {
-            self.ui
+            self.ctx
+                .ui
                 .message(&format!("Deleting import source s3://{bucket}/{key}"));
             self.aws
                 .s3()
@@ -490,32 +509,37 @@ impl Run<'_> {
     }
 
     async fn upload(
-        &self,
+        &mut self,
         path: &Path,
         conv: &str,
         source: &Source,
         bucket: &str,
         key: &str,
     ) -> Result<(), BuildError> {
-        self.ui.message(&format!(
+        self.ctx.ui.message(&format!(
             "Uploading {} to s3://{bucket}/{key}{conv}",
             path.display()
         ));
-        // Recorded before the first request: an upload cut off at any point
-        // is found by its key.
-        lock(&self.made).object = Some(self.ctx.ledger.track(format!(
-            "S3 object s3://{bucket}/{key} and any unfinished upload to it ({})",
-            self.aws.region
-        )));
+        // Recorded before the first request: an upload cut off at any point,
+        // or failed (some of its requests may have been carried out), is
+        // found by its key.
+        self.object.record(
+            &self.ctx,
+            format!(
+                "S3 object s3://{bucket}/{key} and any unfinished upload to it ({})",
+                self.aws.region
+            ),
+        );
         let sse = Sse {
             algorithm: self.c.s3_encryption.clone(),
             kms_key_id: self.c.s3_encryption_key.clone(),
         };
         if self.c.s3_encryption.as_deref() == Some("AES256") && self.c.s3_encryption_key.is_some() {
-            self.ui
+            self.ctx
+                .ui
                 .message("Ignoring s3_encryption_key because s3_encryption is set to 'AES256'");
         }
-        let progress: Arc<dyn TransferProgress> = Arc::from(self.ui.progress("Uploading"));
+        let progress: Arc<dyn TransferProgress> = Arc::from(self.ctx.ui.progress("Uploading"));
         let r = upload_image(
             self.aws,
             source,
@@ -528,16 +552,17 @@ impl Run<'_> {
         .await;
         progress.finish();
         r.map_err(|e| BuildError::msg(format!("Failed to upload {}: {e}", path.display())))?;
-        self.ui.message(&format!(
+        self.object.answer(&self.ctx, &Ok(key.to_string()));
+        self.ctx.ui.message(&format!(
             "Completed upload of {} to s3://{bucket}/{key}",
             path.display()
         ));
         Ok(())
     }
 
-    async fn import(&self, bucket: &str, key: &str) -> Result<ImportTask, BuildError> {
+    async fn import(&mut self, bucket: &str, key: &str) -> Result<ImportTask, BuildError> {
         let c = self.c;
-        let token = uuid::Uuid::new_v4().to_string();
+        let token = self.token.clone();
         let mut tags = BTreeMap::new();
         tags.insert(MARKER_TAG.to_string(), token.clone());
         let req = ImportImage {
@@ -558,48 +583,36 @@ impl Run<'_> {
             ..Default::default()
         };
         if let Some(l) = &c.license_type {
-            self.ui.message(&format!("Setting license type to '{l}'"));
+            self.ctx
+                .ui
+                .message(&format!("Setting license type to '{l}'"));
         }
-        {
-            let mut m = lock(&self.made);
-            m.import_token = Some(token.clone());
-            m.import_ledger = Some(self.ctx.ledger.track(format!(
-                "import task from s3://{bucket}/{key} (tag {MARKER_TAG}={token}, {})",
-                self.aws.region
-            )));
-            let aws = self.aws.clone();
-            m.import_request = Some(tokio::spawn(
+        let aws = self.aws.clone();
+        let task = self
+            .import
+            .send(
+                &self.ctx,
+                format!(
+                    "import task from s3://{bucket}/{key} (tag {MARKER_TAG}={token}, {})",
+                    self.aws.region
+                ),
                 async move { aws.ec2().import_image(&req).await },
-            ));
-        }
-        let answer = settle(&self.made, |m| &mut m.import_request).await;
-        let task = match answer {
-            Some(Ok(t)) => t,
-            Some(Err(e)) => {
-                let mut m = lock(&self.made);
-                m.import_unanswered = e.unanswered();
-                if !e.outcome_unknown() {
-                    m.import_token = None;
-                    if let Some(l) = m.import_ledger.take() {
-                        self.ctx.ledger.release(l);
-                    }
-                }
-                return Err(BuildError::new(e)
-                    .context(format!("Failed to start import from s3://{bucket}/{key}")));
-            }
-            None => return Err(BuildError::Cancelled),
-        };
-        lock(&self.made).import_task = Some(task.id.clone());
-        self.ui.message(&format!(
+            )
+            .await
+            .map_err(|e| {
+                BuildError::new(e)
+                    .context(format!("Failed to start import from s3://{bucket}/{key}"))
+            })?;
+        let ui = self.ctx.ui.clone();
+        ui.message(&format!(
             "Started import of s3://{bucket}/{key}, task id {}",
             task.id
         ));
-        self.ui.message(&format!(
+        ui.message(&format!(
             "Waiting for task {} to complete (may take a while)",
             task.id
         ));
         let last = Mutex::new(String::new());
-        let ui = self.ui;
         let show = |t: &ImportTask| {
             let s = format!(
                 "{}{}{}",
@@ -635,13 +648,9 @@ impl Run<'_> {
                     .ok()
                     .and_then(|v| v.into_iter().next());
                 if now.as_ref().is_some_and(|t| t.status == "deleted") {
-                    // The task is over: nothing to cancel.
-                    let mut m = lock(&self.made);
-                    m.import_task = None;
-                    m.import_token = None;
-                    if let Some(l) = m.import_ledger.take() {
-                        self.ctx.ledger.release(l);
-                    }
+                    // The task is over, having made nothing: nothing to
+                    // cancel.
+                    self.import.keep(&self.ctx);
                 }
                 let msg = now
                     .and_then(|t| t.status_message)
@@ -652,27 +661,19 @@ impl Run<'_> {
                 )));
             }
         };
-        self.ui
-            .message(&format!("Import task {} complete", done.id));
-        let mut m = lock(&self.made);
+        ui.message(&format!("Import task {} complete", done.id));
         if let Some(ami) = &done.image_id {
-            let l = self
-                .ctx
-                .ledger
-                .track(format!("AMI {ami} and its snapshots ({})", self.aws.region));
-            m.amis.push((ami.clone(), l));
+            record_imported(&self.imported, &self.ctx, &self.aws.region, ami);
         }
         // The task is over: nothing of it to cancel any more.
-        m.import_task = None;
-        m.import_token = None;
-        if let Some(l) = m.import_ledger.take() {
-            self.ctx.ledger.release(l);
-        }
+        self.import.keep(&self.ctx);
         Ok(done)
     }
 
-    async fn rename(&self, ami: &str, name: &str) -> Result<String, BuildError> {
-        self.ui.message(&format!("Starting rename of AMI ({ami})"));
+    async fn rename(&mut self, ami: &str, name: &str) -> Result<String, BuildError> {
+        self.ctx
+            .ui
+            .message(&format!("Starting rename of AMI ({ami})"));
         let c = self.c;
         let req = CopyImage {
             source_image_id: ami.into(),
@@ -687,34 +688,21 @@ impl Run<'_> {
             client_token: uuid::Uuid::new_v4().to_string(),
             ..Default::default()
         };
-        {
-            let mut m = lock(&self.made);
-            m.copy_name = Some(name.to_string());
-            let aws = self.aws.clone();
-            m.copy_request = Some(tokio::spawn(
+        let aws = self.aws.clone();
+        let new = self
+            .copy
+            .send(
+                &self.ctx,
+                format!(
+                    "copy of {ami} named {name:?} being made ({})",
+                    self.aws.region
+                ),
                 async move { aws.ec2().copy_image(&req).await },
-            ));
-        }
-        let new = match settle(&self.made, |m| &mut m.copy_request).await {
-            Some(Ok(id)) => id,
-            Some(Err(e)) => {
-                if !e.outcome_unknown() {
-                    lock(&self.made).copy_name = None;
-                }
-                return Err(BuildError::new(e).context(format!("Error Copying AMI ({ami})")));
-            }
-            None => return Err(BuildError::Cancelled),
-        };
-        {
-            let mut m = lock(&self.made);
-            m.copy_name = None;
-            let l = self
-                .ctx
-                .ledger
-                .track(format!("AMI {new} and its snapshots ({})", self.aws.region));
-            m.amis.push((new.clone(), l));
-        }
-        self.ui
+            )
+            .await
+            .map_err(|e| BuildError::new(e).context(format!("Error Copying AMI ({ami})")))?;
+        self.ctx
+            .ui
             .message("Waiting for AMI rename to complete (may take a while)");
         self.aws
             .wait_image_available(&new, &self.ctx.cancel)
@@ -723,197 +711,241 @@ impl Run<'_> {
                 AwsError::Cancelled => BuildError::Cancelled,
                 e => BuildError::new(e).context(format!("Error waiting for AMI ({new})")),
             })?;
-        self.ui.message("Destroying intermediary AMI...");
-        self.aws
-            .ec2()
-            .destroy_image(ami)
-            .await
-            .map_err(|e| BuildError::new(e).context("Error deregistering existing AMI"))?;
-        let mut m = lock(&self.made);
-        if let Some(i) = m.amis.iter().position(|(a, _)| a == ami) {
-            let (_, l) = m.amis.remove(i);
-            self.ctx.ledger.release(l);
-        }
-        drop(m);
-        self.ui.message("AMI rename completed");
+        self.ctx.ui.message("Destroying intermediary AMI...");
+        let intermediary = Amis {
+            aws: self.aws,
+            name: None,
+            intermediary: true,
+        };
+        self.imported
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .undo(&self.ctx, &intermediary)
+            .await?;
+        self.ctx.ui.message("AMI rename completed");
         Ok(new)
     }
 
-    /// Undo what was made, as far as it got.
-    async fn cleanup(&self) {
-        let ec2 = self.aws.ec2();
-        let ui = self.ui;
-        // The import request: wait for its answer, cancel the task.
-        let pending = lock(&self.made).import_request.take();
-        if let Some(h) = pending {
-            ui.message("Waiting for the answer to the import request before cleaning up...");
-            match h.await {
-                Ok(Ok(t)) => lock(&self.made).import_task = Some(t.id),
-                Ok(Err(e)) => {
-                    let mut m = lock(&self.made);
-                    m.import_unanswered = e.unanswered();
-                    if !e.outcome_unknown() {
-                        m.import_token = None;
-                        if let Some(l) = m.import_ledger.take() {
-                            self.ctx.ledger.release(l);
-                        }
-                    }
-                }
-                Err(_) => lock(&self.made).import_unanswered = true,
+    /// Undo what was made, as far as it got, newest first: the import task
+    /// (cancelled; an AMI it made by then is recorded), the copy, the
+    /// imported AMI, the S3 object (unless `skip_clean`). What cannot be
+    /// undone is said, and stays in the ledger; the rest goes on.
+    async fn cleanup(&mut self) {
+        let ctx = &self.ctx;
+        let report = |r: Result<(), BuildError>| {
+            if let Err(e) = r {
+                ctx.ui.error(&e.to_string());
             }
-        }
-        let (task, token, unanswered) = {
-            let m = lock(&self.made);
-            (
-                m.import_task.clone(),
-                m.import_token.clone(),
-                m.import_unanswered,
-            )
         };
-        let mut tasks: Vec<String> = task.into_iter().collect();
-        if tasks.is_empty() {
-            if let Some(token) = &token {
-                // No answer: find the task by its tag, for as long as the
-                // request may still be carried out.
-                let until = std::time::Instant::now()
-                    + if unanswered {
-                        self.aws.transport.request_timeout
-                    } else {
-                        Duration::ZERO
-                    };
-                loop {
-                    let found = ec2
-                        .describe_import_image_tasks(
-                            &[],
-                            &[crate::ec2::Filter::tag(MARKER_TAG, token)],
-                        )
-                        .await
-                        .map(|v| {
-                            v.into_iter()
-                                .filter(|t| t.tags.get(MARKER_TAG) == Some(token))
-                                .collect::<Vec<_>>()
-                        });
-                    match found {
-                        Ok(v) if !v.is_empty() => {
-                            tasks = v.into_iter().map(|t| t.id).collect();
-                            break;
-                        }
-                        _ if std::time::Instant::now() >= until => break,
-                        _ => tokio::time::sleep(Duration::from_millis(500)).await,
-                    }
-                }
-            }
-        }
-        let mut all_cancelled = true;
-        for t in &tasks {
-            ui.say(&format!("Cancelling import task {t} ..."));
-            if let Err(e) = ec2.cancel_import_task(t).await {
-                ui.error(&format!("Could not cancel import task {t}: {e}"));
-                all_cancelled = false;
-                continue;
-            }
-            // A task that completed before the cancel made an AMI.
-            if let Ok(v) = ec2
-                .describe_import_image_tasks(std::slice::from_ref(t), &[])
-                .await
-            {
-                for done in v {
-                    if let Some(ami) = done.image_id.filter(|_| done.status == "completed") {
-                        let l = self
-                            .ctx
-                            .ledger
-                            .track(format!("AMI {ami} and its snapshots ({})", self.aws.region));
-                        lock(&self.made).amis.push((ami, l));
-                    }
-                }
-            }
-        }
-        if all_cancelled {
-            // Cancelled, or looked for as long as the request could take.
-            if let Some(l) = lock(&self.made).import_ledger.take() {
-                self.ctx.ledger.release(l);
-            }
-        }
-        // A copy whose answer may not have come: find it by name.
-        let pending = lock(&self.made).copy_request.take();
-        if let Some(h) = pending {
-            if let Ok(Ok(id)) = h.await {
-                let l = self
-                    .ctx
-                    .ledger
-                    .track(format!("AMI {id} and its snapshots ({})", self.aws.region));
-                lock(&self.made).amis.push((id, l));
-            }
-        }
-        let copy_name = lock(&self.made).copy_name.take();
-        if let Some(name) = copy_name {
-            if let Ok(v) = ec2.find_own_images_by_name(&name).await {
-                for i in v {
-                    let l = self.ctx.ledger.track(format!(
-                        "AMI {} and its snapshots ({})",
-                        i.id, self.aws.region
-                    ));
-                    lock(&self.made).amis.push((i.id, l));
-                }
-            }
-        }
-        let amis: Vec<(String, LedgerId)> = lock(&self.made).amis.drain(..).collect();
-        for (ami, l) in amis {
-            ui.say(&format!(
-                "Deregistering AMI {ami} and deleting its snapshots ..."
-            ));
-            match ec2.destroy_image(&ami).await {
-                Ok(()) => self.ctx.ledger.release(l),
-                Err(e) => ui.error(&format!(
-                    "Could not delete AMI {ami}, please delete it by hand: {e}"
-                )),
-            }
-        }
-        let object = lock(&self.made).object.take();
-        if let Some(l) = object {
-            if self.c.skip_clean {
-                self.ctx.ledger.release(l);
-                return;
-            }
-            let (bucket, key) = (&self.c.s3_bucket, self.key);
-            ui.say(&format!("Deleting s3://{bucket}/{key} ..."));
-            match self.aws.s3().remove_object_and_uploads(bucket, key).await {
-                Ok(()) => self.ctx.ledger.release(l),
-                Err(e) => ui.error(&format!(
-                    "Could not delete s3://{bucket}/{key}, please delete it by hand: {e}"
-                )),
-            }
+        let tasks = ImportTasks {
+            aws: self.aws,
+            token: &self.token,
+            imported: &self.imported,
+        };
+        report(self.import.undo(ctx, &tasks).await);
+        let copies = Amis {
+            aws: self.aws,
+            name: self.c.ami_name.as_deref(),
+            intermediary: false,
+        };
+        report(self.copy.undo(ctx, &copies).await);
+        let imported = Amis {
+            aws: self.aws,
+            name: None,
+            intermediary: false,
+        };
+        let amis = self.imported.get_mut().unwrap_or_else(|e| e.into_inner());
+        report(amis.undo(ctx, &imported).await);
+        if self.c.skip_clean {
+            self.object.keep(ctx);
+        } else {
+            let object = S3Object {
+                aws: self.aws,
+                bucket: &self.c.s3_bucket,
+                key: self.key,
+            };
+            report(self.object.undo(ctx, &object).await);
         }
     }
 }
 
-/// Await the request kept in `made` (taken out of it once answered); if
-/// this future is dropped (Ctrl-C) the request stays there, and the
-/// cleanup awaits it.
-async fn settle<T>(
-    made: &Shared,
-    slot: impl Fn(&mut Made) -> &mut Option<tokio::task::JoinHandle<Result<T, AwsError>>>,
-) -> Option<Result<T, AwsError>> {
-    use std::future::Future;
-    std::future::poll_fn(|cx| {
-        let mut g = lock(made);
-        let Some(h) = slot(&mut g).as_mut() else {
-            return std::task::Poll::Ready(None);
-        };
-        match std::pin::Pin::new(h).poll(cx) {
-            std::task::Poll::Pending => std::task::Poll::Pending,
-            std::task::Poll::Ready(r) => {
-                *slot(&mut g) = None;
-                std::task::Poll::Ready(Some(r.unwrap_or_else(|e| {
-                    Err(AwsError::Transport {
-                        service: "ec2",
-                        action: "request".into(),
-                        message: format!("the request's task ended: {e}"),
-                        sent: true,
-                    })
-                })))
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Record the AMI an import task made in `region` (and its snapshots), to
+/// be deregistered (and deleted) unless it is handed on.
+fn record_imported(
+    amis: &Mutex<Create<String, AwsError>>,
+    ctx: &BuildCtx,
+    region: &str,
+    ami: &str,
+) {
+    let mut amis = lock(amis);
+    amis.record(ctx, format!("AMI {ami} and its snapshots ({region})"));
+    amis.answer(ctx, &Ok(ami.to_string()));
+}
+
+/// The import tasks of one `ImportImage` request, found by the
+/// [`MARKER_TAG`] tag carrying its client token; undone by cancelling.
+/// A task that finished before the cancel leaves an AMI, recorded in
+/// `imported` (and deleted from there).
+struct ImportTasks<'a> {
+    aws: &'a Aws,
+    token: &'a str,
+    imported: &'a Mutex<Create<String, AwsError>>,
+}
+
+#[async_trait]
+impl Resource for ImportTasks<'_> {
+    type Item = ImportTask;
+    type Error = AwsError;
+    fn request_timeout(&self) -> Duration {
+        self.aws.transport.request_timeout
+    }
+    async fn find(&self) -> Result<Vec<ImportTask>, AwsError> {
+        Ok(self
+            .aws
+            .ec2()
+            .describe_import_image_tasks(&[], &[Filter::tag(MARKER_TAG, self.token)])
+            .await?
+            .into_iter()
+            .filter(|t| t.tags.get(MARKER_TAG).map(String::as_str) == Some(self.token))
+            .collect())
+    }
+    async fn delete(&self, t: &ImportTask) -> Result<(), AwsError> {
+        self.aws.ec2().cancel_import_task(&t.id).await
+    }
+    fn find_failed(&self) -> String {
+        format!(
+            "Error looking for the import task that may have been started (tag {MARKER_TAG}={}, {})",
+            self.token, self.aws.region
+        )
+    }
+    fn delete_failed(&self, t: &ImportTask) -> String {
+        format!("Could not cancel import task {}", t.id)
+    }
+    async fn deleting(&self, ctx: &BuildCtx, t: &ImportTask) {
+        ctx.ui.say(&format!("Cancelling import task {} ...", t.id));
+    }
+    async fn deleted(&self, ctx: &BuildCtx, t: &ImportTask) -> Result<(), BuildError> {
+        // A task that completed before the cancel made an AMI.
+        let now = self
+            .aws
+            .ec2()
+            .describe_import_image_tasks(std::slice::from_ref(&t.id), &[])
+            .await
+            .map_err(|e| {
+                BuildError::new(e).context(format!(
+                    "Error looking for an AMI import task {} may have made",
+                    t.id
+                ))
+            })?;
+        for done in now {
+            if let Some(ami) = done.image_id.filter(|_| done.status == "completed") {
+                record_imported(self.imported, ctx, &self.aws.region, &ami);
             }
         }
-    })
-    .await
+        Ok(())
+    }
+}
+
+/// AMIs made by the import: the imported one (always known by its id) and
+/// its renamed copy (found by its name when the CopyImage answer did not
+/// come). Deleting one deregisters it and deletes its snapshots.
+struct Amis<'a> {
+    aws: &'a Aws,
+    /// The copy's name, to look for it by.
+    name: Option<&'a str>,
+    /// The imported AMI once renamed: its deregistration is the rename's
+    /// last move, said by the rename.
+    intermediary: bool,
+}
+
+#[async_trait]
+impl Resource for Amis<'_> {
+    type Item = String;
+    type Error = AwsError;
+    fn request_timeout(&self) -> Duration {
+        self.aws.transport.request_timeout
+    }
+    async fn find(&self) -> Result<Vec<String>, AwsError> {
+        let Some(name) = self.name else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .aws
+            .ec2()
+            .find_own_images_by_name(name)
+            .await?
+            .into_iter()
+            .filter(|i| i.name == name)
+            .map(|i| i.id)
+            .collect())
+    }
+    async fn delete(&self, id: &String) -> Result<(), AwsError> {
+        self.aws.ec2().destroy_image(id).await
+    }
+    fn find_failed(&self) -> String {
+        format!(
+            "Error looking for the AMI {:?} in {}, which may have been created",
+            self.name.unwrap_or_default(),
+            self.aws.region
+        )
+    }
+    fn delete_failed(&self, id: &String) -> String {
+        if self.intermediary {
+            "Error deregistering existing AMI".into()
+        } else {
+            format!("Could not delete AMI {id}, please delete it by hand")
+        }
+    }
+    async fn deleting(&self, ctx: &BuildCtx, id: &String) {
+        if !self.intermediary {
+            ctx.ui.say(&format!(
+                "Deregistering AMI {id} and deleting its snapshots ..."
+            ));
+        }
+    }
+}
+
+/// The S3 object the image is uploaded to, and any unfinished multipart
+/// upload to it. Everything an upload may have made is under its key, and
+/// removing what is there is harmless when nothing is: the key itself is
+/// what is found, without a request.
+struct S3Object<'a> {
+    aws: &'a Aws,
+    bucket: &'a str,
+    key: &'a str,
+}
+
+#[async_trait]
+impl Resource for S3Object<'_> {
+    type Item = String;
+    type Error = AwsError;
+    fn request_timeout(&self) -> Duration {
+        self.aws.transport.request_timeout
+    }
+    async fn find(&self) -> Result<Vec<String>, AwsError> {
+        Ok(vec![self.key.to_string()])
+    }
+    async fn delete(&self, key: &String) -> Result<(), AwsError> {
+        self.aws
+            .s3()
+            .remove_object_and_uploads(self.bucket, key)
+            .await
+    }
+    fn find_failed(&self) -> String {
+        format!("Error looking for s3://{}/{}", self.bucket, self.key)
+    }
+    fn delete_failed(&self, key: &String) -> String {
+        format!(
+            "Could not delete s3://{}/{key}, please delete it by hand",
+            self.bucket
+        )
+    }
+    async fn deleting(&self, ctx: &BuildCtx, key: &String) {
+        ctx.ui
+            .say(&format!("Deleting s3://{}/{key} ...", self.bucket));
+    }
 }

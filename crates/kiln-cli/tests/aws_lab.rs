@@ -2,8 +2,9 @@
 //! (testlab/aws: moto with VM import, behind the fault proxy): a qcow2
 //! streamed as raw and a raw file become AMIs with their name and tags, the
 //! manifest records them, the S3 object is gone; a failed import, retried
-//! faults, a lost answer and a real SIGINT while a call is held each leave
-//! nothing behind. Each test has a region of its own.
+//! faults, a lost import or copy answer and a real SIGINT while a call is
+//! held each leave nothing behind; an import task that cannot be looked
+//! for is listed as possibly left. Each test has a region of its own.
 //!
 //! Needs a running lab: `testlab/aws/with-lab.sh ROOT cargo test ... --
 //! --include-ignored` (scripts/test.sh does this).
@@ -444,8 +445,105 @@ async fn lost_import_answer_is_found_by_its_tag_and_cancelled() {
         !tasks.is_empty() && tasks.iter().all(|t| t.status == "deleted"),
         "{tasks:?}"
     );
+    assert!(!text.contains("may have been left behind"), "{text}");
     assert_eq!(
         leftovers(&aws, &bucket, "lost.vmdk").await,
+        Vec::<String>::new()
+    );
+}
+
+/// CopyImage (the rename to `ami_name`) carried out but its answers lost
+/// (the client's retry too): the copy is looked for by its name and
+/// deregistered with the imported AMI, the object is deleted, and the
+/// build lists nothing as left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the AWS lab (testlab/aws)"]
+async fn lost_copy_answer_is_found_by_its_name_and_deleted() {
+    let lab = Lab::get();
+    let region = "ap-east-2";
+    let aws = lab.aws(region).await;
+    let bucket = unique("kiln-lostcopy");
+    aws.s3().create_bucket(&bucket).await.unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let f = lab
+        .fault(json!({"action": "CopyImage", "region": region, "mode": "lose_answer", "times": 0}))
+        .await;
+    let t = json!({
+        "builders": [{"type": "file", "content": "a disk", "target": "disk.vmdk"}],
+        "post-processors": [import_pp(&lab, region, &bucket, json!({"format": "vmdk", "s3_key_name": "lostcopy.vmdk", "ami_name": "kiln-lost-copy", "max_retries": 1}))]
+    });
+    std::fs::write(d.path().join("t.json"), t.to_string()).unwrap();
+    let (ok, text) = kiln(d.path(), &["build", "-color=false", "t.json"]);
+    let seen = lab.seen(region).await;
+    lab.remove_faults(&f).await;
+    assert!(!ok, "{text}");
+    assert!(
+        seen.iter()
+            .any(|(a, m)| a == "CopyImage" && m.as_deref() == Some("lose_answer")),
+        "{seen:?}"
+    );
+    assert!(text.contains("Error Copying AMI (ami-"), "{text}");
+    // The copies (one per try) and the imported AMI.
+    let deregistered = text
+        .matches("(amazon-import): Deregistering AMI ami-")
+        .count();
+    assert!(deregistered >= 2, "{text}");
+    assert!(text.contains("Deleting s3://"), "{text}");
+    assert!(!text.contains("may have been left behind"), "{text}");
+    assert!(!text.contains("Could not"), "{text}");
+    assert_eq!(
+        leftovers(&aws, &bucket, "lostcopy.vmdk").await,
+        Vec::<String>::new()
+    );
+}
+
+/// The answer to ImportImage lost, and the search for the task it started
+/// refused: the cleanup says so and the build lists the task as possibly
+/// left behind (it no longer claims nothing is left); the test cancels it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the AWS lab (testlab/aws)"]
+async fn an_import_task_that_cannot_be_looked_for_is_listed_as_left() {
+    let lab = Lab::get();
+    let region = "mx-central-1";
+    let aws = lab.aws(region).await;
+    let bucket = unique("kiln-unfound");
+    aws.s3().create_bucket(&bucket).await.unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let f = lab
+        .fault(json!([
+            {"action": "ImportImage", "region": region, "mode": "lose_answer", "times": 0},
+            {"action": "DescribeImportImageTasks", "region": region, "mode": "error", "status": 403, "code": "UnauthorizedOperation", "times": 0}
+        ]))
+        .await;
+    let t = json!({
+        "builders": [{"type": "file", "content": "a disk", "target": "disk.vmdk"}],
+        "post-processors": [import_pp(&lab, region, &bucket, json!({"format": "vmdk", "s3_key_name": "unfound.vmdk", "max_retries": 1}))]
+    });
+    std::fs::write(d.path().join("t.json"), t.to_string()).unwrap();
+    let (ok, text) = kiln(d.path(), &["build", "-color=false", "t.json"]);
+    lab.remove_faults(&f).await;
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "Error looking for the import task that may have been started (tag kiln-import-token="
+        ),
+        "{text}"
+    );
+    assert!(text.contains("may have been left behind"), "{text}");
+    assert!(text.contains("import task from s3://"), "{text}");
+    // The rest was cleaned up; the task is the test's to cancel.
+    assert!(text.contains("Deleting s3://"), "{text}");
+    let tasks = aws
+        .ec2()
+        .describe_import_image_tasks(&[], &[])
+        .await
+        .unwrap();
+    assert!(!tasks.is_empty(), "the task was started");
+    for t in tasks {
+        aws.ec2().cancel_import_task(&t.id).await.unwrap();
+    }
+    assert_eq!(
+        leftovers(&aws, &bucket, "unfound.vmdk").await,
         Vec::<String>::new()
     );
 }
@@ -511,7 +609,7 @@ async fn sigint_while_a_call_is_held_leaves_nothing() {
         if action == "ImportImage" {
             // kiln waits for the answer before cleaning up; let the call through late.
             let start = Instant::now();
-            while !read_log().contains("Waiting for the answer to the import request") {
+            while !read_log().contains("Waiting for the answer to the import task create request") {
                 assert!(start.elapsed() < Duration::from_secs(60), "{}", read_log());
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

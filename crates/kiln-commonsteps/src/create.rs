@@ -24,8 +24,13 @@
 //!
 //! A step holds a [`Create`] and calls [`Create::send`] in its `run`, and
 //! [`Create::undo`] in its `cleanup` (or [`Create::keep`] when what it made
-//! is handed on, as an artifact). What is special about a kind of resource
-//! (how to look for it, how to delete it, what to say) is a [`Resource`];
+//! is handed on, as an artifact). A request that must stop rather than run
+//! on when its step is dropped (a long upload), or a thing another request
+//! makes (the AMI an import task leaves), is recorded with
+//! [`Create::record`] and its answer told with [`Create::answer`]; the
+//! cleanup is the same. What is special about a kind of resource
+//! (how to look for it, how to delete it, or cancel it when it is a task,
+//! what to say) is a [`Resource`];
 //! what the routine needs to know of a cloud's error type is a
 //! [`CloudError`]. Nothing here depends on a particular cloud.
 //!
@@ -92,7 +97,9 @@ pub trait Resource: Send + Sync {
     /// gave the request to be found by. Retried as the deletes are.
     async fn find(&self) -> Result<Vec<Self::Item>, Self::Error>;
 
-    /// Delete one thing: one request, retried while the error
+    /// Delete one thing (or cancel it, when it is a task: what the task
+    /// made by then is for [`Resource::deleted`] to record): one request,
+    /// retried while the error
     /// [`is_retryable`](CloudError::is_retryable); "not found" counts as
     /// done.
     async fn delete(&self, item: &Self::Item) -> Result<(), Self::Error>;
@@ -117,7 +124,9 @@ pub trait Resource: Send + Sync {
     async fn deleting(&self, _ctx: &BuildCtx, _item: &Self::Item) {}
 
     /// Once `item` is deleted: say so, wait until it is gone (a server
-    /// shutting down, before the key pair it uses may go).
+    /// shutting down, before the key pair it uses may go); once a task is
+    /// cancelled, record what it made before (another [`Create`]'s
+    /// [`Create::record`]). An error keeps `item`'s record.
     async fn deleted(&self, _ctx: &BuildCtx, _item: &Self::Item) -> Result<(), BuildError> {
         Ok(())
     }
@@ -153,6 +162,9 @@ impl Default for Retry {
 enum State<T, E> {
     /// Sent; no answer yet (the step was dropped while waiting for it).
     Sent(JoinHandle<Result<T, E>>),
+    /// Recorded; the caller sends the request and has not told its
+    /// answer ([`Create::record`]): as good as no answer.
+    Recorded,
     /// Refused: nothing was made (the entry goes).
     Refused,
     /// The answer leaves the outcome unknown.
@@ -242,6 +254,40 @@ where
         answer
     }
 
+    /// Record a request in the ledger as `label`, before the caller sends
+    /// it itself (instead of [`Create::send`]): for a request that must
+    /// stop, not run on, when its step is dropped (a long upload, which
+    /// [`Create::undo`] then removes), or for a thing made by another
+    /// request that the caller follows (the AMI an import task makes).
+    ///
+    /// Until [`Create::answer`] tells its answer, the request counts as
+    /// one without an answer ([`CloudError::unanswered`]): [`Create::undo`]
+    /// looks for what it may have made, and so does it after an error the
+    /// caller cannot tell apart (leave it unanswered).
+    pub fn record(&mut self, ctx: &BuildCtx, label: impl Into<String>) {
+        self.entries.push(Entry {
+            ledger: ctx.ledger.track(label),
+            state: State::Recorded,
+        });
+    }
+
+    /// The answer to the request [`Create::record`]ed last, as
+    /// [`Create::send`] takes it: what it made (relabelled as
+    /// [`Create::labelled`] says), a refusal (the record goes at once) or
+    /// an unknown outcome. Does nothing when no recorded request waits for
+    /// its answer.
+    pub fn answer(&mut self, ctx: &BuildCtx, answer: &Result<T, E>) {
+        let Some(i) = self
+            .entries
+            .iter()
+            .rposition(|e| matches!(e.state, State::Recorded))
+        else {
+            return;
+        };
+        self.answered(ctx, i, answer);
+        self.entries.retain(|e| !matches!(e.state, State::Refused));
+    }
+
     /// What the newest request made, if it answered so.
     pub fn made(&self) -> Option<&T> {
         self.entries.iter().rev().find_map(|e| match &e.state {
@@ -286,13 +332,19 @@ where
         while let Some(entry) = self.entries.last() {
             let items = match &entry.state {
                 State::Made(t) => vec![t.clone()],
-                State::Unknown { unanswered } => match resource.cannot_find() {
+                State::Unknown { .. } | State::Recorded => match resource.cannot_find() {
                     Some(warning) => {
                         ctx.ui.error(&warning);
                         Vec::new()
                     }
                     None => self
-                        .find(resource, *unanswered)
+                        .find(
+                            resource,
+                            matches!(
+                                entry.state,
+                                State::Unknown { unanswered: true } | State::Recorded
+                            ),
+                        )
                         .await
                         .map_err(|e| with_context(e, resource.find_failed()))?,
                 },
@@ -317,9 +369,10 @@ where
         Ok(())
     }
 
-    /// What the requests made is handed on (it is the build's artifact):
-    /// release the records without deleting anything. Returns what the
-    /// newest request made.
+    /// What the requests made is handed on (it is the build's artifact),
+    /// or is over with nothing left to undo (a task that finished, what it
+    /// made recorded on its own): release the records without deleting
+    /// anything. Returns what the newest request made.
     pub fn keep(&mut self, ctx: &BuildCtx) -> Option<T> {
         let made = self.made().cloned();
         for e in self.entries.drain(..) {
@@ -904,6 +957,76 @@ mod tests {
         assert!(f.out.captured().contains("thing t1 may be left"));
         assert_eq!(f.cloud.calls("list"), 0);
         assert!(f.ctx.ledger.live().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_recorded_request_is_answered_as_a_sent_one() {
+        // Made: relabelled, deleted by its name without a search.
+        let mut f = fixture();
+        f.create.record(&f.ctx, "thing t1 being made here");
+        assert_eq!(f.ctx.ledger.live(), ["thing t1 being made here"]);
+        assert!(f.create.unsettled());
+        f.cloud.make("t1");
+        f.create.answer(&f.ctx, &Ok("t1".into()));
+        assert_eq!(f.ctx.ledger.live(), ["thing t1 (made)"]);
+        assert_eq!(f.create.made().map(String::as_str), Some("t1"));
+        assert!(!f.create.unsettled());
+        // No other request waits for its answer: nothing changes.
+        f.create.answer(&f.ctx, &Err(FakeError::Status(409)));
+        assert_eq!(f.ctx.ledger.live(), ["thing t1 (made)"]);
+        f.create
+            .undo(&f.ctx, &f.things(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert_eq!(f.cloud.calls("list"), 0);
+        assert_eq!(f.cloud.calls("delete"), 1);
+        assert!(f.cloud.held().is_empty());
+        assert!(f.ctx.ledger.live().is_empty());
+
+        // Refused: the record goes at once, nothing to undo.
+        let mut f = fixture();
+        f.create.record(&f.ctx, "thing t1 being made here");
+        f.create.answer(&f.ctx, &Err(FakeError::Status(409)));
+        assert!(f.ctx.ledger.live().is_empty());
+        assert!(!f.create.unsettled());
+        f.create
+            .undo(&f.ctx, &f.things(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert_eq!(f.cloud.calls("list") + f.cloud.calls("delete"), 0);
+
+        // An error answer: looked for once.
+        let mut f = fixture();
+        f.create.record(&f.ctx, "thing t1 being made here");
+        f.cloud.make("t1");
+        f.create.answer(&f.ctx, &Err(FakeError::Status(500)));
+        f.create
+            .undo(&f.ctx, &f.things(Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        assert_eq!(f.cloud.calls("list"), 1);
+        assert!(f.cloud.held().is_empty());
+        assert!(f.ctx.ledger.live().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_recorded_request_never_answered_is_looked_for_as_no_answer() {
+        let mut f = fixture();
+        // The caller's request was cut off (its step dropped, or an error
+        // it cannot tell apart): the thing appears by the second look.
+        f.create.record(&f.ctx, "thing t1 being made here");
+        *f.cloud.made_at_list.lock().unwrap() = Some((2, "t1".into()));
+        f.create.settle(&f.ctx).await;
+        assert!(!f.out.captured().contains("Waiting for the answer"));
+        f.create
+            .undo(&f.ctx, &f.things(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(f.cloud.calls("list"), 2);
+        assert_eq!(f.cloud.calls("delete"), 1);
+        assert!(f.cloud.held().is_empty());
+        assert!(f.ctx.ledger.live().is_empty());
+        assert_eq!(f.ctx.ledger.released(), ["thing t1 being made here"]);
     }
 
     #[tokio::test]
