@@ -17,12 +17,12 @@
 //! time zeroed); zip entries by the paths as given. Everything is streamed;
 //! gzip and BGZF use every core. The input artifact is not kept unless the
 //! user sets `keep_input_artifact`.
-use crate::blockgz::{BlockFormat, ParallelGzWriter};
 use kiln_core::communicator::TransferProgress;
 use kiln_core::{
     async_trait, Artifact, BuildError, FileArtifact, PostProcessCtx, PostProcessed, PostProcessor,
     PrepareOpts,
 };
+use kiln_pgz::{Backend, Options, ParallelGz};
 use kiln_template::interp::render_option;
 use kiln_template::Decoder;
 use std::fs::File;
@@ -35,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 pub const BUILDER_ID: &str = "packer.post-processor.compress";
 const DEFAULT_OUTPUT: &str = "packer_{{.BuildName}}_{{.BuilderType}}";
 const DEFAULT_LEVEL: u32 = 6;
+/// gzip input per block (BGZF's is its format's).
+const GZIP_BLOCK: usize = 512 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Archive {
@@ -171,6 +173,16 @@ pub struct Compress {
 
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// gzip and BGZF: the C zlib (flate2's), on every core.
+fn pgz_options(bgzf: bool, level: u32) -> Options {
+    if bgzf {
+        Options::bgzf(Backend::Zlib, level)
+    } else {
+        Options::gzip(Backend::Zlib, level, GZIP_BLOCK)
+    }
+    .threads(threads())
 }
 
 #[async_trait]
@@ -332,7 +344,7 @@ impl Sink for Plain {
     }
 }
 
-impl Sink for ParallelGzWriter<BufWriter<File>> {
+impl Sink for ParallelGz<BufWriter<File>> {
     fn finish(self: Box<Self>) -> io::Result<()> {
         finish_file((*self).finish()?)
     }
@@ -413,14 +425,10 @@ impl Job {
         };
         Ok(match self.algorithm {
             Algorithm::None => Box::new(Plain(out)),
-            Algorithm::Gzip => Box::new(
-                ParallelGzWriter::new(out, BlockFormat::Gzip, self.level, threads())
-                    .map_err(err)?,
-            ),
-            Algorithm::Bgzf => Box::new(
-                ParallelGzWriter::new(out, BlockFormat::Bgzf, self.level, threads())
-                    .map_err(err)?,
-            ),
+            Algorithm::Gzip | Algorithm::Bgzf => {
+                let opts = pgz_options(self.algorithm == Algorithm::Bgzf, self.level);
+                Box::new(ParallelGz::new(out, opts).map_err(err)?)
+            }
             Algorithm::Lz4 => {
                 // Packer's lz4 writer: 4 MiB blocks, content checksum.
                 let info = lz4_flex::frame::FrameInfo::new()
@@ -522,6 +530,30 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_and_bgzf_write_what_they_wrote_before() {
+        // kiln-pgz's tests/golden.txt: the old writer's output for this
+        // input, with any number of threads.
+        use sha2::Digest;
+        let data = kiln_pgz::testdata::sample(GZIP_BLOCK + 1);
+        for (bgzf, name) in [(false, "pp-gzip"), (true, "pp-bgzf")] {
+            let mut w = ParallelGz::new(Vec::new(), pgz_options(bgzf, 6)).unwrap();
+            for c in data.chunks(70_000) {
+                w.write_all(c).unwrap();
+            }
+            let gz = w.finish().unwrap();
+            let key = format!("{name} sample {} 6 ", data.len());
+            assert_eq!(
+                hex::encode(sha2::Sha256::digest(&gz)),
+                include_str!("../../kiln-pgz/tests/golden.txt")
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&key))
+                    .unwrap(),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn formats_from_names_as_packer_detects_them() {

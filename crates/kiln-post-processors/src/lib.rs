@@ -18,7 +18,6 @@ use kiln_core::Registry;
 use kiln_template::interp::Context;
 
 pub mod artifice;
-pub mod blockgz;
 pub mod checksum;
 pub mod compress;
 pub mod manifest;

@@ -39,7 +39,7 @@ fn main() -> io::Result<()> {
         let level: u32 = level.trim().parse().expect("a level 1-9");
         let mut f = std::fs::File::open(image)?;
         let start = std::time::Instant::now();
-        let mut gz = kiln_vagrant::gz::ParallelGz::new(Count(0), level, threads)?;
+        let mut gz = kiln_vagrant::gz::writer(Count(0), level, threads)?;
         loop {
             let n = f.read(&mut buf)?;
             if n == 0 {

@@ -3,7 +3,7 @@
 //! into the output file. Every entry is read from where it already is (the
 //! build's disk image, the files to include) or made on the way (the
 //! VirtualBox VMDK, from the qcow2): no box directory, no copy of the disk.
-use crate::gz::ParallelGz;
+use crate::gz::{self, ParallelGz};
 use crate::VagrantError;
 use kiln_core::communicator::TransferProgress;
 use kiln_diskimage::{qcow2, vmdk};
@@ -191,9 +191,7 @@ impl BoxJob {
         let mut sink = if self.level == 0 {
             Sink::Plain(out)
         } else {
-            Sink::Gzip(
-                ParallelGz::new(out, self.level, self.threads).map_err(VagrantError::io(target))?,
-            )
+            Sink::Gzip(gz::writer(out, self.level, self.threads).map_err(VagrantError::io(target))?)
         };
         for e in &self.entries {
             self.entry(&mut sink, e)?;
