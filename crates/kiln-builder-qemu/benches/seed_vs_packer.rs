@@ -533,10 +533,16 @@ impl Timeline {
     fn of(transcript: &str) -> Timeline {
         let mut t = Timeline::default();
         for line in transcript.lines() {
-            let Some((_, rest)) = line.split_once(": ") else {
+            // Lines may carry a clock before the builder's name
+            // (`2026-12-06T01:59:34Z:     seed: step ...`): the entry
+            // starts after the last `: ` that precedes `step `/`provisioner `.
+            let Some(at) = [": step ", ":   provisioner "]
+                .iter()
+                .find_map(|m| line.find(m))
+            else {
                 continue;
             };
-            let rest = rest.trim_start();
+            let rest = line[at + 1..].trim_start();
             let cached = rest.contains("(from the cache)");
             // The time is the last word that reads as one: `3.7s`, `1m02.3s`.
             let time = |w: &str| {
