@@ -73,12 +73,12 @@ To boot it (cloud-init gives the user \`debian\` your SSH key):
   printf 'instance-id: my-vm\nlocal-hostname: my-vm\n' > my-seed/meta-data
   xorriso -as mkisofs -quiet -o my-seed.iso -V cidata -J -r my-seed
   qemu-img create -f qcow2 -b output-seed/seed.qcow2 -F qcow2 my-vm.qcow2
-  qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1024 -smp 2 -nographic \\
+  qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -m 1024 -smp 2 -nographic \\
     -drive file=my-vm.qcow2,if=virtio -drive file=my-seed.iso,media=cdrom \\
     -netdev user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net,netdev=n0
   ssh -p 2222 debian@127.0.0.1 dpkg -l gcc
 
-(Use -accel kvm instead of -accel tcg,thread=multi -cpu max where KVM works;
+(Use -accel kvm -cpu host instead of -accel tcg,thread=multi -cpu qemu64 where KVM works;
 the console is on the terminal, Ctrl-a x quits QEMU. On OpenStack, upload
 it with: openstack image create --disk-format qcow2 --file $image seed)
 MSG
