@@ -97,9 +97,14 @@ fn builder_files(c: &Config) -> Vec<PathBuf> {
     files
 }
 
+/// The cached final state the build converts, if it needs no machine.
+pub fn finished_entry(state: &State) -> Option<&Entry> {
+    state.cache.as_ref().and_then(|c| c.finished.as_ref())
+}
+
 /// Whether the build needs no machine (its final state is cached).
 pub fn finished(state: &State) -> bool {
-    state.cache.as_ref().is_some_and(|c| c.finished.is_some())
+    finished_entry(state).is_some()
 }
 
 /// Looks the build's states up; says each reused one. `None` when the

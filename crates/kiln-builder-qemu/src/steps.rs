@@ -1253,11 +1253,7 @@ impl Step<State> for StepConvertDisk<'_> {
             return Ok(());
         }
         // A build that needs no machine converts the cached final state.
-        let finished = state
-            .cache
-            .as_ref()
-            .and_then(|k| k.finished.as_ref())
-            .map(|e| e.path(crate::cache::DISK));
+        let finished = crate::cache::finished_entry(state).map(|e| e.path(crate::cache::DISK));
         let src = finished.or(top).unwrap_or_else(|| c.disk_path());
         let dst = c.output_directory.join(format!("{}.convert", c.vm_name));
         ctx.ui.say("Converting hard drive...");
