@@ -496,7 +496,7 @@ fn rebuild_table(
     for (round, r) in middle_runs.iter().enumerate() {
         let t = Timeline::of(&r.transcript);
         println!(
-            "  round {}: kiln rebuild {:>6.1} s (ratio {:.2} to Packer's rebuild of the round); provisioners re-run {:.1} s; the cache's own work (lookup, saving states) {:.1} s",
+            "  round {}: kiln rebuild {:>6.1} s (ratio {:.2} to Packer's rebuild of the round); provisioners re-run {:.1} s; the cache's own work (lookup, restoring the machine, saving states) {:.1} s",
             round + 1,
             secs(r),
             secs(r) / secs(&packer_runs[round]),
@@ -525,6 +525,10 @@ struct Timeline {
     provision_step: f64,
     lookup: f64,
     final_state: f64,
+    /// Restoring a saved machine: the `run` step (QEMU loading the saved
+    /// memory) and `set clock`, when the machine was continued (a boot is
+    /// not the cache's work: a build without it boots too).
+    restore: f64,
 }
 
 impl Timeline {
@@ -532,6 +536,7 @@ impl Timeline {
     /// `qemu:   provisioner shell: x.sh   1.0s  (from the cache)`.
     fn of(transcript: &str) -> Timeline {
         let mut t = Timeline::default();
+        let continued = transcript.contains("Starting VM, continuing the machine saved after");
         for line in transcript.lines() {
             // Lines may carry a clock before the builder's name
             // (`2026-12-06T01:59:34Z:     seed: step ...`): the entry
@@ -563,12 +568,19 @@ impl Timeline {
                 t.lookup = secs;
             } else if rest.starts_with("step cache final state ") {
                 t.final_state = secs;
+            } else if continued
+                && (rest.starts_with("step run ") || rest.starts_with("step set clock "))
+            {
+                t.restore += secs;
             }
         }
         t
     }
     fn cache_overhead(&self) -> f64 {
-        self.lookup + (self.provision_step - self.provisioners_run).max(0.0) + self.final_state
+        self.lookup
+            + self.restore
+            + (self.provision_step - self.provisioners_run).max(0.0)
+            + self.final_state
     }
 }
 

@@ -62,6 +62,9 @@ pub struct CacheRun {
     pub finished: Option<Entry>,
     pub template: String,
     pub saver: Arc<Saver>,
+    /// The machine's memory and devices saved with the state the build
+    /// resumes from, when it was (`crate::memory`).
+    pub memory: Option<crate::memory::Saved>,
 }
 
 impl CacheRun {
@@ -187,7 +190,7 @@ pub fn lookup(
     }
     let usable = holds.last().map_or(0, |(i, _)| i + 1);
     hits.truncate(usable);
-    let holds: Vec<kiln_cache::Hold> = holds.into_iter().map(|(_, h)| h).collect();
+    let mut holds: Vec<kiln_cache::Hold> = holds.into_iter().map(|(_, h)| h).collect();
     for p in problems {
         // Name the step the bad state belongs to.
         let step = match &p {
@@ -237,6 +240,36 @@ pub fn lookup(
             f.meta.saved_at()
         ));
     }
+    // The machine's memory with the state the build resumes from: the
+    // build continues that machine instead of booting its disk.
+    let version = settings
+        .memory
+        .then(|| crate::memory::qemu_version(&c.qemu_binary))
+        .flatten();
+    let mut memory = None;
+    if let (Some(v), Some(Some(e)), None) = (&version, hits.last(), &finished) {
+        let key = kiln_cache::key::memory_key(&state_key(e), v);
+        match store.get(&key) {
+            Ok(Some(m)) => match (store.hold(&m), crate::memory::read_machine(&m)) {
+                (Some(h), Ok(saved)) => {
+                    holds.push(h);
+                    memory = Some(saved);
+                }
+                (None, _) => {}
+                (Some(_), Err(why)) => {
+                    ctx.ui.error(&format!(
+                        "The cached memory after provisioner {} is unreadable ({why}): the machine boots from the saved disk",
+                        hits.len()
+                    ));
+                }
+            },
+            Ok(None) => {}
+            Err(e) => ctx.ui.error(&format!(
+                "The cached memory after provisioner {} is damaged ({e}); the machine boots from the saved disk",
+                hits.len()
+            )),
+        }
+    }
     let template = c.interp.template_dir.display().to_string();
     let saver = Arc::new(Saver {
         d,
@@ -246,6 +279,9 @@ pub fn lookup(
             qmp: PathBuf::new(),
             comm: None,
             broken: false,
+            signature: None,
+            key: None,
+            memory: version,
         }),
         store: store.clone(),
         keys: keys.clone(),
@@ -261,7 +297,13 @@ pub fn lookup(
         finished,
         template,
         saver,
+        memory,
     })
+}
+
+/// An entry's key, as a digest.
+fn state_key(e: &Entry) -> Digest {
+    Digest::from_hex(&e.meta.key).unwrap_or(Digest([0; 32]))
 }
 
 pub struct SaverState {
@@ -273,6 +315,13 @@ pub struct SaverState {
     pub comm: Option<Arc<dyn kiln_core::Communicator>>,
     /// A save failed: the states after it would have no parent.
     pub broken: bool,
+    /// The shape of QEMU's command line (`crate::memory::signature`).
+    pub signature: Option<String>,
+    /// The build's temporary key, saved with the memory.
+    pub key: Option<kiln_ssh::TempKeyPair>,
+    /// The QEMU version, while the machine's memory is saved with each
+    /// state (`None`: disks only).
+    pub memory: Option<String>,
 }
 
 /// Saves the disk after each provisioning step.
@@ -295,7 +344,7 @@ impl Saver {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn save(&self, ctx: &BuildCtx, step: &ProvisionStep) -> Result<(), String> {
+    async fn save(&self, ctx: &BuildCtx, step: &ProvisionStep) -> Result<(), SaveError> {
         let (top, qmp, comm, prev) = {
             let s = self.lock();
             (s.top.clone(), s.qmp.clone(), s.comm.clone(), s.prev.clone())
@@ -305,7 +354,7 @@ impl Saver {
         let out = kiln_ssh::CollectOutput::default();
         match comm.start("sync", &out).await {
             Ok(kiln_core::ExitStatus::Code(0)) => {}
-            r => return Err(format!("`sync` in the guest: {r:?}")),
+            r => return Err(format!("`sync` in the guest: {r:?}").into()),
         }
         let blocks = crate::qmp::execute(&qmp, "query-block").await?;
         let device = blocks
@@ -321,26 +370,106 @@ impl Saver {
             .ok_or_else(|| format!("QEMU has no drive on {}", top.display()))?
             .to_string();
         let next = ctx.work_dir.join(format!("state-{}.qcow2", step.index));
-        crate::qmp::execute_with(
-            &qmp,
-            "blockdev-snapshot-sync",
-            serde_json::json!({
-                "device": device,
-                "snapshot-file": next.display().to_string(),
-                "format": "qcow2",
-            }),
-        )
-        .await?;
+        let snapshot = || {
+            crate::qmp::execute_with(
+                &qmp,
+                "blockdev-snapshot-sync",
+                serde_json::json!({
+                    "device": device,
+                    "snapshot-file": next.display().to_string(),
+                    "format": "qcow2",
+                }),
+            )
+        };
+        // With the memory: the machine stopped, the disk frozen and the
+        // memory written at one instant, then the machine continued.
+        let (version, signature, key) = {
+            let s = self.lock();
+            (s.memory.clone(), s.signature.clone(), s.key.clone())
+        };
+        let mut memory = match (version, signature) {
+            (Some(v), Some(sig)) => match self.store.begin() {
+                Ok(p) => Some((p, v, sig)),
+                Err(e) => {
+                    self.no_memory(ctx, step, &e.to_string());
+                    None
+                }
+            },
+            _ => None,
+        };
+        let saved_memory = if let Some((pending, _, _)) = &memory {
+            crate::qmp::execute(&qmp, "stop").await?;
+            let r = match snapshot().await {
+                Ok(_) => {
+                    Ok(crate::memory::save(&qmp, &pending.dir().join(crate::memory::MEMORY)).await)
+                }
+                Err(e) => Err(e),
+            };
+            // Whatever happened, the machine runs again (a paused machine
+            // would hang the next provisioner).
+            crate::qmp::execute(&qmp, "cont").await.map_err(|e| {
+                SaveError::Paused(format!(
+                    "the machine was paused to save it and did not continue: {e}"
+                ))
+            })?;
+            // The machine's clock stood still while it was paused: set it
+            // to the host's again, quietly (a resumed build says so).
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let quiet = kiln_ssh::CollectOutput::default();
+            let _ = comm.start(&crate::memory::clock_command(now), &quiet).await;
+            r?
+        } else {
+            snapshot().await?;
+            Err("off".to_string())
+        };
         self.lock().top = Some(next);
-        self.store_layer(
-            ctx,
-            &top,
-            prev,
-            self.keys[step.index - 1],
-            step.index,
-            &step.label,
-        )
-        .await
+        let key_k = self.keys[step.index - 1];
+        let published = self
+            .store_layer(ctx, &top, prev, key_k, step.index, &step.label)
+            .await?;
+        match (published, saved_memory) {
+            (Some(disk), Ok(())) => {
+                let (pending, v, sig) = memory.take().expect("a memory save was pending");
+                let r = crate::memory::write_machine(pending.dir(), &sig, key.as_ref()).and_then(
+                    |()| {
+                        pending
+                            .publish(&EntryInfo {
+                                key: kiln_cache::key::memory_key(&key_k, &v),
+                                parent: Some(state_key(&disk)),
+                                template: self.template.clone(),
+                                build: ctx.build_name.clone(),
+                                step: step.index,
+                                label: format!("{} (memory)", step.label),
+                            })
+                            .map_err(|e| e.to_string())
+                    },
+                );
+                match r {
+                    Ok(e) => {
+                        if let Some(h) = self.store.hold(&e) {
+                            self.holds.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+                        }
+                    }
+                    Err(e) => self.no_memory(ctx, step, &e),
+                }
+            }
+            (Some(_), Err(e)) if memory.is_some() => self.no_memory(ctx, step, &e),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Stops saving the machine's memory for the rest of the build (the
+    /// disks are still saved), saying why once.
+    fn no_memory(&self, ctx: &BuildCtx, step: &ProvisionStep, why: &str) {
+        self.lock().memory = None;
+        ctx.ui.error(&format!(
+            "Could not save the machine's memory after provisioner {} ({}) in the provisioning cache: {why}; its disk is saved, and later states are disks only",
+            step.index, step.label
+        ));
     }
 
     /// Saves the disk once the machine has stopped: the layer QEMU wrote
@@ -377,7 +506,7 @@ impl Saver {
         key: Digest,
         index: usize,
         label: &str,
-    ) -> Result<(), String> {
+    ) -> Result<Option<Entry>, String> {
         let pending = self.store.begin().map_err(|e| e.to_string())?;
         let dst = pending.dir().join(DISK);
         let (s, t) = (top.to_path_buf(), dst.clone());
@@ -420,12 +549,12 @@ impl Saver {
                 "Another build saved the same state (step {index}: {label}) first; this build saves no further states"
             ));
             self.lock().broken = true;
-            return Ok(());
+            return Ok(None);
         }
         if let Some(h) = self.store.hold(&e) {
             self.holds.lock().unwrap_or_else(|p| p.into_inner()).push(h);
         }
-        self.lock().prev = Some(e);
+        self.lock().prev = Some(e.clone());
         // Keep the cache under its size limit, oldest states first (never
         // one a running build holds).
         let gone = self
@@ -440,7 +569,27 @@ impl Saver {
                 kiln_core::ui::human_bytes(bytes)
             ));
         }
-        Ok(())
+        Ok(Some(e))
+    }
+}
+
+/// Why a state was not saved.
+enum SaveError {
+    /// The state is not saved; the build goes on.
+    Failed(String),
+    /// The machine cannot go on: the build fails.
+    Paused(String),
+}
+
+impl From<String> for SaveError {
+    fn from(s: String) -> Self {
+        SaveError::Failed(s)
+    }
+}
+
+impl From<&str> for SaveError {
+    fn from(s: &str) -> Self {
+        SaveError::Failed(s.to_string())
     }
 }
 
@@ -457,7 +606,12 @@ impl StepDone for Saver {
             ));
             return Ok(());
         }
-        if let Err(e) = self.save(ctx, step).await {
+        let r = match self.save(ctx, step).await {
+            Err(SaveError::Paused(e)) => kiln_core::bail!("Provisioning cache: {e}"),
+            Err(SaveError::Failed(e)) => Err(e),
+            Ok(()) => Ok(()),
+        };
+        if let Err(e) = r {
             self.lock().broken = true;
             ctx.ui.error(&format!(
                 "Could not save the state after provisioner {} ({}) in the provisioning cache: {e}; the next build runs it again",
@@ -475,4 +629,6 @@ pub fn attach(run: &CacheRun, state: &State) {
     s.top = state.disks.first().cloned();
     s.qmp = state.qmp_socket.clone();
     s.comm = state.machine.comm.clone();
+    s.signature = state.machine_signature.clone();
+    s.key = state.machine.key.clone();
 }

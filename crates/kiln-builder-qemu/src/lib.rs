@@ -70,6 +70,7 @@ pub mod cache;
 pub mod config;
 pub mod driver;
 pub mod iso;
+pub mod memory;
 pub mod qmp;
 pub mod steps;
 /// Shared with other builders (`kiln-commonsteps`).
@@ -197,6 +198,7 @@ impl Builder for QemuBuilder {
                 none: c.comm.is_none(),
                 user: c.comm.username.clone(),
             }),
+            machine(StepClock { c }),
             // Passed a cached final state, it only shows the provisioners
             // as taken from the cache in the timeline.
             Box::new(StepProvision { hook }),

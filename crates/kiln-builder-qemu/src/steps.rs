@@ -4,7 +4,7 @@
 use crate::args::{self, AccelChoice, Runtime};
 use crate::config::{Accel, Config};
 use crate::driver::{Driver, Vm};
-use crate::{iso, ports};
+use crate::{iso, memory, ports};
 use kiln_commonsteps::{Connector, HasMachine, HasMedia, Liveness, Machine, MachineStopped, Media};
 use kiln_core::context::LedgerId;
 use kiln_core::{async_trait, BuildCtx, BuildError, Outcome, Step};
@@ -46,6 +46,11 @@ pub struct State {
     pub event_watch: Option<tokio::task::JoinHandle<()>>,
     /// The provisioning cache, when this build uses it.
     pub cache: Option<crate::cache::CacheRun>,
+    /// The shape of QEMU's command line (`crate::memory::signature`).
+    pub machine_signature: Option<String>,
+    /// The machine continues a cached state's memory (not booted): when
+    /// that state was saved (Unix seconds).
+    pub resumed_from: Option<i64>,
 }
 
 impl HasMachine for State {
@@ -401,11 +406,30 @@ fn stage(dir: &Path, files: &[PathBuf]) -> Result<(), BuildError> {
 
 impl StepCreateCd<'_> {
     fn write_seed(&self, state: &mut State, dir: &Path, ctx: &BuildCtx) -> Result<(), BuildError> {
-        let key = TempKeyPair::generate();
-        ctx.ui.say(&format!(
-            "Giving the machine a temporary SSH key ({}) and the user `{}` through cloud-init",
-            key.name, self.c.comm.username
-        ));
+        // A machine resumed from its saved memory does not run cloud-init
+        // again: it accepts the key of the build that saved it.
+        let saved = state
+            .cache
+            .as_ref()
+            .and_then(|c| c.memory.as_ref())
+            .and_then(|m| m.key.clone());
+        let key = match saved {
+            Some(k) => {
+                ctx.ui.say(&format!(
+                    "Using the temporary SSH key saved with the machine's memory ({}) for the user `{}`",
+                    k.name, self.c.comm.username
+                ));
+                k
+            }
+            None => {
+                let k = TempKeyPair::generate();
+                ctx.ui.say(&format!(
+                    "Giving the machine a temporary SSH key ({}) and the user `{}` through cloud-init",
+                    k.name, self.c.comm.username
+                ));
+                k
+            }
+        };
         ctx.ui.add_secret(key.private_openssh.trim());
         std::fs::write(
             dir.join("user-data"),
@@ -703,6 +727,16 @@ pub struct StepRun<'a> {
 }
 
 impl StepRun<'_> {
+    /// Waits for QEMU to load the saved memory, then lets the machine
+    /// run.
+    async fn continue_saved(&self, vm: &dyn Vm, qmp: &Path) -> Result<(), String> {
+        tokio::select! {
+            r = memory::wait_migration(qmp, Duration::from_secs(300)) => r?,
+            exit = vm.wait() => return Err(format!("QEMU exited ({exit}): {}", vm.output_tail(5).join(" / "))),
+        }
+        crate::qmp::execute(qmp, "cont").await.map(|_| ())
+    }
+
     async fn accel(&self, state: &mut State, ctx: &BuildCtx) -> AccelChoice {
         match &self.c.accelerator {
             Accel::Named(n) if n == "none" => AccelChoice::NoAccel,
@@ -848,10 +882,24 @@ impl Step<State> for StepRun<'_> {
         let c = self.c;
         let accel = self.accel(state, ctx).await;
         state.accel = Some(accel.clone());
-        ctx.ui.say(if c.disk_image {
-            "Starting VM, booting disk image"
-        } else {
-            "Starting VM, booting from CD-ROM"
+        // The memory saved with the state the build resumes from: QEMU
+        // loads it (`-incoming`) and the machine continues, not booted.
+        let mut memory = state.cache.as_ref().and_then(|c| c.memory.clone());
+        if let Some(m) = &memory {
+            let sig = memory::signature(c, &self.runtime(state, accel.clone()))
+                .map_err(|e| io_err("Error processing QemuArgs", e))?;
+            if sig != m.signature {
+                ctx.ui.say("The cached memory was saved by a differently shaped machine (devices, CPU, accelerator or memory size differ): booting the saved disk");
+                memory = None;
+            }
+        }
+        ctx.ui.say(&match (&memory, c.disk_image) {
+            (Some(m), _) => format!(
+                "Starting VM, continuing the machine saved after provisioner {} (its memory and disk)",
+                m.entry.meta.step
+            ),
+            (None, true) => "Starting VM, booting disk image".into(),
+            (None, false) => "Starting VM, booting from CD-ROM".into(),
         });
         if !c.headless && self.runtime(state, accel.clone()).no_display {
             ctx.ui
@@ -864,8 +912,13 @@ impl Step<State> for StepRun<'_> {
         let mut used_ports = vec![];
         for attempt in 0..4 {
             let rt = self.runtime(state, accel.clone());
-            let args =
+            let mut args =
                 args::command_line(c, &rt).map_err(|e| io_err("Error processing QemuArgs", e))?;
+            state.machine_signature = memory::signature(c, &rt).ok();
+            if let Some(m) = &memory {
+                args.push("-incoming".into());
+                args.push(memory::incoming_uri(&m.entry.path(memory::MEMORY)));
+            }
             if let Some(why) = state.tcg_why.take() {
                 if !ACCEL_SAID.swap(true, Ordering::SeqCst) {
                     ctx.ui.say(&tcg_fallback_message(&why, &args));
@@ -885,6 +938,24 @@ impl Step<State> for StepRun<'_> {
             state.machine.started = Some(Instant::now());
             // QEMU fails fast on bad arguments or a taken port.
             let settled = tokio::time::timeout(self.settle, vm.wait()).await;
+            if let (Err(_), Some(m)) = (&settled, &memory) {
+                match self.continue_saved(vm.as_ref(), &state.qmp_socket).await {
+                    Ok(()) => state.resumed_from = Some(m.entry.meta.created),
+                    Err(e) => {
+                        ctx.ui.error(&format!(
+                            "Could not continue the machine from its saved memory ({e}): booting the saved disk"
+                        ));
+                        vm.kill();
+                        let _ = tokio::time::timeout(Duration::from_secs(10), vm.wait()).await;
+                        if let Some(id) = self.id.take() {
+                            ctx.ledger.release(id);
+                        }
+                        state.vm = None;
+                        memory = None;
+                        continue;
+                    }
+                }
+            }
             match settled {
                 Err(_) => {
                     ctx.set_generated("QemuPid", vm.pid().to_string());
@@ -904,6 +975,13 @@ impl Step<State> for StepRun<'_> {
                     }
                     state.vm = None;
                     let out = vm.output_tail(20);
+                    if memory.take().is_some() {
+                        ctx.ui.error(&format!(
+                            "Could not continue the machine from its saved memory (QEMU exited: {}): booting the saved disk",
+                            out.join(" / ")
+                        ));
+                        continue;
+                    }
                     if port_conflict(&out) && attempt < 3 && !c.skip_nat_mapping {
                         if let Some(p) = state.ssh_host_port {
                             used_ports.push(p);
@@ -1068,7 +1146,56 @@ impl Step<State> for StepCleanupTempKeys<'_> {
         match comm.start(&cmd, &out).await {
             Ok(kiln_core::ExitStatus::Code(0)) => {}
             r => ctx.ui.error(&format!(
-                "Could not remove the temporary key from ~/.ssh/authorized_keys ({r:?}); it is useless without its private half, which kiln never stored"
+                "Could not remove the temporary key from ~/.ssh/authorized_keys ({r:?}); its private half is in no output (only the provisioning cache's saved memory states hold it, for the machines they continue)"
+            )),
+        }
+        Ok(())
+    }
+}
+
+/// A machine continued from a cached state's memory has that state's
+/// clock, behind by the state's age: set it to the host's time
+/// (`sudo -n date`), or say by how much it is behind.
+pub struct StepClock<'a> {
+    pub c: &'a Config,
+}
+
+#[async_trait]
+impl Step<State> for StepClock<'_> {
+    fn name(&self) -> &'static str {
+        "set clock"
+    }
+    async fn run(&mut self, state: &mut State, ctx: &BuildCtx) -> Result<(), BuildError> {
+        let (Some(saved), Some(comm)) = (state.resumed_from, &state.machine.comm) else {
+            return Ok(());
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let out = kiln_ssh::CollectOutput::default();
+        let r = comm.start(&memory::clock_command(now), &out).await;
+        let guest = out
+            .stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first()
+            .and_then(|l| l.trim().parse::<i64>().ok());
+        let saved_at = kiln_cache::store::saved_at(saved);
+        let behind = guest.map(|g| now as i64 - g);
+        match (r, behind) {
+            (Ok(kiln_core::ExitStatus::Code(0)), Some(b)) if b.abs() > 1 => ctx.ui.say(&format!(
+                "The continued machine's clock was {} behind (it was saved {saved_at}): set to the host's",
+                kiln_core::build::go_duration(Duration::from_secs(b.unsigned_abs()))
+            )),
+            (Ok(kiln_core::ExitStatus::Code(0)), _) => {}
+            (r, b) => ctx.ui.error(&format!(
+                "The continued machine's clock is {} (it was saved {saved_at}) and could not be set to the host's (`sudo -n date` as `{}`: {r:?}): its provisioners see that time",
+                b.map_or("unknown".into(), |b| format!(
+                    "{} behind",
+                    kiln_core::build::go_duration(Duration::from_secs(b.unsigned_abs()))
+                )),
+                self.c.comm.username
             )),
         }
         Ok(())

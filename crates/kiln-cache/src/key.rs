@@ -236,6 +236,18 @@ pub fn final_key(last: &Digest, finish: &Value) -> Digest {
     h.finish()
 }
 
+/// The key of the machine's memory and devices (a QEMU migration stream)
+/// saved with the state `state`: valid only for the QEMU that wrote it
+/// (`machine`: its version, as `qemu-system-... --version` says it) and
+/// for kiln's way of writing and reading it. A state saved by another QEMU
+/// is not found: the build boots the state's disk instead.
+pub fn memory_key(state: &Digest, machine: &str) -> Digest {
+    let mut h = H::new("kiln-cache/1 memory");
+    h.field(&state.0);
+    h.field(machine.as_bytes());
+    h.finish()
+}
+
 /// The digest of a file's content.
 pub fn file_digest(path: &Path) -> std::io::Result<Digest> {
     let mut f = std::fs::File::open(path)?;
@@ -668,6 +680,18 @@ mod tests {
             final_key(&d(1), &serde_json::json!({"shutdown_command": "halt -p"}))
         );
         assert_ne!(k, d(1));
+    }
+
+    #[test]
+    fn the_memory_key_follows_the_state_and_the_qemu() {
+        let v = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)";
+        let k = memory_key(&d(1), v);
+        assert_eq!(k, memory_key(&d(1), v));
+        assert_ne!(k, memory_key(&d(2), v));
+        assert_ne!(k, memory_key(&d(1), "QEMU emulator version 8.2.0"));
+        // Never the state's own key, nor its final key.
+        assert_ne!(k, d(1));
+        assert_ne!(k, final_key(&d(1), &serde_json::json!({})));
     }
 
     #[test]

@@ -81,18 +81,24 @@ impl Meta {
         let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
         Duration::from_secs(now.saturating_sub(self.created).max(0) as u64)
     }
-    /// `2026-12-04 14:02` (UTC).
+    /// `2026-12-04 14:02 UTC`.
     pub fn saved_at(&self) -> String {
-        time::OffsetDateTime::from_unix_timestamp(self.created)
-            .ok()
-            .and_then(|t| {
-                t.format(time::macros::format_description!(
-                    "[year]-[month]-[day] [hour]:[minute] UTC"
-                ))
-                .ok()
-            })
-            .unwrap_or_else(|| self.created.to_string())
+        saved_at(self.created)
     }
+}
+
+/// A time a state was saved (Unix seconds) as said to the user:
+/// `2026-12-04 14:02 UTC`.
+pub fn saved_at(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
 }
 
 /// What the caller says about a state it publishes.

@@ -266,8 +266,11 @@ pub fn command() -> Command {
                 .about("List or prune the provisioning cache")
                 .long_about(
                     "List or prune kiln's provisioning cache: the machine states saved after each \
-                     provisioning step, in KILN_CACHE_DIR (default $XDG_CACHE_HOME/kiln, else \
-                     ~/.cache/kiln). See docs/cache.md.",
+                     provisioning step (the disk, and the memory marked `(memory)`, which lets a \
+                     resumed build continue the machine instead of booting it; \
+                     KILN_CACHE_MEMORY=off saves disks only), in KILN_CACHE_DIR (default \
+                     $XDG_CACHE_HOME/kiln, else ~/.cache/kiln). Bounded by KILN_CACHE_MAX_SIZE \
+                     (20G) and KILN_CACHE_MAX_AGE (24h). See docs/cache.md.",
                 )
                 .subcommand_required(true)
                 .subcommand(Command::new("list").about(

@@ -7,19 +7,24 @@
 //!    saved, none after step 4 (a `file` upload into `/tmp`, which a boot
 //!    empties), none after the failing step;
 //! 2. the failing step fixed (a user variable in its command): the build
-//!    resumes after step 3, uploads step 4 again (so step 5 finds it), and
-//!    the machine still holds what steps 1-3 wrote in build 1;
-//! 3. one script of the shell provisioner edited (step 3): resumes after
-//!    step 2, step 3's new output is on the machine, step 2's is build 1's;
-//! 4. the state after step 2 truncated on disk: reported in one line,
-//!    dropped, the build resumes after step 1 and runs step 2 again; with
-//!    a 1-byte size limit, each save prunes the older chains but none of
-//!    the states this build boots from or saved;
+//!    continues the machine from its memory saved after step 3 (a file
+//!    step 1 wrote in `/dev/shm` is still there; the clock is set),
+//!    uploads step 4 again (so step 5 finds it), and the machine still
+//!    holds what steps 1-3 wrote in build 1;
+//! 3. one script of the shell provisioner edited (step 3), with
+//!    `KILN_CACHE_MEMORY=off`: resumes after step 2 by booting its disk
+//!    (the `/dev/shm` file is gone), step 3's new output is on the machine,
+//!    step 2's is build 1's;
+//! 4. the state after step 2 and the memory after step 1 truncated on
+//!    disk: each reported in one line, dropped, the build boots step 1's
+//!    disk and runs step 2 again; with a 1-byte size limit, each save
+//!    prunes the older chains but none of the states this build boots
+//!    from or saved;
 //! 5. nothing changed: no machine is started, the output is converted from
 //!    the cached stopped machine and is identical to build 4's;
 //! 6. only `shutdown_command` changed: every provisioner is reused, the
-//!    machine boots to be shut down the new way, and its stopped state is
-//!    saved beside build 4's.
+//!    machine is continued from its memory to be shut down the new way,
+//!    and its stopped state is saved beside build 4's.
 //!
 //! A second test (in parallel with the first) checks the faults: a cache
 //! on a full file system fails the save, not the build; `kiln build`
@@ -47,9 +52,10 @@ fn kiln(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
 fn kiln_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let o = common::kiln(dir)
         .args(args)
-        .envs(env.iter().copied())
         .env("HOME", dir)
         .env("KILN_CACHE_DIR", dir.join("kiln-cache"))
+        .env_remove("KILN_CACHE_MEMORY")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let (out, err) = common::text(&o);
@@ -82,7 +88,7 @@ fn template(base: &Path) -> String {
         "variables": {"check": "true", "greeting": "hello"},
         "builders": [builder("cached", base, "out")],
         "provisioners": [
-            {"type": "shell", "inline": ["date +%s%N | sudo tee /var/tmp/one"]},
+            {"type": "shell", "inline": ["date +%s%N | sudo tee /var/tmp/one /dev/shm/one"]},
             {
                 "type": "shell",
                 "scripts": ["scripts/two.sh", "scripts/three.sh"],
@@ -95,7 +101,7 @@ fn template(base: &Path) -> String {
                 "{{user `check`}}"
             ]},
             {"type": "shell", "inline": [
-                "echo \"REPORT one=$(cat /var/tmp/one) two=$(cat /var/tmp/two) three=$(cat /var/tmp/three) data=$(cat /var/tmp/data/x.txt)\""
+                "echo \"REPORT one=$(cat /var/tmp/one) two=$(cat /var/tmp/two) three=$(cat /var/tmp/three) data=$(cat /var/tmp/data/x.txt) shm=$(cat /dev/shm/one 2>/dev/null || echo none)\""
             ]}
         ]
     })
@@ -109,6 +115,9 @@ struct Report {
     two: String,
     three: String,
     data: String,
+    /// Step 1's file in memory only (`/dev/shm`): there when the machine
+    /// was continued from a saved memory, `none` when it was booted.
+    shm: String,
 }
 
 fn report(log: &str) -> Report {
@@ -132,6 +141,7 @@ fn report(log: &str) -> Report {
         two: field("two"),
         three: field("three"),
         data: field("data"),
+        shm: field("shm"),
     }
 }
 
@@ -149,13 +159,23 @@ fn cached_steps(dir: &Path) -> Vec<String> {
     cached_steps_of(dir, "cached")
 }
 
-/// The steps of `build` in `kiln cache list`, in its order.
+/// The steps of `build`'s disk states in `kiln cache list`, in its order.
 fn cached_steps_of(dir: &Path, build: &str) -> Vec<String> {
+    listed_steps(dir, build, false)
+}
+
+/// The steps after which the machine's memory is cached.
+fn memory_steps(dir: &Path) -> Vec<String> {
+    listed_steps(dir, "cached", true)
+}
+
+fn listed_steps(dir: &Path, build: &str, memory: bool) -> Vec<String> {
     let (code, text) = kiln(dir, &["cache", "list"]);
     assert_eq!(code, Some(0), "{text}");
     text.lines()
         .skip(1)
         .filter(|l| l.split_whitespace().nth(2) == Some(build))
+        .filter(|l| l.contains("(memory)") == memory)
         .map(|l| l.split_whitespace().nth(3).unwrap_or("").to_string())
         .collect()
 }
@@ -208,6 +228,11 @@ fn a_build_resumes_from_the_last_unchanged_step() {
     );
     assert!(using(&log1).is_empty(), "{log1}");
     assert_eq!(cached_steps(d), ["1", "2", "3"]);
+    assert_eq!(
+        memory_steps(d),
+        ["1", "2", "3"],
+        "the memory with each state"
+    );
     assert!(!d.join("out").exists(), "a failed build leaves no output");
 
     // 2. Fixed: resumes after step 3, uploads again, runs 4 and 5.
@@ -220,22 +245,37 @@ fn a_build_resumes_from_the_last_unchanged_step() {
     assert_eq!(r2.three, "three-v1", "{log2}");
     assert_eq!(r2.data, "x1", "{log2}");
     assert!(!r2.one.is_empty() && !r2.two.is_empty(), "{r2:?}");
+    // The machine was continued, not booted: what step 1 of build 1 left
+    // in memory only is still there, and its clock was set.
+    assert!(
+        log2.contains("Starting VM, continuing the machine saved after provisioner 3"),
+        "{log2}"
+    );
+    assert_eq!(r2.shm, r2.one, "{log2}");
+    assert!(log2.contains("set to the host's"), "{log2}");
     assert!(
         log2.contains("(from the cache)"),
         "the timeline says which steps came from the cache:\n{log2}"
     );
     standalone(d);
 
-    // 3. Step 3's script edited: resumes after step 2.
+    // 3. Step 3's script edited: resumes after step 2; with the memory
+    // turned off, by booting the saved disk (memory-only files are gone).
     common::write(d, "scripts/three.sh", "echo three-v2 > /var/tmp/three\n");
-    let (code, log3) = kiln(d, &["build", "-force", "t.json"]);
+    let (code, log3) = kiln_env(
+        d,
+        &["build", "-force", "t.json"],
+        &[("KILN_CACHE_MEMORY", "off")],
+    );
     assert_eq!(code, Some(0), "{log3}");
     assert_eq!(using(&log3), [1, 2], "{log3}");
+    assert!(log3.contains("Starting VM, booting disk image"), "{log3}");
     let r3 = report(&log3);
     assert_eq!(
         r3,
         Report {
             three: "three-v2".into(),
+            shm: "none".into(),
             ..r2.clone()
         },
         "steps 1 and 2 are build 1's, step 3 is new"
@@ -259,14 +299,27 @@ fn a_build_resumes_from_the_last_unchanged_step() {
         .find(|e| e.file_name().to_string_lossy().starts_with(&key2))
         .unwrap()
         .path();
-    let disk = entry.join("disk.qcow2");
-    let len = std::fs::metadata(&disk).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&disk)
+    let truncate = |f: &Path| {
+        let len = std::fs::metadata(f).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+    };
+    truncate(&entry.join("disk.qcow2"));
+    // And the memory saved after step 1: the build boots step 1's disk.
+    let memory1 = std::fs::read_dir(d.join("kiln-cache/entries"))
         .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let meta = std::fs::read_to_string(p.join("meta.json")).unwrap_or_default();
+            meta.contains("\"step\": 1,") && p.join("memory.bin").exists()
+        })
+        .unwrap_or_else(|| panic!("no memory after step 1:\n{list}"));
+    truncate(&memory1.join("memory.bin"));
     // With a 1-byte size limit: each save prunes every state this build
     // does not hold (the older chains), and none it holds.
     let (code, log4) = kiln_env(
@@ -277,17 +330,24 @@ fn a_build_resumes_from_the_last_unchanged_step() {
     assert_eq!(code, Some(0), "{log4}");
     assert_eq!(using(&log4), [1], "{log4}");
     let problem: Vec<&str> = log4.lines().filter(|l| l.contains("damaged")).collect();
-    assert_eq!(problem.len(), 1, "one line about the bad state:\n{log4}");
+    assert_eq!(problem.len(), 2, "one line about each bad file:\n{log4}");
     assert!(
         problem[0].contains("after provisioner 2 (shell: scripts/two.sh)")
             && problem[0].contains(&key2),
         "{log4}"
     );
+    assert!(
+        problem[1].contains("The cached memory after provisioner 1 is damaged")
+            && problem[1].contains("boots from the saved disk"),
+        "{log4}"
+    );
+    assert!(log4.contains("Starting VM, booting disk image"), "{log4}");
     assert!(log4.contains("two says hello"), "step 2 ran again:\n{log4}");
     let r4 = report(&log4);
     assert_eq!(r4.one, r2.one, "step 1 is still build 1's");
     assert_ne!(r4.two, r2.two, "step 2 ran again");
     assert_eq!(r4.three, "three-v2");
+    assert_eq!(r4.shm, "none", "booted, not continued");
     standalone(d);
     assert!(
         log4.contains("The provisioning cache is over its size limit"),
@@ -331,7 +391,10 @@ fn a_build_resumes_from_the_last_unchanged_step() {
     assert_eq!(code, Some(0), "{log6}");
     assert_eq!(using(&log6), [1, 2, 3, 5, 6], "{log6}");
     assert!(!log6.contains("Nothing changed"), "{log6}");
-    assert!(log6.contains("Starting VM"), "{log6}");
+    assert!(
+        log6.contains("Starting VM, continuing the machine saved after provisioner 6"),
+        "{log6}"
+    );
     // (The template, shown by a warning, holds the command's text.)
     assert!(
         !log6
