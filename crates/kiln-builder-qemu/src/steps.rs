@@ -1078,6 +1078,13 @@ impl Step<State> for StepTypeBootCommand<'_> {
         if c.boot_command.is_empty() {
             return Ok(());
         }
+        if state.resumed_from.is_some() {
+            // The machine booted and was typed to in the build that saved
+            // it: keys now would go to whatever it runs.
+            ctx.ui
+                .say("Not typing the boot command: the machine was continued, not booted");
+            return Ok(());
+        }
         let live = state.machine.liveness.clone();
         if !c.boot_wait.is_zero() {
             ctx.ui

@@ -509,3 +509,36 @@ async fn a_failing_shutdown_command_presses_the_power_button_at_once() {
     );
     assert!(log.contains("powered off after the power button"), "{log}");
 }
+
+#[tokio::test]
+async fn a_continued_machine_is_not_typed_to() {
+    use kiln_builder_qemu::steps::{State, StepTypeBootCommand};
+    use kiln_core::Step;
+    let (out, ctx, d) = ctx();
+    let mut c = config(d.path());
+    c.boot_command = kiln_bootcommand::BootCommand::new(vec!["<enter>".into()]);
+    c.boot_wait = Duration::from_secs(3600);
+    let mut state = State::new(d.path());
+    // Continued from a cached memory: no wait, no keys (there is no QMP
+    // socket: typing would fail).
+    state.resumed_from = Some(1_796_000_000);
+    let mut step = StepTypeBootCommand { c: &c };
+    tokio::time::timeout(Duration::from_secs(5), step.run(&mut state, &ctx))
+        .await
+        .expect("no boot_wait")
+        .unwrap();
+    assert!(
+        out.captured()
+            .contains("Not typing the boot command: the machine was continued, not booted"),
+        "{}",
+        out.captured()
+    );
+    // Booted: it waits for boot_wait first.
+    state.resumed_from = None;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), step.run(&mut state, &ctx))
+            .await
+            .is_err(),
+        "a booted machine waits boot_wait, then types"
+    );
+}

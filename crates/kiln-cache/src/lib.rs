@@ -115,9 +115,11 @@ impl Settings {
             Some(v) => match v.to_string_lossy().to_ascii_lowercase().as_str() {
                 "1" | "on" | "true" | "yes" => true,
                 "0" | "off" | "false" | "no" => false,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "KILN_CACHE_MEMORY: {other:?} is neither on nor off (1/0, true/false, yes/no)"
-                )),
+                ))
+                }
             },
         };
         Ok(Settings {
